@@ -1,0 +1,87 @@
+"""The one exception tree of execvault.
+
+Everything raised across the package boundary is one of these; botocore, zstandard and OS errors are
+translated where they happen (the stores, the codec) with ``raise ... from err``::
+
+    ArchiveError
+    ├── NotFound (also FileNotFoundError)            missing object, execution, workflow, version
+    ├── ImmutableConflict (also FileExistsError)     different bytes for a key that already exists
+    ├── IntegrityError                               hash/digest mismatch, unknown format, zstd bomb
+    ├── InvalidInput (also ValueError)               a caller's mistake; ``field`` names the culprit
+    │   ├── MalformedWorkflow                        not an n8n-style workflow
+    │   └── InvalidId                                unsafe id or key segment
+    ├── SanitizationError                            a value that cannot be sanitized safely
+    ├── StoreUnavailable                             the store failed after retries (5xx, network)
+    ├── RetentionLocked                              Object Lock / legal hold refused a change
+    └── ManifestError                                an index manifest cannot be written or read
+
+The API maps these to status codes in one place (``api.errors``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchiveError",
+    "ImmutableConflict",
+    "IntegrityError",
+    "InvalidId",
+    "InvalidInput",
+    "MalformedWorkflow",
+    "ManifestError",
+    "NotFound",
+    "RetentionLocked",
+    "SanitizationError",
+    "StoreUnavailable",
+]
+
+
+class ArchiveError(Exception):
+    """Root of every error execvault raises on purpose."""
+
+
+class NotFound(ArchiveError, FileNotFoundError):
+    """An object, execution, workflow or version does not exist."""
+
+
+class ImmutableConflict(ArchiveError, FileExistsError):
+    """A write-once key already holds different bytes (or a record holds different content)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class IntegrityError(ArchiveError):
+    """Stored bytes do not match their hash, digest or declared format."""
+
+
+class InvalidInput(ArchiveError, ValueError):
+    """The caller sent something we refuse; ``field`` is a dotted path or JSON Pointer to it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class MalformedWorkflow(InvalidInput):
+    """The input is not an n8n-style workflow we can normalize."""
+
+
+class InvalidId(InvalidInput):
+    """An id (execution, workflow, ...) is unsafe to use in a storage key."""
+
+
+class SanitizationError(ArchiveError):
+    """A value could not be sanitized safely, so nothing was stored."""
+
+
+class StoreUnavailable(ArchiveError):
+    """The object store did not answer successfully after retries."""
+
+
+class RetentionLocked(ArchiveError):
+    """Object Lock retention or a legal hold refused a delete or change."""
+
+
+class ManifestError(ArchiveError):
+    """An index manifest could not be written or read."""
