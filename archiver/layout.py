@@ -5,7 +5,7 @@ Layout (format version 1)::
     blobs/sha256/<h[0:2]>/<h>.json.zst                       workflow structure, content-addressed
     executions/<s>/<executionId>/snapshot.json.zst            pre-execution snapshot, write-once
     executions/<s>/<executionId>/result.json.zst              final state, write-once
-    refs/workflows/<workflowId>/versions/<seq:010d>.json      version commits with parent pointers
+    refs/workflows/<workflowId>/versions/<seq:010d>.json.zst  version commits with parent pointers
     index/<table>/dt=YYYY-MM-DD/part-<writer>-<seq>.parquet   manifests (see docs/storage.md)
 
 ``<s>`` is the first two hex digits of SHA-256(executionId): it spreads executions over 256
@@ -111,9 +111,9 @@ def versions_prefix(workflow_id: str) -> str:
 def version_key(workflow_id: str, seq: int) -> str:
     if seq < 1:
         raise InvalidId("version sequence numbers start at 1", field="seq")
-    return f"{versions_prefix(workflow_id)}{seq:010d}.json"
+    return f"{versions_prefix(workflow_id)}{seq:010d}.json.zst"
 
 
 def version_seq_from_key(key: str) -> int:
     name = key.rsplit("/", 1)[-1]
-    return int(name.removesuffix(".json"))
+    return int(name.split(".", 1)[0])

@@ -1,0 +1,319 @@
+"""The archive: capture snapshots and final states into a write-once store, read them back.
+
+Write order (invariant 2): content blob → version commit → execution record → (index row, via the
+observers). A crash between two steps leaves at worst an unreferenced blob or version, never a
+record that points at nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from archiver.capture import PreparedWorkflow, prepare_workflow
+from archiver.codec import (
+    DEFAULT_MAX_OBJECT_BYTES,
+    decode_blob,
+    decode_record,
+    encode_blob,
+    encode_record,
+)
+from archiver.errors import ImmutableConflict, InvalidInput, NotFound
+from archiver.final_state import FinalState, parse_final_state
+from archiver.layout import blob_key, check_id, result_key, snapshot_key
+from archiver.model import ExecutionSnapshot, VersionCommit, WorkflowSnapshot
+from archiver.sanitize import Sanitizer
+from archiver.store.base import ObjectStore
+from archiver.timeutil import parse_ts, utcnow
+from archiver.versioning import VersionChains
+
+__all__ = ["Archive", "CaptureResult", "FinalStateResult", "WrittenObject"]
+
+SNAPSHOT_KIND = "execution-snapshot"
+FINAL_STATE_KIND = "final-state"
+
+# Fields a re-send may leave out and the server fills in: not part of "same content".
+_SERVER_FIELDS = frozenset({"id", "createdAt", "snapshotVersion", "versionSeq"})
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenObject:
+    key: str
+    stored_bytes: int
+    raw_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureResult:
+    snapshot: ExecutionSnapshot
+    created: bool  # False: an identical snapshot was already stored (idempotent re-send)
+    record: WrittenObject | None = None
+    blob: WrittenObject | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalStateResult:
+    final_state: FinalState
+    created: bool
+    record: WrittenObject | None = None
+
+
+SnapshotObserver = Callable[[CaptureResult], None]
+FinalStateObserver = Callable[[ExecutionSnapshot, FinalStateResult], None]
+
+
+class Archive:
+    """Capture and read execution snapshots. Stores and keys are passed in, never global."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        sanitizer: Sanitizer,
+        *,
+        max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+        clock: Callable[[], datetime] = utcnow,
+        blob_cache_size: int = 256,
+    ) -> None:
+        self.store = store
+        self.sanitizer = sanitizer
+        self.max_object_bytes = max_object_bytes
+        self._clock = clock
+        self._blob_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._blob_cache_size = blob_cache_size
+        self._cache_lock = threading.Lock()
+        self.versions = VersionChains(store, self._structure_by_hash)
+        self.snapshot_observers: list[SnapshotObserver] = []
+        self.final_state_observers: list[FinalStateObserver] = []
+
+    # ------------------------------------------------------------------ structure blobs
+
+    def _structure_jcs(self, snapshot_hash: str) -> bytes:
+        with self._cache_lock:
+            cached = self._blob_cache.get(snapshot_hash)
+            if cached is not None:
+                self._blob_cache.move_to_end(snapshot_hash)
+                return cached
+        raw = decode_blob(
+            self.store.get(blob_key(snapshot_hash)), snapshot_hash, max_size=self.max_object_bytes
+        )
+        self._remember(snapshot_hash, raw)
+        return raw
+
+    def _remember(self, snapshot_hash: str, raw: bytes) -> None:
+        with self._cache_lock:
+            self._blob_cache[snapshot_hash] = raw
+            while len(self._blob_cache) > self._blob_cache_size:
+                self._blob_cache.popitem(last=False)
+
+    def _structure_by_hash(self, snapshot_hash: str) -> dict[str, Any]:
+        parsed: dict[str, Any] = orjson.loads(self._structure_jcs(snapshot_hash))
+        return parsed
+
+    def _write_blob(self, prepared: PreparedWorkflow) -> WrittenObject:
+        key = blob_key(prepared.snapshot_hash)
+        data = encode_blob(prepared.structure_jcs)
+        try:
+            self.store.put(key, data)
+        except ImmutableConflict:
+            # Same content compressed by another zstd build: fine if the stored blob verifies.
+            decode_blob(self.store.get(key), prepared.snapshot_hash, max_size=self.max_object_bytes)
+        self._remember(prepared.snapshot_hash, prepared.structure_jcs)
+        return WrittenObject(key, len(data), len(prepared.structure_jcs))
+
+    # ------------------------------------------------------------------ capture
+
+    def capture_snapshot(
+        self,
+        *,
+        execution_id: object,
+        workflow: Any,
+        workflow_id: object | None = None,
+        variables: Any = None,
+        trigger_type: str | None = None,
+        trigger_data: Any = None,
+        user_id: object | None = None,
+        created_at: object | None = None,
+        replay_of: object | None = None,
+    ) -> CaptureResult:
+        """Store the pre-execution snapshot of ``execution_id``; idempotent for identical input."""
+        exec_id = check_id(execution_id, "executionId")
+        prepared = prepare_workflow(workflow, self.sanitizer)
+        wf_id_raw = workflow_id if workflow_id is not None else prepared.workflow.workflow_id
+        if wf_id_raw is None:
+            raise InvalidInput("workflowId is required (in the request or the workflow)", field="workflowId")
+        wf_id = check_id(wf_id_raw, "workflowId")
+        user = "system" if user_id is None else check_id(user_id, "userId")
+        replay = None if replay_of is None else check_id(replay_of, "replayOf")
+        when = self._clock() if created_at is None else parse_ts(created_at, "createdAt")
+        if trigger_type is None:
+            enabled = [t for t in prepared.triggers if not t.disabled]
+            trigger_type = enabled[0].kind if enabled else "unknown"
+        elif not isinstance(trigger_type, str) or not trigger_type or len(trigger_type) > 64:
+            raise InvalidInput("triggerType must be a short string", field="triggerType")
+        variables_clean = self._variables(variables)
+        trigger_clean = self.sanitizer.sanitize(trigger_data) if trigger_data is not None else None
+
+        structure = orjson.loads(prepared.structure_jcs)
+        wf = prepared.workflow
+
+        def build(commit: VersionCommit | None) -> ExecutionSnapshot:
+            version = commit.version if commit else "0.0.0"
+            return ExecutionSnapshot(
+                id="es_" + hashlib.sha256(f"execvault:{exec_id}".encode()).hexdigest()[:26],
+                execution_id=exec_id,
+                workflow_id=wf_id,
+                snapshot_version=version,
+                snapshot_hash=prepared.snapshot_hash,
+                workflow_snapshot=WorkflowSnapshot(
+                    id=wf_id, name=wf.name, description=wf.description, active=wf.active,
+                    nodes=structure["nodes"], connections=structure["connections"],
+                    settings=structure["settings"], version=version, tags=tuple(wf.tags),
+                    version_id=wf.version_id,
+                ),
+                variables_snapshot=variables_clean,
+                credentials_refs=prepared.credentials_refs,
+                triggers_snapshot=prepared.triggers,
+                user_id=user,
+                trigger_type=trigger_type,
+                created_at=when,
+                version_seq=commit.seq if commit else 0,
+                trigger_data=trigger_clean,
+                pin_data=prepared.pin_data,
+                node_identity=wf.node_identity,
+                replay_of=replay,
+            )
+
+        # A re-send must not move the version chain: answer it from what is stored.
+        existing = self._existing_snapshot(exec_id)
+        if existing is not None:
+            return self._same_or_conflict(existing, build(None), created_at is not None)
+
+        blob = self._write_blob(prepared)
+        commit = self.versions.assign(
+            wf_id, prepared.snapshot_hash, structure,
+            created_at=when, execution_id=exec_id, user_id=user,
+        )
+        snapshot = build(commit)
+        data = encode_record(SNAPSHOT_KIND, snapshot.record_body())
+        key = snapshot_key(exec_id)
+        try:
+            created = self.store.put(key, data)
+        except ImmutableConflict:
+            # Someone stored this execution between our read and our write.
+            existing = self._existing_snapshot(exec_id)
+            if existing is None:
+                raise
+            return self._same_or_conflict(existing, snapshot, created_at is not None)
+        if not created:
+            return CaptureResult(snapshot, created=False)
+        result = CaptureResult(
+            snapshot, created=True, record=WrittenObject(key, len(data), 0), blob=blob
+        )
+        for observer in self.snapshot_observers:
+            observer(result)
+        return result
+
+    def _variables(self, variables: Any) -> dict[str, Any] | None:
+        if variables is None:
+            return None
+        if isinstance(variables, list):
+            as_dict: dict[str, Any] = {}
+            for i, item in enumerate(variables):
+                if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+                    raise InvalidInput(
+                        "variables as a list need {key, value} objects", field=f"variables[{i}]"
+                    )
+                as_dict[item["key"]] = item.get("value")
+            variables = as_dict
+        if not isinstance(variables, dict):
+            raise InvalidInput("variables must be an object or a list of {key, value}", field="variables")
+        clean: dict[str, Any] = self.sanitizer.sanitize(variables)
+        return clean
+
+    def _existing_snapshot(self, execution_id: str) -> ExecutionSnapshot | None:
+        try:
+            return self.get_snapshot(execution_id)
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _same_or_conflict(
+        existing: ExecutionSnapshot, candidate: ExecutionSnapshot, time_given: bool
+    ) -> CaptureResult:
+        ignore = _SERVER_FIELDS if not time_given else _SERVER_FIELDS - {"createdAt"}
+        a = {k: v for k, v in existing.record_body().items() if k not in ignore}
+        b = {k: v for k, v in candidate.record_body().items() if k not in ignore}
+        if a != b:
+            raise ImmutableConflict(
+                f"execution {existing.execution_id} already has a different snapshot",
+                key=snapshot_key(existing.execution_id),
+            )
+        return CaptureResult(existing, created=False)
+
+    # ------------------------------------------------------------------ final state
+
+    def record_final_state(self, execution_id: object, payload: Mapping[str, Any]) -> FinalStateResult:
+        """Store how ``execution_id`` ended, once. The snapshot must exist; it is never rewritten."""
+        exec_id = check_id(execution_id, "executionId")
+        if not isinstance(payload, Mapping):
+            raise InvalidInput("final state must be a JSON object", field="body")
+        snapshot = self.get_snapshot(exec_id)  # NotFound if the execution is unknown
+        final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
+        data = encode_record(FINAL_STATE_KIND, final.to_json())
+        key = result_key(exec_id)
+        try:
+            created = self.store.put(key, data)
+        except ImmutableConflict:
+            raise ImmutableConflict(
+                f"execution {exec_id} already has a different final state", key=key
+            ) from None
+        result = FinalStateResult(final, created, WrittenObject(key, len(data), 0))
+        if created:
+            for observer in self.final_state_observers:
+                observer(snapshot, result)
+        return result
+
+    # ------------------------------------------------------------------ reads
+
+    def get_snapshot(self, execution_id: object) -> ExecutionSnapshot:
+        """Two GETs: the execution record and its structure blob; both re-verified."""
+        exec_id = check_id(execution_id, "executionId")
+        try:
+            data = self.store.get(snapshot_key(exec_id))
+        except NotFound:
+            raise NotFound(f"no snapshot for execution {exec_id}") from None
+        body = decode_record(data, SNAPSHOT_KIND, max_size=self.max_object_bytes)
+        structure = self._structure_by_hash(body["snapshotHash"])
+        return ExecutionSnapshot.from_record(body, structure)
+
+    def get_final_state(self, execution_id: object) -> FinalState | None:
+        exec_id = check_id(execution_id, "executionId")
+        try:
+            data = self.store.get(result_key(exec_id))
+        except NotFound:
+            return None
+        body = decode_record(data, FINAL_STATE_KIND, max_size=self.max_object_bytes)
+        body.pop("kind", None)
+        return FinalState.from_json(body)
+
+    def snapshot_version(self, workflow_id: object) -> str:
+        """The head version of a workflow's chain; NotFound when it has none."""
+        wf_id = check_id(workflow_id, "workflowId")
+        head = self.versions.head(wf_id)
+        if head is None:
+            raise NotFound(f"workflow {wf_id} has no versions")
+        return head.version
+
+    def version_history(self, workflow_id: object) -> list[VersionCommit]:
+        wf_id = check_id(workflow_id, "workflowId")
+        commits = self.versions.history(wf_id)
+        if not commits:
+            raise NotFound(f"workflow {wf_id} has no versions")
+        return commits

@@ -1,0 +1,126 @@
+"""The CPU half of capture: normalize → sanitize → canonicalize → hash, plus trigger extraction.
+
+Pure functions with no I/O, so they can be benchmarked and tested alone. ``archiver.archive`` adds
+the storage half (content blob → version → execution record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from archiver.canonical import canonicalize
+from archiver.model import CredentialRef, TriggerSnapshot
+from archiver.normalize import NormalizedWorkflow, normalize_workflow
+from archiver.sanitize import Sanitizer
+
+__all__ = [
+    "PreparedWorkflow",
+    "extract_credential_refs",
+    "extract_triggers",
+    "prepare_workflow",
+    "trigger_kind",
+]
+
+# Node fields that define identity and wiring: never rewritten by the sanitizer.
+_STRUCTURAL_KEYS = frozenset(
+    {"id", "name", "type", "typeVersion", "position", "credentials", "disabled", "webhookId"}
+)
+
+_TRIGGER_KINDS: dict[str, str] = {
+    "n8n-nodes-base.webhook": "webhook",
+    "n8n-nodes-base.formTrigger": "form",
+    "n8n-nodes-base.scheduleTrigger": "schedule",
+    "n8n-nodes-base.cron": "schedule",
+    "n8n-nodes-base.interval": "schedule",
+    "n8n-nodes-base.manualTrigger": "manual",
+    "n8n-nodes-base.start": "manual",
+    "n8n-nodes-base.executeWorkflowTrigger": "subworkflow",
+    "n8n-nodes-base.errorTrigger": "error",
+    "n8n-nodes-base.n8nTrigger": "event",
+    "n8n-nodes-base.emailReadImap": "polling",
+    "n8n-nodes-base.rssFeedReadTrigger": "polling",
+    "@n8n/n8n-nodes-langchain.chatTrigger": "chat",
+    "@n8n/n8n-nodes-langchain.manualChatTrigger": "chat",
+    "@n8n/n8n-nodes-langchain.mcpTrigger": "webhook",
+}
+
+
+def trigger_kind(node_type: str) -> str | None:
+    """The kind of trigger a node type is, or None when it is not a trigger."""
+    kind = _TRIGGER_KINDS.get(node_type)
+    if kind is not None:
+        return kind
+    short = node_type.rsplit(".", 1)[-1]
+    if short.endswith("Trigger"):
+        return "event"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWorkflow:
+    """A workflow ready to store: sanitized structure, its JCS bytes and hash."""
+
+    workflow: NormalizedWorkflow
+    structure: dict[str, Any]
+    structure_jcs: bytes
+    snapshot_hash: str
+    credentials_refs: tuple[CredentialRef, ...]
+    triggers: tuple[TriggerSnapshot, ...]
+    pin_data: dict[str, Any] | None
+
+
+def _sanitize_node(node: dict[str, Any], sanitizer: Sanitizer) -> dict[str, Any]:
+    rest = {k: v for k, v in node.items() if k not in _STRUCTURAL_KEYS}
+    clean = sanitizer.sanitize(rest)
+    out = {k: v for k, v in node.items() if k in _STRUCTURAL_KEYS}
+    out.update(clean)
+    return out
+
+
+def extract_credential_refs(nodes: list[dict[str, Any]]) -> tuple[CredentialRef, ...]:
+    """One reference per distinct credential, with the nodes that use it."""
+    found: dict[tuple[str, str | None, str | None], list[str]] = {}
+    for node in nodes:
+        for cred_type, ref in (node.get("credentials") or {}).items():
+            found.setdefault((cred_type, ref.get("id"), ref.get("name")), []).append(node["name"])
+    return tuple(
+        CredentialRef(type=t, id=i, name=n, nodes=tuple(users))
+        for (t, i, n), users in sorted(found.items(), key=lambda kv: tuple(map(str, kv[0])))
+    )
+
+
+def extract_triggers(nodes: list[dict[str, Any]]) -> tuple[TriggerSnapshot, ...]:
+    triggers: list[TriggerSnapshot] = []
+    for node in nodes:
+        kind = trigger_kind(node["type"])
+        if kind is None:
+            continue
+        triggers.append(
+            TriggerSnapshot(
+                node=node["name"], type=node["type"], kind=kind, node_id=node.get("id"),
+                disabled=bool(node.get("disabled", False)), webhook_id=node.get("webhookId"),
+                parameters=node.get("parameters") or {},
+            )
+        )
+    return tuple(triggers)
+
+
+def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
+    """Normalize, sanitize, canonicalize and hash one workflow document."""
+    wf = normalize_workflow(document)
+    nodes = [_sanitize_node(n, sanitizer) for n in wf.nodes]
+    settings = sanitizer.sanitize(wf.settings)
+    structure = {"nodes": nodes, "connections": wf.connections, "settings": settings}
+    jcs = canonicalize(structure)
+    pin_data = sanitizer.sanitize(wf.pin_data) if wf.pin_data else None
+    return PreparedWorkflow(
+        workflow=wf,
+        structure=structure,
+        structure_jcs=jcs,
+        snapshot_hash=hashlib.sha256(jcs).hexdigest(),
+        credentials_refs=extract_credential_refs(nodes),
+        triggers=extract_triggers(nodes),
+        pin_data=pin_data,
+    )

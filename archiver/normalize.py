@@ -1,0 +1,317 @@
+"""Turn an n8n-style workflow, in any of its real published shapes, into one normal form.
+
+Accepted shapes (see ``docs/storage.md`` and the design note ``n8n-formats.md``): a workflow object;
+a JSON array holding exactly one workflow (n8n's CLI export); ``{"workflow": {...}}`` wrappers, even
+nested; numeric workflow ids; ``active`` as a string; tags as objects or strings; nodes without ids
+or positions; credentials as ``{type: {id, name}}``, a plain name string, or an empty string;
+connections keyed by source node name with ``main``/``error``/``ai_*`` outputs, ``null`` or empty
+output slots, and sources or targets that name no node (kept, and reported as dangling).
+
+The normal form separates the *structure* that is hashed and versioned — ``nodes``, ``connections``
+(an edge list), ``settings`` — from metadata (name, active, tags, pinData ...) that is stored with the
+execution but does not define the version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from archiver.errors import MalformedWorkflow
+
+__all__ = [
+    "Edge",
+    "NormalizedWorkflow",
+    "credential_refs",
+    "edge_sort_key",
+    "node_key",
+    "normalize_workflow",
+    "unwrap_workflow",
+]
+
+Edge = dict[str, Any]  # {source, sourceOutput, target, targetInput, type[, targetType]}
+
+_MAX_NODES = 10_000
+_MAX_EDGES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedWorkflow:
+    """A workflow in normal form. ``nodes``/``connections``/``settings`` are the hashed structure."""
+
+    nodes: list[dict[str, Any]]
+    connections: list[Edge]
+    settings: dict[str, Any]
+    workflow_id: str | None = None
+    name: str | None = None
+    description: str | None = None
+    active: bool | None = None
+    tags: list[str] = field(default_factory=list)
+    version_id: str | None = None
+    pin_data: dict[str, Any] | None = None
+    node_identity: str = "id"  # "id", "name" or "mixed": what node identity rests on
+    dangling_edges: list[Edge] = field(default_factory=list)
+
+    def structure(self) -> dict[str, Any]:
+        return {"nodes": self.nodes, "connections": self.connections, "settings": self.settings}
+
+
+def unwrap_workflow(document: Any) -> dict[str, Any]:
+    """Find the workflow object inside a published document (array, wrapper, or plain)."""
+    current = document
+    for _ in range(4):
+        if isinstance(current, list):
+            if len(current) != 1:
+                raise MalformedWorkflow(
+                    f"a JSON array must hold exactly one workflow, this one holds {len(current)}",
+                    field="workflow",
+                )
+            current = current[0]
+            continue
+        if isinstance(current, dict) and "nodes" not in current and isinstance(
+            current.get("workflow"), dict | list
+        ):
+            current = current["workflow"]
+            continue
+        break
+    if not isinstance(current, dict):
+        raise MalformedWorkflow("a workflow must be a JSON object", field="workflow")
+    return current
+
+
+def node_key(node: Mapping[str, Any]) -> str:
+    """Stable node identity: its id where present, else its name."""
+    node_id = node.get("id")
+    if isinstance(node_id, str) and node_id:
+        return "id:" + node_id
+    return "name:" + str(node.get("name"))
+
+
+def edge_sort_key(edge: Edge) -> tuple[str, str, int, str, int, str]:
+    return (
+        edge["source"],
+        edge["type"],
+        edge["sourceOutput"],
+        edge["target"],
+        edge["targetInput"],
+        edge.get("targetType", ""),
+    )
+
+
+def credential_refs(node: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """A node's credentials as ``{type: {"id": ..., "name": ...}}`` references; values dropped."""
+    raw = node.get("credentials")
+    if raw is None or raw == "" or raw == {}:
+        return {}
+    if not isinstance(raw, dict):
+        raise MalformedWorkflow("credentials must be an object", field=f"{where}.credentials")
+    refs: dict[str, dict[str, Any]] = {}
+    for cred_type, ref in raw.items():
+        entry: dict[str, Any] = {}
+        if isinstance(ref, dict):
+            ref_id = ref.get("id")
+            if isinstance(ref_id, int) and not isinstance(ref_id, bool):
+                ref_id = str(ref_id)
+            if isinstance(ref_id, str) and ref_id:
+                entry["id"] = ref_id
+            ref_name = ref.get("name")
+            if isinstance(ref_name, str) and ref_name:
+                entry["name"] = ref_name
+        elif isinstance(ref, str):
+            if ref:
+                entry["name"] = ref
+        elif ref is not None:
+            raise MalformedWorkflow(
+                "a credential reference must be an object or a name",
+                field=f"{where}.credentials.{cred_type}",
+            )
+        refs[str(cred_type)] = entry
+    return refs
+
+
+def _as_bool(value: Any, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise MalformedWorkflow("must be a boolean", field=where)
+
+
+def _as_id(value: Any, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise MalformedWorkflow("must be a string or a number", field=where)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return value
+    raise MalformedWorkflow("must be a string or a number", field=where)
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (not isinstance(value, float) or math.isfinite(value))
+    )
+
+
+def _normalize_node(raw: Any, index: int) -> dict[str, Any]:
+    where = f"nodes[{index}]"
+    if not isinstance(raw, dict):
+        raise MalformedWorkflow("a node must be an object", field=where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise MalformedWorkflow("a node needs a non-empty string name", field=f"{where}.name")
+    node_type = raw.get("type")
+    if not isinstance(node_type, str) or not node_type:
+        raise MalformedWorkflow("a node needs a non-empty string type", field=f"{where}.type")
+    node = dict(raw)
+    node_id = _as_id(raw.get("id"), f"{where}.id")
+    if node_id is None:
+        node.pop("id", None)
+    else:
+        node["id"] = node_id
+    if "typeVersion" in node and not _is_number(node["typeVersion"]):
+        raise MalformedWorkflow("typeVersion must be a number", field=f"{where}.typeVersion")
+    position = node.get("position")
+    if position is not None and not (
+        isinstance(position, list) and len(position) == 2 and all(map(_is_number, position))
+    ):
+        raise MalformedWorkflow("position must be [x, y] numbers", field=f"{where}.position")
+    parameters = node.get("parameters")
+    if parameters is None:
+        node["parameters"] = {}
+    elif not isinstance(parameters, dict):
+        raise MalformedWorkflow("parameters must be an object", field=f"{where}.parameters")
+    if "credentials" in node:
+        refs = credential_refs(raw, where)
+        if refs:
+            node["credentials"] = refs
+        else:
+            node.pop("credentials")
+    if "disabled" in node:
+        node["disabled"] = _as_bool(node["disabled"], f"{where}.disabled")
+    return node
+
+
+def _normalize_connections(
+    raw: Any, node_names: set[str]
+) -> tuple[list[Edge], list[Edge]]:
+    if raw is None:
+        return [], []
+    if not isinstance(raw, dict):
+        raise MalformedWorkflow("connections must be an object keyed by node name", field="connections")
+    edges: list[Edge] = []
+    for source, outputs in raw.items():
+        where = f"connections.{source}"
+        if outputs is None:
+            continue
+        if not isinstance(outputs, dict):
+            raise MalformedWorkflow("must be an object of output types", field=where)
+        for out_type, slots in outputs.items():
+            if slots is None:
+                continue
+            if not isinstance(slots, list):
+                raise MalformedWorkflow("must be a list of output slots", field=f"{where}.{out_type}")
+            for slot_index, slot in enumerate(slots):
+                if slot is None:
+                    continue
+                if not isinstance(slot, list):
+                    raise MalformedWorkflow(
+                        "an output slot must be a list", field=f"{where}.{out_type}[{slot_index}]"
+                    )
+                for pos, target in enumerate(slot):
+                    twhere = f"{where}.{out_type}[{slot_index}][{pos}]"
+                    if target is None:
+                        continue
+                    if not isinstance(target, dict) or not isinstance(target.get("node"), str):
+                        raise MalformedWorkflow("a connection needs a target node name", field=twhere)
+                    target_input = target.get("index", 0)
+                    if isinstance(target_input, str) and target_input.isdigit():
+                        target_input = int(target_input)
+                    if not isinstance(target_input, int) or isinstance(target_input, bool):
+                        raise MalformedWorkflow("index must be an integer", field=f"{twhere}.index")
+                    edge: Edge = {
+                        "source": str(source),
+                        "sourceOutput": slot_index,
+                        "target": target["node"],
+                        "targetInput": target_input,
+                        "type": str(out_type),
+                    }
+                    target_type = target.get("type", out_type)
+                    if isinstance(target_type, str) and target_type != out_type:
+                        edge["targetType"] = target_type
+                    edges.append(edge)
+                    if len(edges) > _MAX_EDGES:
+                        raise MalformedWorkflow(f"more than {_MAX_EDGES} connections", field="connections")
+    # Equal edges listed twice are one edge.
+    unique = {tuple(sorted(e.items())): e for e in edges}
+    ordered = sorted(unique.values(), key=edge_sort_key)
+    dangling = [e for e in ordered if e["source"] not in node_names or e["target"] not in node_names]
+    return ordered, dangling
+
+
+def normalize_workflow(document: Any) -> NormalizedWorkflow:
+    """Validate and normalize; raises MalformedWorkflow naming the offending field."""
+    wf = unwrap_workflow(document)
+    raw_nodes = wf.get("nodes")
+    if not isinstance(raw_nodes, list):
+        raise MalformedWorkflow("a workflow needs a 'nodes' list", field="nodes")
+    if not raw_nodes:
+        raise MalformedWorkflow("a workflow needs at least one node", field="nodes")
+    if len(raw_nodes) > _MAX_NODES:
+        raise MalformedWorkflow(f"more than {_MAX_NODES} nodes", field="nodes")
+    if "connections" not in wf:
+        raise MalformedWorkflow("a workflow needs a 'connections' object", field="connections")
+    nodes = [_normalize_node(n, i) for i, n in enumerate(raw_nodes)]
+    ids = [n.get("id") for n in nodes]
+    present = [i for i in ids if i is not None]
+    if len(set(present)) != len(present):
+        raise MalformedWorkflow("two nodes share one id", field="nodes")
+    identity = "id" if len(present) == len(nodes) else ("name" if not present else "mixed")
+    names = {n["name"] for n in nodes}
+    connections, dangling = _normalize_connections(wf.get("connections"), names)
+    settings = wf.get("settings")
+    if settings is None:
+        settings = {}
+    elif not isinstance(settings, dict):
+        raise MalformedWorkflow("settings must be an object", field="settings")
+    pin_data = wf.get("pinData")
+    if pin_data is not None and not isinstance(pin_data, dict):
+        raise MalformedWorkflow("pinData must be an object", field="pinData")
+    name = wf.get("name")
+    description = wf.get("description")
+    return NormalizedWorkflow(
+        nodes=nodes,
+        connections=connections,
+        settings=dict(settings),
+        workflow_id=_as_id(wf.get("id"), "id"),
+        name=name if isinstance(name, str) else None,
+        description=description if isinstance(description, str) else None,
+        active=_as_bool(wf.get("active"), "active"),
+        tags=_tags(wf.get("tags")),
+        version_id=_as_id(wf.get("versionId"), "versionId"),
+        pin_data=pin_data or None,
+        node_identity=identity,
+        dangling_edges=dangling,
+    )
+
+
+def _tags(raw: Any) -> list[str]:
+    if not isinstance(raw, list):
+        return []
+    tags: list[str] = []
+    for tag in raw:
+        if isinstance(tag, str):
+            tags.append(tag)
+        elif isinstance(tag, dict) and isinstance(tag.get("name"), str):
+            tags.append(tag["name"])
+    return tags
