@@ -1,0 +1,148 @@
+"""Settings: one typed record, each key naming its environment variable.
+
+Precedence: command-line flag > environment variable > config file (TOML, ``--config`` or
+``EXECVAULT_CONFIG``) > default. The README's configuration table is generated from ``FIELDS``
+and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from archiver.codec import DEFAULT_MAX_OBJECT_BYTES
+from archiver.errors import InvalidInput
+from archiver.sanitize import Sanitizer
+from archiver.store.base import ObjectStore
+
+__all__ = ["FIELDS", "Settings", "load_settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    store: str = "local:./execvault-data"
+    hmac_key: str | None = None
+    hmac_key_file: str = "./execvault-hmac.key"
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    object_lock_mode: str | None = None
+    object_lock_days: int | None = None
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+
+    def open_store(self) -> ObjectStore:
+        from archiver.store.factory import store_from_url
+
+        options: dict[str, Any] = {}
+        if self.store.startswith("s3://"):
+            options = {
+                "endpoint_url": self.s3_endpoint,
+                "region": self.s3_region,
+                "access_key_id": self.s3_access_key_id,
+                "secret_access_key": self.s3_secret_access_key,
+                "object_lock_mode": self.object_lock_mode,
+                "object_lock_days": self.object_lock_days,
+            }
+        return store_from_url(self.store, **options)
+
+    def sanitizer(self) -> Sanitizer:
+        return Sanitizer(self.load_hmac_key())
+
+    def load_hmac_key(self) -> bytes:
+        """The sanitizer's HMAC key: from config, else a key file (created for local stores)."""
+        if self.hmac_key:
+            return _decode_key(self.hmac_key, "hmac_key")
+        path = Path(self.hmac_key_file)
+        if path.exists():
+            return _decode_key(path.read_text().strip(), "hmac_key_file")
+        if not self.store.startswith(("local:", "memory:")) and "://" in self.store:
+            raise InvalidInput(
+                "an S3 store needs EXECVAULT_HMAC_KEY or EXECVAULT_HMAC_KEY_FILE: markers of "
+                "equal secrets only compare equal under one key", field="hmac_key",
+            )
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return bytes.fromhex(key)
+
+
+def _decode_key(text: str, field: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise InvalidInput("the HMAC key must be hex (64 hex digits recommended)", field=field) from None
+    if len(key) < 16:
+        raise InvalidInput("the HMAC key must be at least 16 bytes", field=field)
+    return key
+
+
+#: (field, environment variable, description) — the README table is checked against this.
+FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("store", "EXECVAULT_STORE",
+     "where objects live: `local:PATH`, a plain path, `s3://bucket/prefix`, or `memory:`"),
+    ("hmac_key", "EXECVAULT_HMAC_KEY",
+     "hex key for secret markers (HMAC-SHA256); required for S3 stores"),
+    ("hmac_key_file", "EXECVAULT_HMAC_KEY_FILE",
+     "file holding the hex key; created (0600) on first use for a local store"),
+    ("s3_endpoint", "EXECVAULT_S3_ENDPOINT", "S3 endpoint URL (SeaweedFS, MinIO ...); empty for AWS"),
+    ("s3_region", "EXECVAULT_S3_REGION", "S3 region"),
+    ("s3_access_key_id", "EXECVAULT_S3_ACCESS_KEY_ID",
+     "S3 access key (else boto3's usual chain: AWS_ACCESS_KEY_ID, profiles, roles)"),
+    ("s3_secret_access_key", "EXECVAULT_S3_SECRET_ACCESS_KEY", "S3 secret key"),
+    ("object_lock_mode", "EXECVAULT_OBJECT_LOCK_MODE",
+     "`GOVERNANCE` or `COMPLIANCE`: Object Lock applied to every write"),
+    ("object_lock_days", "EXECVAULT_OBJECT_LOCK_DAYS", "Object Lock retention in days"),
+    ("max_object_bytes", "EXECVAULT_MAX_OBJECT_BYTES",
+     "largest decompressed object a read accepts (zstd bomb guard)"),
+)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    target = {f.name: f.type for f in fields(Settings)}[name]
+    if value is None or value == "":
+        return None
+    if "int" in str(target):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise InvalidInput("must be an integer", field=name) from None
+    return str(value)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    path = config_file or env.get("EXECVAULT_CONFIG")
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with Path(path).open("rb") as handle:
+                data = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise InvalidInput(f"cannot read config file: {err}", field="config") from None
+        section = data.get("execvault", data)
+        known = {f.name for f in fields(Settings)}
+        unknown = set(section) - known
+        if unknown:
+            raise InvalidInput(f"unknown config keys: {sorted(unknown)}", field="config")
+        values.update(section)
+    for name, var, _ in FIELDS:
+        if env.get(var):
+            values[name] = env[var]
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    return replace(settings, **{k: v for k, v in coerced.items() if v is not None})

@@ -1,0 +1,81 @@
+"""Stored bytes are verified on every read; zstd bombs and tampering are refused."""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+import pytest
+import zstandard
+
+from archiver.canonical import canonicalize
+from archiver.codec import decode_blob, decode_record, decompress, encode_blob, encode_record
+from archiver.errors import IntegrityError
+
+
+def test_record_round_trip_and_self_description() -> None:
+    data = encode_record("execution-snapshot", {"a": 1, "b": [1.5, "x"]})
+    raw = zstandard.ZstdDecompressor().decompress(data)
+    body = orjson.loads(raw)
+    assert body["formatVersion"] == 1
+    assert body["kind"] == "execution-snapshot"
+    # The digest is reproducible with any JCS implementation.
+    digest = body.pop("digest")
+    assert digest == "sha256:" + hashlib.sha256(canonicalize(body)).hexdigest()
+    assert decode_record(data, "execution-snapshot")["b"] == [1.5, "x"]
+
+
+def test_tampered_record_is_refused() -> None:
+    data = encode_record("execution-snapshot", {"a": 1})
+    raw = orjson.loads(zstandard.ZstdDecompressor().decompress(data))
+    raw["a"] = 2
+    forged = zstandard.ZstdCompressor().compress(canonicalize(raw))
+    with pytest.raises(IntegrityError, match="digest"):
+        decode_record(forged, "execution-snapshot")
+
+
+def test_wrong_kind_and_unknown_format_are_refused() -> None:
+    data = encode_record("final-state", {"a": 1})
+    with pytest.raises(IntegrityError, match="expected"):
+        decode_record(data, "execution-snapshot")
+    future = zstandard.ZstdCompressor().compress(
+        canonicalize({"formatVersion": 99, "kind": "final-state", "digest": "x"})
+    )
+    with pytest.raises(IntegrityError, match="formatVersion"):
+        decode_record(future, "final-state")
+
+
+def test_blob_is_rehashed() -> None:
+    jcs = canonicalize({"nodes": [], "connections": [], "settings": {}})
+    good = hashlib.sha256(jcs).hexdigest()
+    assert decode_blob(encode_blob(jcs), good) == jcs
+    with pytest.raises(IntegrityError, match="hash mismatch"):
+        decode_blob(encode_blob(jcs), "0" * 64)
+
+
+def test_zstd_bomb_is_refused_before_allocation() -> None:
+    bomb = zstandard.ZstdCompressor(level=3).compress(b"\0" * (64 * 1024 * 1024))
+    assert len(bomb) < 64 * 1024
+    with pytest.raises(IntegrityError, match="limit"):
+        decompress(bomb, max_size=1024 * 1024)
+
+
+def test_lying_content_size_is_refused() -> None:
+    data = bytearray(zstandard.ZstdCompressor().compress(b"\0" * (4 * 1024 * 1024)))
+    # Patch the declared frame content size (4-byte field after the window descriptor) to 1000.
+    offset = 5 + (0 if (data[4] >> 5) & 1 else 1)
+    assert (data[4] >> 6) == 2
+    data[offset : offset + 4] = (1000).to_bytes(4, "little")
+    with pytest.raises(IntegrityError):
+        decompress(bytes(data), max_size=1024 * 1024)
+
+
+def test_trailing_frames_and_unsized_frames_are_refused() -> None:
+    one = zstandard.ZstdCompressor().compress(b"hello")
+    with pytest.raises(IntegrityError, match="exactly one"):
+        decompress(one + one)
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(b"hello")
+    with pytest.raises(IntegrityError, match="declare"):
+        decompress(unsized)
+    with pytest.raises(IntegrityError):
+        decompress(b"not zstd at all")
