@@ -1,0 +1,153 @@
+"""Every real shape of an n8n export normalizes; broken ones are refused naming the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from archiver.errors import MalformedWorkflow
+from archiver.normalize import normalize_workflow
+from tests.helpers import MALFORMED, WORKFLOWS, load_corpus
+
+
+def _wf(**extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "wf1",
+        "name": "Demo",
+        "nodes": [
+            {"id": "a", "name": "Start", "type": "n8n-nodes-base.manualTrigger",
+             "typeVersion": 1, "position": [0, 0], "parameters": {}},
+            {"id": "b", "name": "HTTP", "type": "n8n-nodes-base.httpRequest",
+             "typeVersion": 4.2, "position": [200, 0], "parameters": {"url": "https://x"}},
+        ],
+        "connections": {"Start": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]}},
+        "settings": {"executionOrder": "v1"},
+    }
+    base.update(extra)
+    return base
+
+
+def test_plain_workflow() -> None:
+    wf = normalize_workflow(_wf())
+    assert wf.workflow_id == "wf1"
+    assert wf.node_identity == "id"
+    assert wf.connections == [
+        {"source": "Start", "sourceOutput": 0, "target": "HTTP", "targetInput": 0, "type": "main"}
+    ]
+    assert wf.dangling_edges == []
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda w: [w], lambda w: {"workflow": w}, lambda w: {"workflow": {"workflow": w}}],
+    ids=["cli-array", "wrapper", "double-wrapper"],
+)
+def test_wrappers_unwrap_to_the_same_structure(wrap: Any) -> None:
+    assert normalize_workflow(wrap(_wf())).structure() == normalize_workflow(_wf()).structure()
+
+
+def test_numeric_ids_string_active_and_tag_objects() -> None:
+    wf = normalize_workflow(_wf(id=42, active="false", tags=[{"id": "1", "name": "prod"}, "x"]))
+    assert wf.workflow_id == "42"
+    assert wf.active is False
+    assert wf.tags == ["prod", "x"]
+
+
+def test_missing_ids_fall_back_to_names() -> None:
+    doc = _wf()
+    for node in doc["nodes"]:
+        del node["id"]
+    assert normalize_workflow(doc).node_identity == "name"
+    doc["nodes"][0]["id"] = "a"
+    assert normalize_workflow(doc).node_identity == "mixed"
+
+
+def test_null_slots_ai_types_error_outputs_and_dangling_edges() -> None:
+    doc = _wf()
+    doc["nodes"].append({"name": "Model", "type": "@n8n/n8n-nodes-langchain.lmChatOpenAi"})
+    doc["connections"] = {
+        "Start": {"main": [None, [], [{"node": "HTTP", "type": "main", "index": 0}]]},
+        "Model": {"ai_languageModel": [[{"node": "HTTP", "type": "ai_languageModel", "index": 0}]]},
+        "HTTP": {"error": [[{"node": "Ghost", "type": "main", "index": 0}]]},
+        "Nobody": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]},
+    }
+    wf = normalize_workflow(doc)
+    assert {"source": "Start", "sourceOutput": 2, "target": "HTTP", "targetInput": 0,
+            "type": "main"} in wf.connections
+    assert {"source": "Model", "sourceOutput": 0, "target": "HTTP", "targetInput": 0,
+            "type": "ai_languageModel"} in wf.connections
+    assert {"source": "HTTP", "sourceOutput": 0, "target": "Ghost", "targetInput": 0,
+            "type": "error", "targetType": "main"} in wf.connections
+    assert {(e["source"], e["target"]) for e in wf.dangling_edges} == {
+        ("HTTP", "Ghost"), ("Nobody", "HTTP")
+    }
+
+
+def test_connection_key_order_does_not_change_the_structure() -> None:
+    doc = _wf()
+    doc["nodes"].append({"id": "c", "name": "Set", "type": "n8n-nodes-base.set"})
+    doc["connections"]["HTTP"] = {"main": [[{"node": "Set", "type": "main", "index": 0}]]}
+    reordered = copy.deepcopy(doc)
+    reordered["connections"] = dict(reversed(list(doc["connections"].items())))
+    assert normalize_workflow(doc).connections == normalize_workflow(reordered).connections
+
+
+def test_credentials_become_references() -> None:
+    doc = _wf()
+    doc["nodes"][1]["credentials"] = {
+        "httpBasicAuth": {"id": 7, "name": "Basic", "data": "should-vanish"},
+        "oldStyle": "My cred",
+        "empty": "",
+    }
+    node = normalize_workflow(doc).nodes[1]
+    assert node["credentials"] == {
+        "httpBasicAuth": {"id": "7", "name": "Basic"}, "oldStyle": {"name": "My cred"}, "empty": {}
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda w: w.pop("nodes"), "nodes"),
+        (lambda w: w.update(nodes="["), "nodes"),
+        (lambda w: w.update(nodes=[]), "nodes"),
+        (lambda w: w.pop("connections"), "connections"),
+        (lambda w: w["nodes"][0].pop("name"), "nodes[0].name"),
+        (lambda w: w["nodes"][1].update(type=3), "nodes[1].type"),
+        (lambda w: w["nodes"][1].update(parameters=[]), "nodes[1].parameters"),
+        (lambda w: w["nodes"][1].update(position=[1]), "nodes[1].position"),
+        (lambda w: w["nodes"][1].update(id="a"), "nodes"),
+        (lambda w: w.update(settings=[]), "settings"),
+        (lambda w: w["connections"]["Start"].update(main="x"), "connections.Start.main"),
+    ],
+)
+def test_broken_workflows_name_the_field(mutate: Any, field: str) -> None:
+    doc = _wf()
+    mutate(doc)
+    with pytest.raises(MalformedWorkflow) as info:
+        normalize_workflow(doc)
+    assert info.value.field == field
+
+
+def test_arrays_of_several_workflows_are_refused() -> None:
+    with pytest.raises(MalformedWorkflow, match="exactly one"):
+        normalize_workflow([_wf(), _wf()])
+
+
+@pytest.mark.parametrize("path", MALFORMED, ids=lambda p: p.name)
+def test_malformed_corpus_is_refused(path: Any) -> None:
+    with pytest.raises(MalformedWorkflow):
+        normalize_workflow(load_corpus(path))
+
+
+def test_whole_corpus_normalizes() -> None:
+    assert len(WORKFLOWS) == 500
+    for path in WORKFLOWS:
+        wf = normalize_workflow(load_corpus(path))
+        assert wf.nodes, path.name
+        names = {n["name"] for n in wf.nodes}
+        for edge in wf.connections:
+            if edge not in wf.dangling_edges:
+                assert edge["source"] in names and edge["target"] in names
