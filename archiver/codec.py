@@ -16,6 +16,7 @@ of a 16 KB bomb or silently ignore trailing frames).
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 import orjson
@@ -42,12 +43,28 @@ KNOWN_FORMAT_VERSIONS = frozenset({1})
 DEFAULT_MAX_OBJECT_BYTES = 256 * 1024 * 1024
 COMPRESSION_LEVEL = 6
 
-_compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL, write_content_size=True)
-_decompressor = zstandard.ZstdDecompressor()
+# zstd contexts are not thread-safe: one pair per thread, reused across calls.
+_contexts = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    ctx = getattr(_contexts, "compressor", None)
+    if ctx is None:
+        ctx = _contexts.compressor = zstandard.ZstdCompressor(
+            level=COMPRESSION_LEVEL, write_content_size=True
+        )
+    return ctx
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    ctx = getattr(_contexts, "decompressor", None)
+    if ctx is None:
+        ctx = _contexts.decompressor = zstandard.ZstdDecompressor()
+    return ctx
 
 
 def compress(data: bytes) -> bytes:
-    return _compressor.compress(data)
+    return _compressor().compress(data)
 
 
 def decompress(data: bytes, *, max_size: int = DEFAULT_MAX_OBJECT_BYTES) -> bytes:
@@ -61,7 +78,7 @@ def decompress(data: bytes, *, max_size: int = DEFAULT_MAX_OBJECT_BYTES) -> byte
     if declared > max_size:
         raise IntegrityError(f"zstd frame declares {declared} bytes, more than the {max_size} limit")
     try:
-        dobj = _decompressor.decompressobj()
+        dobj = _decompressor().decompressobj()
         out = dobj.decompress(data)
     except zstandard.ZstdError as err:
         raise IntegrityError(f"corrupt zstd frame: {err}") from err
