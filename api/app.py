@@ -8,17 +8,24 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from api.errors import install_error_handlers
 from archiver.archive import Archive, CaptureResult
 from archiver.config import Settings
 from archiver.errors import InvalidInput, NotFound
 from archiver.jsonio import loads_strict
-from api.errors import install_error_handlers
 
 __all__ = ["create_app"]
 
 _CAPTURE_FIELDS = {
-    "executionId", "workflowId", "workflow", "variables", "triggerType", "triggerData",
-    "userId", "createdAt", "replayOf",
+    "executionId",
+    "workflowId",
+    "workflow",
+    "variables",
+    "triggerType",
+    "triggerData",
+    "userId",
+    "createdAt",
+    "replayOf",
 }
 
 
@@ -51,8 +58,9 @@ async def _json_object(request: Request, limit: int) -> dict[str, Any]:
 
 def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI:
     """Build the app; nothing connects to anything before this is called."""
-    arc = archive or Archive(settings.open_store(), settings.sanitizer(),
-                             max_object_bytes=settings.max_object_bytes)
+    arc = archive or Archive(
+        settings.open_store(), settings.sanitizer(), max_object_bytes=settings.max_object_bytes
+    )
     app = FastAPI(title="execvault", version="0.1.0", default_response_class=ORJSONResponse)
     install_error_handlers(app)
     app.state.archive = arc
@@ -73,10 +81,14 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         if "executionId" not in body:
             raise InvalidInput("executionId is required", field="executionId")
         result = arc.capture_snapshot(
-            execution_id=body["executionId"], workflow=body["workflow"],
-            workflow_id=body.get("workflowId"), variables=body.get("variables"),
-            trigger_type=body.get("triggerType"), trigger_data=body.get("triggerData"),
-            user_id=body.get("userId"), created_at=body.get("createdAt"),
+            execution_id=body["executionId"],
+            workflow=body["workflow"],
+            workflow_id=body.get("workflowId"),
+            variables=body.get("variables"),
+            trigger_type=body.get("triggerType"),
+            trigger_data=body.get("triggerData"),
+            user_id=body.get("userId"),
+            created_at=body.get("createdAt"),
             replay_of=body.get("replayOf"),
         )
         return ORJSONResponse(_capture_body(result), status_code=201 if result.created else 200)
@@ -85,7 +97,9 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     async def final_state(execution_id: str, request: Request) -> Response:
         body = await _json_object(request, body_limit)
         result = arc.record_final_state(execution_id, body)
-        return ORJSONResponse(result.final_state.to_json(), status_code=201 if result.created else 200)
+        return ORJSONResponse(
+            result.final_state.to_json(), status_code=201 if result.created else 200
+        )
 
     @app.get("/api/execution-snapshots/{execution_id}")
     def get_snapshot(execution_id: str) -> Response:

@@ -31,8 +31,9 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _archive(ctx: click.Context) -> Archive:
     settings = _settings(ctx)
-    return Archive(settings.open_store(), settings.sanitizer(),
-                   max_object_bytes=settings.max_object_bytes)
+    return Archive(
+        settings.open_store(), settings.sanitizer(), max_object_bytes=settings.max_object_bytes
+    )
 
 
 def _emit(value: Any) -> None:
@@ -56,12 +57,18 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--store", envvar="EXECVAULT_STORE", help="Store URL (local:PATH, s3://bucket/prefix).")
+@click.option(
+    "--store", envvar="EXECVAULT_STORE", help="Store URL (local:PATH, s3://bucket/prefix)."
+)
 @click.option("--config", "config", envvar="EXECVAULT_CONFIG", help="TOML config file.")
-@click.option("--hmac-key-file", envvar="EXECVAULT_HMAC_KEY_FILE", help="File with the hex HMAC key.")
+@click.option(
+    "--hmac-key-file", envvar="EXECVAULT_HMAC_KEY_FILE", help="File with the hex HMAC key."
+)
 @click.version_option("0.1.0", prog_name="execvault")
 @click.pass_context
-def main(ctx: click.Context, store: str | None, config: str | None, hmac_key_file: str | None) -> None:
+def main(
+    ctx: click.Context, store: str | None, config: str | None, hmac_key_file: str | None
+) -> None:
     """Immutable, git-like archive of workflow execution snapshots.
 
     \b
@@ -108,8 +115,12 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @click.option("--user-id", help="Who ran it.")
 @click.pass_context
 def put(
-    ctx: click.Context, file: str, execution_id: str | None, workflow_id: str | None,
-    trigger_type: str | None, user_id: str | None,
+    ctx: click.Context,
+    file: str,
+    execution_id: str | None,
+    workflow_id: str | None,
+    trigger_type: str | None,
+    user_id: str | None,
 ) -> None:
     """Capture FILE: a workflow export, or a capture request {executionId, workflow, ...}.
 
@@ -126,17 +137,25 @@ def put(
     if exec_id is None:
         raise click.UsageError("give --execution-id or a capture request with executionId")
     result = _archive(ctx).capture_snapshot(
-        execution_id=exec_id, workflow=doc,
+        execution_id=exec_id,
+        workflow=doc,
         workflow_id=workflow_id or request.get("workflowId"),
         variables=request.get("variables"),
         trigger_type=trigger_type or request.get("triggerType"),
         trigger_data=request.get("triggerData"),
-        user_id=user_id or request.get("userId"), created_at=request.get("createdAt"),
+        user_id=user_id or request.get("userId"),
+        created_at=request.get("createdAt"),
     )
     snap = result.snapshot
-    _emit({"created": result.created, "executionId": snap.execution_id,
-           "workflowId": snap.workflow_id, "snapshotVersion": snap.snapshot_version,
-           "snapshotHash": snap.snapshot_hash})
+    _emit(
+        {
+            "created": result.created,
+            "executionId": snap.execution_id,
+            "workflowId": snap.workflow_id,
+            "snapshotVersion": snap.snapshot_version,
+            "snapshotHash": snap.snapshot_hash,
+        }
+    )
 
 
 @main.command("final-state")
@@ -182,4 +201,6 @@ def log(ctx: click.Context, workflow_id: str) -> None:
       execvault log wf-42
     """
     for commit in reversed(_archive(ctx).version_history(workflow_id)):
-        click.echo(f"{commit.version:<10} #{commit.seq:<4} {commit.snapshot_hash[:12]}  {commit.summary}")
+        click.echo(
+            f"{commit.version:<10} #{commit.seq:<4} {commit.snapshot_hash[:12]}  {commit.summary}"
+        )

@@ -52,11 +52,16 @@ def install_error_handlers(app: FastAPI) -> None:
         first = err.errors()[0] if err.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")]
         return JSONResponse(
-            {"error": "invalid_input", "message": first.get("msg", "invalid request"),
-             "field": ".".join(loc) or None},
+            {
+                "error": "invalid_input",
+                "message": first.get("msg", "invalid request"),
+                "field": ".".join(loc) or None,
+            },
             status_code=422,
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:
-        return JSONResponse({"error": "internal_error", "message": "internal error"}, status_code=500)
+        return JSONResponse(
+            {"error": "internal_error", "message": "internal error"}, status_code=500
+        )

@@ -147,7 +147,9 @@ class Archive:
         prepared = prepare_workflow(workflow, self.sanitizer)
         wf_id_raw = workflow_id if workflow_id is not None else prepared.workflow.workflow_id
         if wf_id_raw is None:
-            raise InvalidInput("workflowId is required (in the request or the workflow)", field="workflowId")
+            raise InvalidInput(
+                "workflowId is required (in the request or the workflow)", field="workflowId"
+            )
         wf_id = check_id(wf_id_raw, "workflowId")
         user = "system" if user_id is None else check_id(user_id, "userId")
         replay = None if replay_of is None else check_id(replay_of, "replayOf")
@@ -172,9 +174,15 @@ class Archive:
                 snapshot_version=version,
                 snapshot_hash=prepared.snapshot_hash,
                 workflow_snapshot=WorkflowSnapshot(
-                    id=wf_id, name=wf.name, description=wf.description, active=wf.active,
-                    nodes=structure["nodes"], connections=structure["connections"],
-                    settings=structure["settings"], version=version, tags=tuple(wf.tags),
+                    id=wf_id,
+                    name=wf.name,
+                    description=wf.description,
+                    active=wf.active,
+                    nodes=structure["nodes"],
+                    connections=structure["connections"],
+                    settings=structure["settings"],
+                    version=version,
+                    tags=tuple(wf.tags),
                     version_id=wf.version_id,
                 ),
                 variables_snapshot=variables_clean,
@@ -197,8 +205,12 @@ class Archive:
 
         blob = self._write_blob(prepared)
         commit = self.versions.assign(
-            wf_id, prepared.snapshot_hash, structure,
-            created_at=when, execution_id=exec_id, user_id=user,
+            wf_id,
+            prepared.snapshot_hash,
+            structure,
+            created_at=when,
+            execution_id=exec_id,
+            user_id=user,
         )
         snapshot = build(commit)
         data = encode_record(SNAPSHOT_KIND, snapshot.record_body())
@@ -233,7 +245,9 @@ class Archive:
                 as_dict[item["key"]] = item.get("value")
             variables = as_dict
         if not isinstance(variables, dict):
-            raise InvalidInput("variables must be an object or a list of {key, value}", field="variables")
+            raise InvalidInput(
+                "variables must be an object or a list of {key, value}", field="variables"
+            )
         clean: dict[str, Any] = self.sanitizer.sanitize(variables)
         return clean
 
@@ -259,7 +273,9 @@ class Archive:
 
     # ------------------------------------------------------------------ final state
 
-    def record_final_state(self, execution_id: object, payload: Mapping[str, Any]) -> FinalStateResult:
+    def record_final_state(
+        self, execution_id: object, payload: Mapping[str, Any]
+    ) -> FinalStateResult:
         """Store how ``execution_id`` ended, once. The snapshot must exist; it is never rewritten."""
         exec_id = check_id(execution_id, "executionId")
         if not isinstance(payload, Mapping):

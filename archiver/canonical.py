@@ -30,9 +30,7 @@ __all__ = ["canonical_hash", "canonicalize", "dumps_ecmascript_number"]
 _SAFE_INT = 2**53
 # A float token orjson prints differently from ECMAScript: ends in ".0" or has an exponent.
 # Integer tokens of 16+ digits may lie beyond 2^53 and must be printed as doubles.
-_SUSPECT_NUMBER = re.compile(
-    rb"(?:\d\.0|\de[+-]\d+|(?:^|[,\[:])-?\d{16,})(?=[,\]}]|$)"
-)
+_SUSPECT_NUMBER = re.compile(rb"(?:\d\.0|\de[+-]\d+|(?:^|[,\[:])-?\d{16,})(?=[,\]}]|$)")
 
 
 def canonicalize(value: Any) -> bytes:

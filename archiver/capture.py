@@ -99,8 +99,12 @@ def extract_triggers(nodes: list[dict[str, Any]]) -> tuple[TriggerSnapshot, ...]
             continue
         triggers.append(
             TriggerSnapshot(
-                node=node["name"], type=node["type"], kind=kind, node_id=node.get("id"),
-                disabled=bool(node.get("disabled", False)), webhook_id=node.get("webhookId"),
+                node=node["name"],
+                type=node["type"],
+                kind=kind,
+                node_id=node.get("id"),
+                disabled=bool(node.get("disabled", False)),
+                webhook_id=node.get("webhookId"),
                 parameters=node.get("parameters") or {},
             )
         )

@@ -76,7 +76,9 @@ def decompress(data: bytes, *, max_size: int = DEFAULT_MAX_OBJECT_BYTES) -> byte
     if declared < 0:
         raise IntegrityError("zstd frame does not declare its content size")
     if declared > max_size:
-        raise IntegrityError(f"zstd frame declares {declared} bytes, more than the {max_size} limit")
+        raise IntegrityError(
+            f"zstd frame declares {declared} bytes, more than the {max_size} limit"
+        )
     try:
         dobj = _decompressor().decompressobj()
         out = dobj.decompress(data)
@@ -93,12 +95,16 @@ def encode_blob(structure_jcs: bytes) -> bytes:
     return compress(structure_jcs)
 
 
-def decode_blob(data: bytes, expected_hash: str, *, max_size: int = DEFAULT_MAX_OBJECT_BYTES) -> bytes:
+def decode_blob(
+    data: bytes, expected_hash: str, *, max_size: int = DEFAULT_MAX_OBJECT_BYTES
+) -> bytes:
     """The JCS bytes of a structure blob, verified against ``expected_hash``."""
     raw = decompress(data, max_size=max_size)
     actual = hashlib.sha256(raw).hexdigest()
     if actual != expected_hash:
-        raise IntegrityError(f"structure blob hash mismatch: expected {expected_hash}, got {actual}")
+        raise IntegrityError(
+            f"structure blob hash mismatch: expected {expected_hash}, got {actual}"
+        )
     return raw
 
 

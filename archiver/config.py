@@ -64,7 +64,8 @@ class Settings:
         if not self.store.startswith(("local:", "memory:")) and "://" in self.store:
             raise InvalidInput(
                 "an S3 store needs EXECVAULT_HMAC_KEY or EXECVAULT_HMAC_KEY_FILE: markers of "
-                "equal secrets only compare equal under one key", field="hmac_key",
+                "equal secrets only compare equal under one key",
+                field="hmac_key",
             )
         key = secrets.token_hex(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -77,7 +78,9 @@ def _decode_key(text: str, field: str) -> bytes:
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        raise InvalidInput("the HMAC key must be hex (64 hex digits recommended)", field=field) from None
+        raise InvalidInput(
+            "the HMAC key must be hex (64 hex digits recommended)", field=field
+        ) from None
     if len(key) < 16:
         raise InvalidInput("the HMAC key must be at least 16 bytes", field=field)
     return key
@@ -85,22 +88,44 @@ def _decode_key(text: str, field: str) -> bytes:
 
 #: (field, environment variable, description) — the README table is checked against this.
 FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("store", "EXECVAULT_STORE",
-     "where objects live: `local:PATH`, a plain path, `s3://bucket/prefix`, or `memory:`"),
-    ("hmac_key", "EXECVAULT_HMAC_KEY",
-     "hex key for secret markers (HMAC-SHA256); required for S3 stores"),
-    ("hmac_key_file", "EXECVAULT_HMAC_KEY_FILE",
-     "file holding the hex key; created (0600) on first use for a local store"),
-    ("s3_endpoint", "EXECVAULT_S3_ENDPOINT", "S3 endpoint URL (SeaweedFS, MinIO ...); empty for AWS"),
+    (
+        "store",
+        "EXECVAULT_STORE",
+        "where objects live: `local:PATH`, a plain path, `s3://bucket/prefix`, or `memory:`",
+    ),
+    (
+        "hmac_key",
+        "EXECVAULT_HMAC_KEY",
+        "hex key for secret markers (HMAC-SHA256); required for S3 stores",
+    ),
+    (
+        "hmac_key_file",
+        "EXECVAULT_HMAC_KEY_FILE",
+        "file holding the hex key; created (0600) on first use for a local store",
+    ),
+    (
+        "s3_endpoint",
+        "EXECVAULT_S3_ENDPOINT",
+        "S3 endpoint URL (SeaweedFS, MinIO ...); empty for AWS",
+    ),
     ("s3_region", "EXECVAULT_S3_REGION", "S3 region"),
-    ("s3_access_key_id", "EXECVAULT_S3_ACCESS_KEY_ID",
-     "S3 access key (else boto3's usual chain: AWS_ACCESS_KEY_ID, profiles, roles)"),
+    (
+        "s3_access_key_id",
+        "EXECVAULT_S3_ACCESS_KEY_ID",
+        "S3 access key (else boto3's usual chain: AWS_ACCESS_KEY_ID, profiles, roles)",
+    ),
     ("s3_secret_access_key", "EXECVAULT_S3_SECRET_ACCESS_KEY", "S3 secret key"),
-    ("object_lock_mode", "EXECVAULT_OBJECT_LOCK_MODE",
-     "`GOVERNANCE` or `COMPLIANCE`: Object Lock applied to every write"),
+    (
+        "object_lock_mode",
+        "EXECVAULT_OBJECT_LOCK_MODE",
+        "`GOVERNANCE` or `COMPLIANCE`: Object Lock applied to every write",
+    ),
     ("object_lock_days", "EXECVAULT_OBJECT_LOCK_DAYS", "Object Lock retention in days"),
-    ("max_object_bytes", "EXECVAULT_MAX_OBJECT_BYTES",
-     "largest decompressed object a read accepts (zstd bomb guard)"),
+    (
+        "max_object_bytes",
+        "EXECVAULT_MAX_OBJECT_BYTES",
+        "largest decompressed object a read accepts (zstd bomb guard)",
+    ),
 )
 
 

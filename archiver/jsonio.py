@@ -50,9 +50,7 @@ def loads_strict(data: bytes | str, *, field: str = "body") -> Any:
             f"{field} is not valid JSON (line {err.lineno}, column {err.colno})", field=field
         ) from None
     try:
-        value = json.loads(
-            data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
+        value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except RecursionError:
         raise InvalidInput(f"{field} is nested too deeply", field=field) from None
     except json.JSONDecodeError as err:

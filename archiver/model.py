@@ -47,7 +47,9 @@ class CredentialRef:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
         return cls(
-            type=data["type"], id=data.get("id"), name=data.get("name"),
+            type=data["type"],
+            id=data.get("id"),
+            name=data.get("name"),
             nodes=tuple(data.get("nodes", ())),
         )
 
@@ -77,8 +79,12 @@ class TriggerSnapshot:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
         return cls(
-            node=data["node"], type=data["type"], kind=data["kind"], node_id=data.get("nodeId"),
-            disabled=bool(data.get("disabled", False)), webhook_id=data.get("webhookId"),
+            node=data["node"],
+            type=data["type"],
+            kind=data["kind"],
+            node_id=data.get("nodeId"),
+            disabled=bool(data.get("disabled", False)),
+            webhook_id=data.get("webhookId"),
             parameters=dict(data.get("parameters", {})),
         )
 
@@ -100,9 +106,15 @@ class WorkflowSnapshot:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "name": self.name, "description": self.description,
-            "active": self.active, "nodes": self.nodes, "connections": self.connections,
-            "settings": self.settings, "version": self.version, "tags": list(self.tags),
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "active": self.active,
+            "nodes": self.nodes,
+            "connections": self.connections,
+            "settings": self.settings,
+            "version": self.version,
+            "tags": list(self.tags),
         }
         if self.version_id is not None:
             out["versionId"] = self.version_id
@@ -191,8 +203,11 @@ class ExecutionSnapshot:
             "versionSeq": self.version_seq,
             "snapshotHash": self.snapshot_hash,
             "workflow": {
-                "name": wf.name, "description": wf.description, "active": wf.active,
-                "tags": list(wf.tags), "versionId": wf.version_id,
+                "name": wf.name,
+                "description": wf.description,
+                "active": wf.active,
+                "tags": list(wf.tags),
+                "versionId": wf.version_id,
             },
             "variablesSnapshot": self.variables_snapshot,
             "credentialsRefs": [c.to_json() for c in self.credentials_refs],
@@ -217,10 +232,15 @@ class ExecutionSnapshot:
             snapshot_version=body["snapshotVersion"],
             snapshot_hash=body["snapshotHash"],
             workflow_snapshot=WorkflowSnapshot(
-                id=body["workflowId"], name=wf.get("name"), description=wf.get("description"),
-                active=wf.get("active"), nodes=list(structure["nodes"]),
-                connections=list(structure["connections"]), settings=dict(structure["settings"]),
-                version=body["snapshotVersion"], tags=tuple(wf.get("tags") or ()),
+                id=body["workflowId"],
+                name=wf.get("name"),
+                description=wf.get("description"),
+                active=wf.get("active"),
+                nodes=list(structure["nodes"]),
+                connections=list(structure["connections"]),
+                settings=dict(structure["settings"]),
+                version=body["snapshotVersion"],
+                tags=tuple(wf.get("tags") or ()),
                 version_id=wf.get("versionId"),
             ),
             variables_snapshot=body.get("variablesSnapshot"),
@@ -262,7 +282,8 @@ class VersionCommit:
         parent = None
         if self.parent_seq is not None:
             parent = {
-                "seq": self.parent_seq, "version": self.parent_version,
+                "seq": self.parent_seq,
+                "version": self.parent_version,
                 "snapshotHash": self.parent_hash,
             }
         restores = None
@@ -288,11 +309,19 @@ class VersionCommit:
         parent = data.get("parent") or {}
         restores = data.get("restores") or {}
         return cls(
-            workflow_id=data["workflowId"], seq=int(data["seq"]), version=data["version"],
-            snapshot_hash=data["snapshotHash"], parent_seq=parent.get("seq"),
-            parent_version=parent.get("version"), parent_hash=parent.get("snapshotHash"),
-            level=data["level"], summary=data["summary"], changes=dict(data.get("changes") or {}),
+            workflow_id=data["workflowId"],
+            seq=int(data["seq"]),
+            version=data["version"],
+            snapshot_hash=data["snapshotHash"],
+            parent_seq=parent.get("seq"),
+            parent_version=parent.get("version"),
+            parent_hash=parent.get("snapshotHash"),
+            level=data["level"],
+            summary=data["summary"],
+            changes=dict(data.get("changes") or {}),
             created_at=parse_ts(data["createdAt"], "createdAt"),
-            execution_id=data.get("executionId"), user_id=data.get("userId"),
-            restores_seq=restores.get("seq"), restores_version=restores.get("version"),
+            execution_id=data.get("executionId"),
+            user_id=data.get("userId"),
+            restores_seq=restores.get("seq"),
+            restores_version=restores.get("version"),
         )

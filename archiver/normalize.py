@@ -70,8 +70,10 @@ def unwrap_workflow(document: Any) -> dict[str, Any]:
                 )
             current = current[0]
             continue
-        if isinstance(current, dict) and "nodes" not in current and isinstance(
-            current.get("workflow"), dict | list
+        if (
+            isinstance(current, dict)
+            and "nodes" not in current
+            and isinstance(current.get("workflow"), dict | list)
         ):
             current = current["workflow"]
             continue
@@ -202,13 +204,13 @@ def _normalize_node(raw: Any, index: int) -> dict[str, Any]:
     return node
 
 
-def _normalize_connections(
-    raw: Any, node_names: set[str]
-) -> tuple[list[Edge], list[Edge]]:
+def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], list[Edge]]:
     if raw is None:
         return [], []
     if not isinstance(raw, dict):
-        raise MalformedWorkflow("connections must be an object keyed by node name", field="connections")
+        raise MalformedWorkflow(
+            "connections must be an object keyed by node name", field="connections"
+        )
     edges: list[Edge] = []
     for source, outputs in raw.items():
         where = f"connections.{source}"
@@ -220,7 +222,9 @@ def _normalize_connections(
             if slots is None:
                 continue
             if not isinstance(slots, list):
-                raise MalformedWorkflow("must be a list of output slots", field=f"{where}.{out_type}")
+                raise MalformedWorkflow(
+                    "must be a list of output slots", field=f"{where}.{out_type}"
+                )
             for slot_index, slot in enumerate(slots):
                 if slot is None:
                     continue
@@ -233,7 +237,9 @@ def _normalize_connections(
                     if target is None:
                         continue
                     if not isinstance(target, dict) or not isinstance(target.get("node"), str):
-                        raise MalformedWorkflow("a connection needs a target node name", field=twhere)
+                        raise MalformedWorkflow(
+                            "a connection needs a target node name", field=twhere
+                        )
                     target_input = target.get("index", 0)
                     if isinstance(target_input, str) and target_input.isdigit():
                         target_input = int(target_input)
@@ -251,11 +257,15 @@ def _normalize_connections(
                         edge["targetType"] = target_type
                     edges.append(edge)
                     if len(edges) > _MAX_EDGES:
-                        raise MalformedWorkflow(f"more than {_MAX_EDGES} connections", field="connections")
+                        raise MalformedWorkflow(
+                            f"more than {_MAX_EDGES} connections", field="connections"
+                        )
     # Equal edges listed twice are one edge.
     unique = {tuple(sorted(e.items())): e for e in edges}
     ordered = sorted(unique.values(), key=edge_sort_key)
-    dangling = [e for e in ordered if e["source"] not in node_names or e["target"] not in node_names]
+    dangling = [
+        e for e in ordered if e["source"] not in node_names or e["target"] not in node_names
+    ]
     return ordered, dangling
 
 

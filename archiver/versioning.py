@@ -86,8 +86,11 @@ def _edge_set(structure: Mapping[str, Any]) -> set[tuple[Any, ...]]:
     by_name = {n["name"]: node_key(n) for n in structure["nodes"]}
     return {
         (
-            by_name.get(e["source"], "name:" + e["source"]), e["type"], e["sourceOutput"],
-            by_name.get(e["target"], "name:" + e["target"]), e["targetInput"],
+            by_name.get(e["source"], "name:" + e["source"]),
+            e["type"],
+            e["sourceOutput"],
+            by_name.get(e["target"], "name:" + e["target"]),
+            e["targetInput"],
             e.get("targetType"),
         )
         for e in structure["connections"]
@@ -130,9 +133,14 @@ def classify_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> Structure
     else:
         level = "none"
     return StructureChange(
-        level=level, nodes_added=added, nodes_removed=removed, nodes_modified=tuple(modified),
-        nodes_renamed=tuple(renamed), type_changed=tuple(type_changed),
-        connections_added=conn_added, connections_removed=conn_removed,
+        level=level,
+        nodes_added=added,
+        nodes_removed=removed,
+        nodes_modified=tuple(modified),
+        nodes_renamed=tuple(renamed),
+        type_changed=tuple(type_changed),
+        connections_added=conn_added,
+        connections_removed=conn_removed,
         settings_changed=settings_changed,
     )
 
@@ -250,8 +258,14 @@ class VersionChains:
                 if head is not None and head.snapshot_hash == snapshot_hash:
                     return head
                 commit = self._new_commit(
-                    workflow_id, chain, head, snapshot_hash, structure,
-                    created_at=created_at, execution_id=execution_id, user_id=user_id,
+                    workflow_id,
+                    chain,
+                    head,
+                    snapshot_hash,
+                    structure,
+                    created_at=created_at,
+                    execution_id=execution_id,
+                    user_id=user_id,
                 )
                 try:
                     self._store.put(
@@ -274,9 +288,17 @@ class VersionChains:
     ) -> VersionCommit:
         if head is None:
             return VersionCommit(
-                workflow_id=workflow_id, seq=1, version="1.0.0", snapshot_hash=snapshot_hash,
-                parent_seq=None, parent_version=None, parent_hash=None, level="initial",
-                summary="initial version", changes={}, **meta,
+                workflow_id=workflow_id,
+                seq=1,
+                version="1.0.0",
+                snapshot_hash=snapshot_hash,
+                parent_seq=None,
+                parent_version=None,
+                parent_hash=None,
+                level="initial",
+                summary="initial version",
+                changes={},
+                **meta,
             )
         change = classify_change(self._load_structure(head.snapshot_hash), structure)
         level = change.level if change.level != "none" else "patch"
@@ -287,9 +309,17 @@ class VersionChains:
             restores_version = chain.commits[restores].version
             summary = f"restores {restores_version}: {summary}"
         return VersionCommit(
-            workflow_id=workflow_id, seq=head.seq + 1,
-            version=next_version(head.version, level), snapshot_hash=snapshot_hash,
-            parent_seq=head.seq, parent_version=head.version, parent_hash=head.snapshot_hash,
-            level=level, summary=summary, changes=change.to_json(),
-            restores_seq=restores, restores_version=restores_version, **meta,
+            workflow_id=workflow_id,
+            seq=head.seq + 1,
+            version=next_version(head.version, level),
+            snapshot_hash=snapshot_hash,
+            parent_seq=head.seq,
+            parent_version=head.version,
+            parent_hash=head.snapshot_hash,
+            level=level,
+            summary=summary,
+            changes=change.to_json(),
+            restores_seq=restores,
+            restores_version=restores_version,
+            **meta,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import threading
 from collections.abc import Callable
@@ -30,11 +31,24 @@ def _archive(store: ObjectStore) -> Archive:
 
 def _workflow(*, url: str = "https://example.com", extra_nodes: int = 0) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = [
-        {"id": "t", "name": "Webhook", "type": "n8n-nodes-base.webhook", "typeVersion": 2,
-         "position": [0, 0], "webhookId": "0b7d", "parameters": {"path": "hook"}},
-        {"id": "h", "name": "HTTP", "type": "n8n-nodes-base.httpRequest", "typeVersion": 4.2,
-         "position": [200, 0], "parameters": {"url": url},
-         "credentials": {"httpHeaderAuth": {"id": "c1", "name": "Partner API"}}},
+        {
+            "id": "t",
+            "name": "Webhook",
+            "type": "n8n-nodes-base.webhook",
+            "typeVersion": 2,
+            "position": [0, 0],
+            "webhookId": "0b7d",
+            "parameters": {"path": "hook"},
+        },
+        {
+            "id": "h",
+            "name": "HTTP",
+            "type": "n8n-nodes-base.httpRequest",
+            "typeVersion": 4.2,
+            "position": [200, 0],
+            "parameters": {"url": url},
+            "credentials": {"httpHeaderAuth": {"id": "c1", "name": "Partner API"}},
+        },
     ]
     connections: dict[str, Any] = {
         "Webhook": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]}
@@ -42,12 +56,24 @@ def _workflow(*, url: str = "https://example.com", extra_nodes: int = 0) -> dict
     previous = "HTTP"
     for i in range(extra_nodes):
         name = f"Step {i}"
-        nodes.append({"id": f"s{i}", "name": name, "type": "n8n-nodes-base.set",
-                      "position": [400 + i, 0], "parameters": {}})
+        nodes.append(
+            {
+                "id": f"s{i}",
+                "name": name,
+                "type": "n8n-nodes-base.set",
+                "position": [400 + i, 0],
+                "parameters": {},
+            }
+        )
         connections[previous] = {"main": [[{"node": name, "type": "main", "index": 0}]]}
         previous = name
-    return {"id": "wf-1", "name": "Demo", "nodes": nodes, "connections": connections,
-            "settings": {"executionOrder": "v1"}}
+    return {
+        "id": "wf-1",
+        "name": "Demo",
+        "nodes": nodes,
+        "connections": connections,
+        "settings": {"executionOrder": "v1"},
+    }
 
 
 def _all_stored_plaintext(store: ObjectStore) -> bytes:
@@ -67,7 +93,9 @@ def test_whole_corpus_round_trips_and_hash_is_reproducible(store: ObjectStore) -
     archive = _archive(store)
     for i, path in enumerate(WORKFLOWS):
         result = archive.capture_snapshot(
-            execution_id=f"exec-{i}", workflow=load_corpus(path), workflow_id=f"wf-{i}",
+            execution_id=f"exec-{i}",
+            workflow=load_corpus(path),
+            workflow_id=f"wf-{i}",
         )
         assert result.created, path.name
         stored = archive.get_snapshot(f"exec-{i}")
@@ -85,7 +113,9 @@ def test_malformed_corpus_is_refused_and_nothing_is_stored(path: Path) -> None:
 
     store = MemoryStore()
     with pytest.raises(MalformedWorkflow):
-        _archive(store).capture_snapshot(execution_id="e1", workflow=load_corpus(path), workflow_id="w")
+        _archive(store).capture_snapshot(
+            execution_id="e1", workflow=load_corpus(path), workflow_id="w"
+        )
     assert list(store.list("")) == []
 
 
@@ -122,7 +152,9 @@ def test_version_chain_follows_semver_and_notes_reverts(store: ObjectStore) -> N
     archive = _archive(store)
 
     def run(execution_id: str, wf: dict[str, Any]) -> str:
-        return archive.capture_snapshot(execution_id=execution_id, workflow=wf).snapshot.snapshot_version
+        return archive.capture_snapshot(
+            execution_id=execution_id, workflow=wf
+        ).snapshot.snapshot_version
 
     assert run("e1", _workflow()) == "1.0.0"
     assert run("e2", _workflow()) == "1.0.0"  # same structure: same version
@@ -163,7 +195,7 @@ def test_32_concurrent_new_structures_make_a_gap_free_chain(
     assert sorted(versions, key=lambda v: tuple(map(int, v.split(".")))) == [
         c.version for c in chain[1:]
     ]
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert child.parent_seq == parent.seq
         assert child.parent_hash == parent.snapshot_hash
         assert child.parent_version == parent.version
@@ -232,26 +264,39 @@ def test_planted_secrets_never_reach_storage(store: ObjectStore) -> None:
     wf["nodes"][1]["parameters"].update(
         {
             "sendHeaders": True,
-            "headerParameters": {"parameters": [
-                {"name": "Authorization", "value": f"Bearer {PLANTED[0]}"}
-            ]},
+            "headerParameters": {
+                "parameters": [{"name": "Authorization", "value": f"Bearer {PLANTED[0]}"}]
+            },
         }
     )
     wf["nodes"][1]["credentials"]["httpHeaderAuth"]["data"] = PLANTED[4]
     wf["nodes"].append(
-        {"id": "c", "name": "Code", "type": "n8n-nodes-base.code", "parameters": {
-            "jsCode": f"const token = '{PLANTED[1]}';\nreturn items;"}}
+        {
+            "id": "c",
+            "name": "Code",
+            "type": "n8n-nodes-base.code",
+            "parameters": {"jsCode": f"const token = '{PLANTED[1]}';\nreturn items;"},
+        }
     )
     wf["pinData"] = {"Webhook": [{"json": {"headers": {"authorization": f"Bearer {PLANTED[3]}"}}}]}
     archive = _archive(store)
     archive.capture_snapshot(
-        execution_id="e1", workflow=wf, variables={"DB_PASSWORD": PLANTED[2], "region": "eu"},
+        execution_id="e1",
+        workflow=wf,
+        variables={"DB_PASSWORD": PLANTED[2], "region": "eu"},
         trigger_data={"body": {"api_key": PLANTED[0]}},
     )
     archive.record_final_state(
         "e1",
-        {"status": "success", "nodes": {"HTTP": {"status": "success", "output": [
-            {"json": {"token": PLANTED[1], "password": PLANTED[2]}}]}}},
+        {
+            "status": "success",
+            "nodes": {
+                "HTTP": {
+                    "status": "success",
+                    "output": [{"json": {"token": PLANTED[1], "password": PLANTED[2]}}],
+                }
+            },
+        },
     )
     stored = _all_stored_plaintext(store)
     for secret in PLANTED:
@@ -293,7 +338,9 @@ def test_bad_input_names_the_field_and_stores_nothing(kwargs: dict[str, Any], fi
 def test_triggers_and_trigger_type_are_extracted() -> None:
     from archiver.store.memory import MemoryStore
 
-    snap = _archive(MemoryStore()).capture_snapshot(execution_id="e1", workflow=_workflow()).snapshot
+    snap = (
+        _archive(MemoryStore()).capture_snapshot(execution_id="e1", workflow=_workflow()).snapshot
+    )
     assert [t.to_json()["kind"] for t in snap.triggers_snapshot] == ["webhook"]
     assert snap.trigger_type == "webhook"
     assert snap.triggers_snapshot[0].webhook_id == "0b7d"

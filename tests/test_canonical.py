@@ -22,7 +22,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -41,8 +43,16 @@ def test_numbers_format_like_ecmascript(number: float) -> None:
 
 @pytest.mark.parametrize(
     ("number", "text"),
-    [(1.0, b"1"), (-0.0, b"0"), (1e16, b"10000000000000000"), (1e21, b"1e+21"),
-     (1e-6, b"0.000001"), (1e-7, b"1e-7"), (4.2, b"4.2"), (2**60, b"1152921504606847000")],
+    [
+        (1.0, b"1"),
+        (-0.0, b"0"),
+        (1e16, b"10000000000000000"),
+        (1e21, b"1e+21"),
+        (1e-6, b"0.000001"),
+        (1e-7, b"1e-7"),
+        (4.2, b"4.2"),
+        (2**60, b"1152921504606847000"),
+    ],
 )
 def test_edge_numbers(number: float, text: bytes) -> None:
     assert canonicalize([number]) == b"[" + text + b"]"
@@ -71,9 +81,11 @@ def test_lone_surrogates_and_non_string_keys_are_refused() -> None:
 
 @given(st.integers(min_value=-(2**70), max_value=2**70))
 def test_integers_beyond_2_53_are_canonicalized_as_doubles(number: int) -> None:
-    assert canonicalize({"n": number}) == rfc8785.dumps({"n": float(number)}) if abs(
-        number
-    ) > 2**53 - 1 else rfc8785.dumps({"n": number})
+    assert (
+        canonicalize({"n": number}) == rfc8785.dumps({"n": float(number)})
+        if abs(number) > 2**53 - 1
+        else rfc8785.dumps({"n": number})
+    )
 
 
 def test_hash_is_sha256_of_jcs() -> None:

@@ -17,10 +17,22 @@ def _wf(**extra: Any) -> dict[str, Any]:
         "id": "wf1",
         "name": "Demo",
         "nodes": [
-            {"id": "a", "name": "Start", "type": "n8n-nodes-base.manualTrigger",
-             "typeVersion": 1, "position": [0, 0], "parameters": {}},
-            {"id": "b", "name": "HTTP", "type": "n8n-nodes-base.httpRequest",
-             "typeVersion": 4.2, "position": [200, 0], "parameters": {"url": "https://x"}},
+            {
+                "id": "a",
+                "name": "Start",
+                "type": "n8n-nodes-base.manualTrigger",
+                "typeVersion": 1,
+                "position": [0, 0],
+                "parameters": {},
+            },
+            {
+                "id": "b",
+                "name": "HTTP",
+                "type": "n8n-nodes-base.httpRequest",
+                "typeVersion": 4.2,
+                "position": [200, 0],
+                "parameters": {"url": "https://x"},
+            },
         ],
         "connections": {"Start": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]}},
         "settings": {"executionOrder": "v1"},
@@ -74,14 +86,31 @@ def test_null_slots_ai_types_error_outputs_and_dangling_edges() -> None:
         "Nobody": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]},
     }
     wf = normalize_workflow(doc)
-    assert {"source": "Start", "sourceOutput": 2, "target": "HTTP", "targetInput": 0,
-            "type": "main"} in wf.connections
-    assert {"source": "Model", "sourceOutput": 0, "target": "HTTP", "targetInput": 0,
-            "type": "ai_languageModel"} in wf.connections
-    assert {"source": "HTTP", "sourceOutput": 0, "target": "Ghost", "targetInput": 0,
-            "type": "error", "targetType": "main"} in wf.connections
+    assert {
+        "source": "Start",
+        "sourceOutput": 2,
+        "target": "HTTP",
+        "targetInput": 0,
+        "type": "main",
+    } in wf.connections
+    assert {
+        "source": "Model",
+        "sourceOutput": 0,
+        "target": "HTTP",
+        "targetInput": 0,
+        "type": "ai_languageModel",
+    } in wf.connections
+    assert {
+        "source": "HTTP",
+        "sourceOutput": 0,
+        "target": "Ghost",
+        "targetInput": 0,
+        "type": "error",
+        "targetType": "main",
+    } in wf.connections
     assert {(e["source"], e["target"]) for e in wf.dangling_edges} == {
-        ("HTTP", "Ghost"), ("Nobody", "HTTP")
+        ("HTTP", "Ghost"),
+        ("Nobody", "HTTP"),
     }
 
 
@@ -103,7 +132,9 @@ def test_credentials_become_references() -> None:
     }
     node = normalize_workflow(doc).nodes[1]
     assert node["credentials"] == {
-        "httpBasicAuth": {"id": "7", "name": "Basic"}, "oldStyle": {"name": "My cred"}, "empty": {}
+        "httpBasicAuth": {"id": "7", "name": "Basic"},
+        "oldStyle": {"name": "My cred"},
+        "empty": {},
     }
 
 

@@ -123,15 +123,7 @@ def test_get_missing_raises_not_found(store: ObjectStore) -> None:
         store.get("no/such-sibling/child")
 
 
-def test_a_directory_is_not_an_object(
-    store: ObjectStore, store_backend: str, request: pytest.FixtureRequest
-) -> None:
-    if store_backend == "local":
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason="LocalStore bug: get() of a key naming a directory raises IsADirectoryError "
-            "and head() returns an ObjectInfo for the directory (archiver/store/local.py)",
-        ))
+def test_a_directory_is_not_an_object(store: ObjectStore) -> None:
     store.put("dir/child/object", b"x")
     for key in ("dir", "dir/child"):
         assert store.head(key) is None

@@ -19,8 +19,13 @@ def _base() -> dict[str, Any]:
     return {
         "nodes": [
             {"id": "1", "name": "Start", "type": "n8n-nodes-base.manualTrigger", "parameters": {}},
-            {"id": "2", "name": "HTTP", "type": "n8n-nodes-base.httpRequest",
-             "parameters": {"url": "https://a"}, "position": [0, 0]},
+            {
+                "id": "2",
+                "name": "HTTP",
+                "type": "n8n-nodes-base.httpRequest",
+                "parameters": {"url": "https://a"},
+                "position": [0, 0],
+            },
             {"id": "3", "name": "Set", "type": "n8n-nodes-base.set", "parameters": {}},
         ],
         "connections": {
@@ -44,15 +49,31 @@ def _edit(fn: Any) -> dict[str, Any]:
         (lambda d: d["connections"].pop("HTTP"), "major"),  # removed connection
         (lambda d: d["nodes"][2].update(type="n8n-nodes-base.code"), "major"),  # type change
         (lambda d: d["nodes"].append({"id": "4", "name": "New", "type": "x.y"}), "minor"),
-        (lambda d: d["connections"]["Start"]["main"][0].append(
-            {"node": "Set", "type": "main", "index": 0}), "minor"),
+        (
+            lambda d: d["connections"]["Start"]["main"][0].append(
+                {"node": "Set", "type": "main", "index": 0}
+            ),
+            "minor",
+        ),
         (lambda d: d["nodes"][1]["parameters"].update(url="https://b"), "patch"),
         (lambda d: d["nodes"][1].update(position=[10, 10]), "patch"),
         (lambda d: d["settings"].update(timezone="UTC"), "patch"),
-        (lambda d: d["nodes"][1].update(credentials={"httpAuth": {"id": "9", "name": "x"}}), "patch"),
+        (
+            lambda d: d["nodes"][1].update(credentials={"httpAuth": {"id": "9", "name": "x"}}),
+            "patch",
+        ),
     ],
-    ids=["node-removed", "connection-removed", "type-changed", "node-added", "connection-added",
-         "parameter", "position", "settings", "credential-ref"],
+    ids=[
+        "node-removed",
+        "connection-removed",
+        "type-changed",
+        "node-added",
+        "connection-added",
+        "parameter",
+        "position",
+        "settings",
+        "credential-ref",
+    ],
 )
 def test_semver_rules(edit: Any, level: str) -> None:
     change = classify_change(_structure(_base()), _structure(_edit(edit)))

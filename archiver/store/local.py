@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,10 +48,14 @@ class LocalStore:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o444)
+            tmp.chmod(0o444)
             try:
                 os.link(tmp, final)
-            except FileExistsError:
+            except (FileExistsError, IsADirectoryError, PermissionError):
+                if final.is_dir():
+                    raise ImmutableConflict(
+                        f"{key} names a prefix of other objects", key=key
+                    ) from None
                 if self._read(final) == data:
                     return False
                 raise ImmutableConflict(
@@ -70,13 +75,15 @@ class LocalStore:
     def get(self, key: str) -> bytes:
         try:
             return self._read(self._path(key))
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(f"no object {key}") from None
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
             st = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
             return None
         return ObjectInfo(
             key=key, size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC)
@@ -108,7 +115,8 @@ class LocalStore:
             elif rel.startswith(prefix):
                 st = entry.stat(follow_symlinks=False)
                 yield ObjectInfo(
-                    key=rel, size=st.st_size,
+                    key=rel,
+                    size=st.st_size,
                     last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
                 )
 
