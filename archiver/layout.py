@@ -6,7 +6,7 @@ Layout (format version 1)::
     executions/<s>/<executionId>/snapshot.json.zst            pre-execution snapshot, write-once
     executions/<s>/<executionId>/result.json.zst              final state, write-once
     refs/workflows/<workflowId>/versions/<seq:010d>.json.zst  version commits with parent pointers
-    index/<table>/dt=YYYY-MM-DD/part-<writer>-<seq>.parquet   manifests (see docs/storage.md)
+    index/<table>/dt=YYYY-MM-DD/part-<writer>-<seq>.parquet   manifests (see docs/storage-format.md)
 
 ``<s>`` is the first two hex digits of SHA-256(executionId): it spreads executions over 256
 prefixes whatever shape the engine's ids have.

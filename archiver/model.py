@@ -2,7 +2,7 @@
 
 ``ExecutionSnapshot`` is what a reader gets back; on storage it is split in two write-once objects —
 the workflow *structure* (content-addressed, shared by every execution of that structure) and the
-execution record that points at it (see ``docs/storage.md``).
+execution record that points at it (see ``docs/storage-format.md``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turn an n8n-style workflow, in any of its real published shapes, into one normal form.
 
-Accepted shapes (see ``docs/storage.md`` and the design note ``n8n-formats.md``): a workflow object;
+Accepted shapes (see ``docs/storage-format.md`` and the design note ``n8n-formats.md``): a workflow object;
 a JSON array holding exactly one workflow (n8n's CLI export); ``{"workflow": {...}}`` wrappers, even
 nested; numeric workflow ids; ``active`` as a string; tags as objects or strings; nodes without ids
 or positions; credentials as ``{type: {id, name}}``, a plain name string, or an empty string;
