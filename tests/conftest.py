@@ -65,14 +65,15 @@ _boto_session = boto3.session.Session()
 _boto_session_lock = threading.Lock()
 
 
-def _raw_client(
-    endpoint_url: str | None, key: str, secret: str, **config: Any
-) -> Any:
+def _raw_client(endpoint_url: str | None, key: str, secret: str, **config: Any) -> Any:
     """A plain boto3 S3 client without retries (the caller closes it)."""
     with _boto_session_lock:
         return _boto_session.client(
-            "s3", endpoint_url=endpoint_url, region_name=_REGION,
-            aws_access_key_id=key, aws_secret_access_key=secret,
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=_REGION,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
             config=botocore.config.Config(
                 retries={"mode": "standard", "total_max_attempts": 1}, **config
             ),
@@ -124,6 +125,8 @@ def pytest_runtest_makereport(
 # S3 buckets and stores (moto and SeaweedFS)
 
 _names = itertools.count()
+
+
 def _bucket_name() -> str:
     return f"t{os.getpid()}-{next(_names)}-{uuid.uuid4().hex[:8]}"
 
@@ -240,8 +243,13 @@ def s3_bucket_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[str]
             elif backend == "seaweedfs":
                 server: SeaweedFS = request.getfixturevalue("seaweedfs")
                 pool: _WarmBuckets = request.getfixturevalue("_seaweedfs_buckets")
-                bucket = S3Bucket("seaweedfs", pool.take(), server.endpoint_url,
-                                  server.access_key_id, server.secret_access_key)
+                bucket = S3Bucket(
+                    "seaweedfs",
+                    pool.take(),
+                    server.endpoint_url,
+                    server.access_key_id,
+                    server.secret_access_key,
+                )
             else:
                 raise ValueError(f"unknown S3 backend {backend!r}")
             buckets.append(bucket)
