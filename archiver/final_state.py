@@ -30,6 +30,7 @@ import orjson
 
 from archiver.errors import IntegrityError, InvalidInput, SanitizationError
 from archiver.layout import check_id
+from archiver.timeutil import format_ts, parse_ts
 
 __all__ = [
     "EXECUTION_STATUSES",
@@ -68,10 +69,6 @@ MAX_FLATTED_VALUES: Final = 5_000_000  # values after expanding shared reference
 MAX_ITEM_DEPTH: Final = 200  # nesting of one kept item, checked before it reaches the sanitizer
 
 _FAILED: Final = frozenset({"error", "crashed"})
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_SECONDS_BELOW: Final = 1e11  # epoch values below this are seconds (1e11 ms is March 1973)
-_MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_MAX_TS_TEXT: Final = 64
 
 # Synonyms seen in engines and hand-written payloads, folded into the two vocabularies.
 _EXECUTION_SYNONYMS: Final[Mapping[str, str]] = {
@@ -183,51 +180,13 @@ def _opt_duration(value: object, field: str) -> float | None:
     return result
 
 
-def _to_utc_ms(value: datetime, field: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise _bad(field, "must carry a timezone")
-    try:
-        value = value.astimezone(UTC)
-    except OverflowError:
-        raise _bad(field, "is out of range") from None
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
 def _timestamp(value: object, field: str) -> datetime | None:
     """RFC 3339 text, epoch milliseconds (seconds below 1e11), or an aware datetime; UTC, ms."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return _to_utc_ms(value, field)
-    if _is_number(value):
-        assert isinstance(value, int | float)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _bad(field, "must be a finite epoch time")
-        if value < 0:
-            raise _bad(field, "must not be a negative epoch time")
-        ms = round(value * 1000) if value < _SECONDS_BELOW else round(value)
-        if ms > _MAX_EPOCH_MS:
-            raise _bad(field, "is out of range")
-        return _EPOCH + timedelta(milliseconds=ms)
-    if isinstance(value, str):
-        if len(value) > _MAX_TS_TEXT:
-            raise _bad(field, "is not an RFC 3339 timestamp")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise _bad(field, "is not an RFC 3339 timestamp") from None
-        if parsed.tzinfo is None:
-            raise _bad(field, "must carry a timezone offset (RFC 3339)")
-        return _to_utc_ms(parsed, field)
-    raise _bad(field, "must be an RFC 3339 string, epoch milliseconds or a datetime")
+    return None if value is None else parse_ts(value, field)
 
 
 def _format_ts(value: datetime) -> str:
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-        f".{v.microsecond // 1000:03d}Z"
-    )
+    return format_ts(value)
 
 
 def _opt_ts_json(value: datetime | None) -> str | None:
@@ -340,7 +299,7 @@ class NodeRun:
     def __post_init__(self) -> None:
         _check_status(self.status, NODE_RUN_STATUSES, "status")
         if self.started_at is not None:
-            object.__setattr__(self, "started_at", _to_utc_ms(self.started_at, "startedAt"))
+            object.__setattr__(self, "started_at", parse_ts(self.started_at, "startedAt"))
         for name, value in (
             ("index", self.index),
             ("inputItems", self.input_items),
@@ -462,7 +421,7 @@ class FinalState:
         for name, attr in (("startedAt", "started_at"), ("finishedAt", "finished_at")):
             value = getattr(self, attr)
             if value is not None:
-                object.__setattr__(self, attr, _to_utc_ms(value, name))
+                object.__setattr__(self, attr, parse_ts(value, name))
 
     def node(self, name: str) -> NodeState | None:
         """The state of the node called ``name``, or None."""
@@ -1079,7 +1038,7 @@ def _execution_order(nodes: list[NodeState]) -> tuple[NodeState, ...]:
 
         def by_time(n: NodeState) -> tuple[int, datetime]:
             ts = n.runs[0].started_at if n.runs else None
-            return (0, ts) if ts is not None else (1, _EPOCH)
+            return (0, ts) if ts is not None else (1, datetime.min.replace(tzinfo=UTC))
 
         return tuple(sorted(nodes, key=by_time))
     return tuple(nodes)
