@@ -29,12 +29,16 @@ __all__ = ["canonical_hash", "canonicalize", "dumps_ecmascript_number"]
 
 _SAFE_INT = 2**53
 # A float token orjson prints differently from ECMAScript: ends in ".0" or has an exponent.
-# Integer tokens of 16+ digits may lie beyond 2^53 and must be printed as doubles.
-_SUSPECT_NUMBER = re.compile(rb"(?:\d\.0|\de[+-]\d+|(?:^|[,\[:])-?\d{16,})(?=[,\]}]|$)")
+# A number token orjson may print differently from ECMAScript — "1.0", "-0.0", "1e+16", "1e-6",
+# integers of 16+ digits — right after ``:``, ``,`` or ``[`` (compact JSON). Text inside strings that
+# merely looks like this only costs the exact check below.
+_SUSPECT_NUMBER = re.compile(rb"[:,\[]-?\d(?:\d{15}|[\d.]*(?:e[+-]|\.0(?:[,\]}]|$)))")
 
 
 def canonicalize(value: Any) -> bytes:
     """The JCS bytes of ``value`` (a tree of dict/list/str/int/float/bool/None)."""
+    if not isinstance(value, dict | list):
+        return _slow(value)  # a lone scalar: the exact printer is cheap enough
     try:
         out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError as err:  # ints beyond 64 bits, non-str keys, unsupported types
@@ -43,11 +47,49 @@ def canonicalize(value: Any) -> bytes:
         raise InvalidInput(f"value is not JSON: {err}") from err
     except orjson.JSONEncodeError as err:
         raise InvalidInput(f"value is not JSON: {err}") from err
-    if _SUSPECT_NUMBER.search(out) is not None or _needs_utf16_sort(out):
-        return _slow(value)
     if b"null" in out and _has_non_finite(value):
         raise InvalidInput("NaN and Infinity are not JSON")
-    return out
+    if _SUSPECT_NUMBER.search(out) is None and not _needs_utf16_sort(out):
+        return out
+    # The bytes look suspicious (often only a string that resembles a number, or an emoji):
+    # look at the actual values, fix what orjson can print exactly, fall back where it cannot.
+    fixed = _Fixer()
+    converted = fixed.walk(value)
+    if fixed.slow:
+        return _slow(value)
+    if not fixed.changed:
+        return out
+    return orjson.dumps(converted, option=orjson.OPT_SORT_KEYS)
+
+
+class _Fixer:
+    """Integral floats → ints; flags values only the slow path prints exactly."""
+
+    __slots__ = ("changed", "slow")
+
+    def __init__(self) -> None:
+        self.changed = False
+        self.slow = False
+
+    def walk(self, value: Any) -> Any:
+        if isinstance(value, float):
+            if value.is_integer() and abs(value) < _SAFE_INT:
+                self.changed = True
+                return int(value)
+            if orjson.dumps(value).decode() != dumps_ecmascript_number(value):
+                self.slow = True
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > _SAFE_INT:
+                self.slow = True
+            return value
+        if isinstance(value, dict):
+            if any(k and max(k) >= "\ue000" for k in value):
+                self.slow = True
+            return {k: self.walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.walk(v) for v in value]
+        return value
 
 
 def canonical_hash(value: Any) -> str:
@@ -63,13 +105,23 @@ def _needs_utf16_sort(out: bytes) -> bool:
 
 
 def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_non_finite(v) for v in value)
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return True
+        elif kind not in _PLAIN and isinstance(item, dict | list | tuple):
+            extend(item.values() if isinstance(item, dict) else item)
     return False
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def dumps_ecmascript_number(number: float | int) -> str:
