@@ -1,0 +1,1368 @@
+"""The Parquet index: per-day manifests of snapshots, final states and versions (write side).
+
+Objects are the source of truth (invariant 1); the manifests under ``index/`` are an index that can
+be thrown away and rebuilt from the objects at any time. Layout (see ``docs/index.md``)::
+
+    index/<table>/dt=YYYY-MM-DD/part-<writer>-<seq:06d>.parquet      table: snapshots | final_states
+                                                                             | versions
+
+* :class:`ManifestWriter` buffers rows per (table, day) and writes a part when a buffer holds
+  ``flush_rows`` rows, when its oldest row is ``flush_seconds`` old, and on ``close()``. A row is
+  appended only after its object was written (invariant 2): :meth:`ManifestWriter.attach` registers
+  observers that the :class:`~archiver.archive.Archive` calls after the record write returned.
+  Parts are created with the store's create-only ``put``; writer ids are random per instance, so
+  writers in other threads, processes or machines never collide. A part that cannot be written is
+  kept (bytes and key) and retried with the same key, so a write that succeeded without our knowing
+  is not duplicated; nothing is dropped without an error in the log.
+* :func:`rebuild_index` regenerates every manifest from the objects alone (one compacted part per
+  table and day) and then removes the parts that existed before it started; parts that live writers
+  create meanwhile are kept.
+* :func:`verify` reports objects without rows, rows without objects, objects whose hash or digest
+  does not check out, rows that disagree with their object, and duplicate rows.
+
+Readers (``query/``) deduplicate, so a row present in several files (a part and a compacted or
+rebuilt file) is returned once (invariant 8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import orjson
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.dataset as pds  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from archiver.archive import (
+    FINAL_STATE_KIND,
+    SNAPSHOT_KIND,
+    Archive,
+    CaptureResult,
+    FinalStateResult,
+)
+from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_blob, decode_record
+from archiver.errors import ArchiveError, ImmutableConflict, ManifestError, NotFound
+from archiver.final_state import FinalState, summarize
+from archiver.layout import blob_key, snapshot_key, version_key
+from archiver.model import ExecutionSnapshot, VersionCommit
+from archiver.store.base import ObjectInfo, ObjectStore
+from archiver.timeutil import utcnow
+from archiver.versioning import VERSION_KIND
+
+__all__ = [
+    "BLOOM_COLUMNS",
+    "FINAL_STATES_SCHEMA",
+    "INDEX_PREFIX",
+    "SCHEMAS",
+    "SNAPSHOTS_SCHEMA",
+    "TABLES",
+    "VERSIONS_SCHEMA",
+    "ManifestWriter",
+    "ObjectProblem",
+    "ProgressCallback",
+    "RebuildReport",
+    "RowProblem",
+    "VerifyReport",
+    "encode_part",
+    "final_state_row",
+    "parse_part_key",
+    "part_key",
+    "rebuild_index",
+    "row_day",
+    "snapshot_row",
+    "verify",
+    "version_row",
+]
+
+_log = logging.getLogger(__name__)
+
+INDEX_PREFIX: Final = "index/"
+INDEX_FORMAT_VERSION: Final = 1
+
+_TS = pa.timestamp("ms", tz="UTC")
+
+SNAPSHOTS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("execution_id", pa.string(), nullable=False),
+        pa.field("workflow_id", pa.string(), nullable=False),
+        pa.field("snapshot_id", pa.string(), nullable=False),
+        pa.field("snapshot_hash", pa.string(), nullable=False),
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("version_seq", pa.int32(), nullable=False),
+        pa.field("user_id", pa.string()),
+        pa.field("trigger_type", pa.string()),
+        pa.field("created_at", _TS, nullable=False),
+        pa.field("node_count", pa.int32(), nullable=False),
+        pa.field("workflow_name", pa.string()),
+        pa.field("object_key", pa.string(), nullable=False),
+        pa.field("blob_key", pa.string(), nullable=False),
+        pa.field("stored_bytes", pa.int64(), nullable=False),
+        pa.field("raw_bytes", pa.int64(), nullable=False),
+        pa.field("format_version", pa.int16(), nullable=False),
+        pa.field("replay_of", pa.string()),
+    ]
+)
+
+FINAL_STATES_SCHEMA: Final = pa.schema(
+    [
+        pa.field("execution_id", pa.string(), nullable=False),
+        pa.field("workflow_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("started_at", _TS),
+        pa.field("finished_at", _TS),
+        pa.field("duration_ms", pa.int64()),
+        pa.field("node_count", pa.int32(), nullable=False),
+        pa.field("error_count", pa.int32(), nullable=False),
+        pa.field("failed_nodes", pa.list_(pa.string()), nullable=False),
+        pa.field("first_failed_node", pa.string()),
+        pa.field("object_key", pa.string(), nullable=False),
+        pa.field("stored_bytes", pa.int64(), nullable=False),
+        pa.field("format_version", pa.int16(), nullable=False),
+        pa.field("recorded_at", _TS, nullable=False),
+    ]
+)
+
+VERSIONS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("workflow_id", pa.string(), nullable=False),
+        pa.field("seq", pa.int32(), nullable=False),
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("snapshot_hash", pa.string(), nullable=False),
+        pa.field("parent_seq", pa.int32()),
+        pa.field("parent_version", pa.string()),
+        pa.field("parent_hash", pa.string()),
+        pa.field("level", pa.string(), nullable=False),
+        pa.field("summary", pa.string(), nullable=False),
+        pa.field("restores_seq", pa.int32()),
+        pa.field("restores_version", pa.string()),
+        pa.field("created_at", _TS, nullable=False),
+        pa.field("execution_id", pa.string()),
+        pa.field("user_id", pa.string()),
+    ]
+)
+
+SCHEMAS: Final[Mapping[str, pa.Schema]] = {
+    "snapshots": SNAPSHOTS_SCHEMA,
+    "final_states": FINAL_STATES_SCHEMA,
+    "versions": VERSIONS_SCHEMA,
+}
+TABLES: Final = tuple(SCHEMAS)
+
+#: columns that get a Parquet bloom filter (DuckDB uses them to skip row groups on equality)
+BLOOM_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
+    "snapshots": ("execution_id", "workflow_id", "snapshot_hash"),
+    "final_states": ("execution_id", "workflow_id"),
+    "versions": ("workflow_id", "snapshot_hash", "execution_id"),
+}
+
+#: the order of rows inside a part (workflow first: min/max statistics then prune row groups)
+_SORT_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "snapshots": ("workflow_id", "created_at", "execution_id"),
+    "final_states": ("workflow_id", "finished_at", "execution_id"),
+    "versions": ("workflow_id", "seq"),
+}
+
+#: what identifies a row (used by verify to find duplicates; the readers dedupe on the same keys)
+ROW_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "snapshots": ("execution_id",),
+    "final_states": ("execution_id",),
+    "versions": ("workflow_id", "seq"),
+}
+
+ROW_GROUP_ROWS: Final = 16_384
+MAX_ROWS_PER_PART: Final = 1_000_000
+_BLOOM_FPP: Final = 0.01
+
+_WRITER_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
+_PART_KEY_RE: Final = re.compile(
+    r"index/(?P<table>[a-z_]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/"
+    r"part-(?P<writer>[A-Za-z0-9][A-Za-z0-9_]{0,63})-(?P<seq>\d{6,})\.parquet"
+)
+
+Row = dict[str, Any]
+#: ``progress(stage, done, total)``; ``total`` is None while it is not known yet
+ProgressCallback = Callable[[str, int, int | None], None]
+
+
+# --------------------------------------------------------------------------------------------
+# keys and rows
+# --------------------------------------------------------------------------------------------
+
+
+def part_key(table: str, day: date, writer_id: str, seq: int) -> str:
+    """``index/<table>/dt=YYYY-MM-DD/part-<writer>-<seq:06d>.parquet``."""
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown index table {table!r}")
+    if _WRITER_ID_RE.fullmatch(writer_id) is None:
+        raise ValueError(f"writer id {writer_id!r} must be 1-64 letters, digits or _")
+    return f"{INDEX_PREFIX}{table}/dt={day.isoformat()}/part-{writer_id}-{seq:06d}.parquet"
+
+
+def parse_part_key(key: str) -> tuple[str, date, str, int] | None:
+    """(table, day, writer id, seq) of a part key, or None for anything else."""
+    match = _PART_KEY_RE.fullmatch(key)
+    if match is None or match["table"] not in SCHEMAS:
+        return None
+    try:
+        day = date.fromisoformat(match["dt"])
+    except ValueError:
+        return None
+    return match["table"], day, match["writer"], int(match["seq"])
+
+
+def _utc_day(value: datetime) -> date:
+    return value.astimezone(UTC).date()
+
+
+def snapshot_row(
+    snapshot: ExecutionSnapshot,
+    *,
+    object_key: str,
+    stored_bytes: int,
+    blob_key: str,
+    raw_bytes: int,
+) -> Row:
+    """The ``snapshots`` row of one execution snapshot record."""
+    return {
+        "execution_id": snapshot.execution_id,
+        "workflow_id": snapshot.workflow_id,
+        "snapshot_id": snapshot.id,
+        "snapshot_hash": snapshot.snapshot_hash,
+        "version": snapshot.snapshot_version,
+        "version_seq": snapshot.version_seq,
+        "user_id": snapshot.user_id,
+        "trigger_type": snapshot.trigger_type,
+        "created_at": snapshot.created_at,
+        "node_count": len(snapshot.workflow_snapshot.nodes),
+        "workflow_name": snapshot.workflow_snapshot.name,
+        "object_key": object_key,
+        "blob_key": blob_key,
+        "stored_bytes": stored_bytes,
+        "raw_bytes": raw_bytes,
+        "format_version": snapshot.format_version,
+        "replay_of": snapshot.replay_of,
+    }
+
+
+def final_state_row(
+    workflow_id: str,
+    final: FinalState,
+    *,
+    snapshot_created_at: datetime,
+    object_key: str,
+    stored_bytes: int,
+    recorded_at: datetime,
+) -> Row:
+    """The ``final_states`` row of one final-state record.
+
+    ``snapshot_created_at`` is not a column: it only places a final state without ``finished_at``
+    in a day (so that a rebuild puts the row in the same partition the live writer did).
+    """
+    summary = summarize(final)
+    return {
+        "execution_id": final.execution_id,
+        "workflow_id": workflow_id,
+        "status": summary["status"],
+        "started_at": summary["startedAt"],
+        "finished_at": summary["finishedAt"],
+        "duration_ms": summary["durationMs"],
+        "node_count": summary["nodeCount"],
+        "error_count": summary["errorCount"],
+        "failed_nodes": list(summary["failedNodes"]),
+        "first_failed_node": summary["firstFailedNode"],
+        "object_key": object_key,
+        "stored_bytes": stored_bytes,
+        "format_version": final.format_version,
+        "recorded_at": recorded_at,
+        "_day": _utc_day(summary["finishedAt"] or snapshot_created_at),
+    }
+
+
+def version_row(commit: VersionCommit) -> Row:
+    """The ``versions`` row of one version commit."""
+    return {
+        "workflow_id": commit.workflow_id,
+        "seq": commit.seq,
+        "version": commit.version,
+        "snapshot_hash": commit.snapshot_hash,
+        "parent_seq": commit.parent_seq,
+        "parent_version": commit.parent_version,
+        "parent_hash": commit.parent_hash,
+        "level": commit.level,
+        "summary": commit.summary,
+        "restores_seq": commit.restores_seq,
+        "restores_version": commit.restores_version,
+        "created_at": commit.created_at,
+        "execution_id": commit.execution_id,
+        "user_id": commit.user_id,
+    }
+
+
+def row_day(table: str, row: Mapping[str, Any]) -> date:
+    """The UTC day (``dt`` partition) of a row.
+
+    snapshots, versions: ``created_at``. final_states: ``finished_at``, else the day of the
+    execution's snapshot (both come from immutable records, so live and rebuilt rows agree).
+    """
+    if table == "final_states":
+        day: date = row["_day"]
+        return day
+    return _utc_day(row["created_at"])
+
+
+def _sort_value(value: Any) -> tuple[int, Any]:
+    return (1, None) if value is None else (0, value)
+
+
+def encode_part(table: str, rows: Sequence[Mapping[str, Any]], *, writer_id: str = "") -> bytes:
+    """Rows of one table and day as Parquet bytes: zstd, statistics, bloom filters, sorted."""
+    schema = SCHEMAS[table]
+    keys = _SORT_KEYS[table]
+    ordered = sorted(rows, key=lambda r: tuple(_sort_value(r.get(k)) for k in keys))
+    names = schema.names
+    arrays = [pa.array([r.get(n) for r in ordered], type=schema.field(n).type) for n in names]
+    metadata = {
+        b"execvault.table": table.encode(),
+        b"execvault.index_format": str(INDEX_FORMAT_VERSION).encode(),
+        b"execvault.writer": writer_id.encode(),
+    }
+    table_data = pa.Table.from_arrays(arrays, schema=schema.with_metadata(metadata))
+    ndv = max(len(ordered), 1)
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table_data,
+        sink,
+        compression="zstd",
+        row_group_size=ROW_GROUP_ROWS,
+        write_statistics=True,
+        bloom_filter_options={c: {"ndv": ndv, "fpp": _BLOOM_FPP} for c in BLOOM_COLUMNS[table]},
+    )
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
+
+
+def _clean(row: Mapping[str, Any]) -> Row:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------------------------------------
+# the live writer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Buffer:
+    rows: list[Row]
+    since: float  # time.monotonic() of the oldest row
+
+
+@dataclass(slots=True)
+class _Part:
+    table: str
+    day: date
+    seq: int
+    data: bytes
+    rows: int
+    attempts: int = 0
+    not_before: float = 0.0
+
+    def key(self, writer_id: str) -> str:
+        return part_key(self.table, self.day, writer_id, self.seq)
+
+
+class ManifestWriter:
+    """Buffer index rows per (table, day) and write them as Parquet parts (see module doc).
+
+    Thread-safe. Use as a context manager, or call :meth:`close` at shutdown: rows still buffered
+    are written then. ``flush_rows`` / ``flush_seconds`` bound a buffer's size and its oldest
+    row's age; a daemon thread writes buffers that are due.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        writer_id: str | None = None,
+        flush_rows: int = 1000,
+        flush_seconds: float = 2.0,
+        clock: Callable[[], datetime] = utcnow,
+        retry_max_delay: float = 30.0,
+    ) -> None:
+        if flush_rows < 1:
+            raise ValueError("flush_rows must be at least 1")
+        if not flush_seconds > 0:
+            raise ValueError("flush_seconds must be positive")
+        self.store = store
+        self.writer_id = writer_id if writer_id is not None else secrets.token_hex(6)
+        if _WRITER_ID_RE.fullmatch(self.writer_id) is None:
+            raise ValueError(f"writer id {self.writer_id!r} must be 1-64 letters, digits or _")
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._clock = clock
+        self._retry_max_delay = retry_max_delay
+        self._buffers: dict[tuple[str, date], _Buffer] = {}
+        self._failed: deque[_Part] = deque()  # built parts whose put failed, retried as they are
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()  # buffers, failed queue, counters
+        self._flush_lock = threading.Lock()  # one flush at a time (thread, flush(), close())
+        self._wake = threading.Event()
+        self._closed = False
+        self._archives: list[tuple[Archive, Callable[..., None], Callable[..., None]]] = []
+        # (workflow, seq) -> the execution that created that version, learned once per writer
+        self._version_creators: dict[tuple[str, int], str | None] = {}
+        self.parts_written = 0
+        self.rows_written = 0
+        self.write_failures = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"manifest-writer-{self.writer_id}", daemon=True
+        )
+        self._thread.start()
+
+    # -- appending ----------------------------------------------------------------------------
+
+    def add_row(self, table: str, row: Mapping[str, Any]) -> None:
+        """Buffer one row of ``table``; the object it describes must already be stored."""
+        if table not in SCHEMAS:
+            raise ValueError(f"unknown index table {table!r}")
+        day = row_day(table, row)
+        clean = _clean(row)
+        with self._lock:
+            if self._closed:
+                _log.error(
+                    "manifest writer %s is closed; %s row not indexed (rebuild-index adds it)",
+                    self.writer_id,
+                    table,
+                )
+                return
+            buf = self._buffers.get((table, day))
+            new = buf is None
+            if buf is None:
+                buf = self._buffers[(table, day)] = _Buffer([], time.monotonic())
+            buf.rows.append(clean)
+            full = len(buf.rows) >= self.flush_rows
+        if new or full:
+            self._wake.set()
+
+    def add_snapshot(self, result: CaptureResult) -> None:
+        """Index a capture that created its record (``result.created``)."""
+        if not result.created or result.record is None:
+            return
+        snapshot = result.snapshot
+        blob = result.blob
+        self.add_row(
+            "snapshots",
+            snapshot_row(
+                snapshot,
+                object_key=result.record.key,
+                stored_bytes=result.record.stored_bytes,
+                blob_key=blob.key if blob is not None else blob_key(snapshot.snapshot_hash),
+                raw_bytes=blob.raw_bytes if blob is not None else 0,
+            ),
+        )
+
+    def add_final_state(self, snapshot: ExecutionSnapshot, result: FinalStateResult) -> None:
+        """Index a final state that was just created."""
+        if not result.created or result.record is None:
+            return
+        self.add_row(
+            "final_states",
+            final_state_row(
+                snapshot.workflow_id,
+                result.final_state,
+                snapshot_created_at=snapshot.created_at,
+                object_key=result.record.key,
+                stored_bytes=result.record.stored_bytes,
+                recorded_at=self._clock(),
+            ),
+        )
+
+    def add_version(self, commit: VersionCommit) -> None:
+        self.add_row("versions", version_row(commit))
+
+    # -- observers ----------------------------------------------------------------------------
+
+    def attach(self, archive: Archive) -> ManifestWriter:
+        """Index everything ``archive`` captures from now on (snapshots, final states, versions).
+
+        The archive calls the observers after the record object was written, so a row never
+        precedes its object. ``close()`` detaches again.
+        """
+
+        def on_capture(result: CaptureResult) -> None:
+            try:
+                self.add_snapshot(result)
+                if result.created:
+                    self._maybe_version(archive, result.snapshot)
+            except Exception:
+                _log.exception("indexing capture %s failed", result.snapshot.execution_id)
+
+        def on_final_state(snapshot: ExecutionSnapshot, result: FinalStateResult) -> None:
+            try:
+                self.add_final_state(snapshot, result)
+            except Exception:
+                _log.exception("indexing final state %s failed", snapshot.execution_id)
+
+        archive.snapshot_observers.append(on_capture)
+        archive.final_state_observers.append(on_final_state)
+        with self._lock:
+            self._archives.append((archive, on_capture, on_final_state))
+        return self
+
+    def detach(self, archive: Archive) -> None:
+        with self._lock:
+            mine = [entry for entry in self._archives if entry[0] is archive]
+            self._archives = [entry for entry in self._archives if entry[0] is not archive]
+        for _, on_capture, on_final_state in mine:
+            with contextlib.suppress(ValueError):
+                archive.snapshot_observers.remove(on_capture)
+            with contextlib.suppress(ValueError):
+                archive.final_state_observers.remove(on_final_state)
+
+    def _maybe_version(self, archive: Archive, snapshot: ExecutionSnapshot) -> None:
+        """Add a ``versions`` row when this capture is the one that created its version.
+
+        A version commit names the execution whose capture created it. The commit is looked up
+        once per (workflow, seq) per writer (from the archive's chain cache); the row is added when
+        the creating execution's capture is indexed, whichever thread or order that happens in.
+        Versions created by other processes are indexed by their writers; a version whose creator
+        crashed before its record was written is indexed by the next rebuild.
+        """
+        seq = snapshot.version_seq
+        if seq < 1:
+            return
+        key = (snapshot.workflow_id, seq)
+        with self._lock:
+            known = key in self._version_creators
+            creator = self._version_creators.get(key)
+        commit: VersionCommit | None = None
+        if not known:
+            commit = archive.versions.get(snapshot.workflow_id, seq)
+            creator = commit.execution_id
+            with self._lock:
+                self._version_creators[key] = creator
+        if creator != snapshot.execution_id:
+            return
+        if commit is None:
+            commit = archive.versions.get(snapshot.workflow_id, seq)
+        self.add_version(commit)
+
+    # -- flushing -----------------------------------------------------------------------------
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows not yet in a written part (buffered or in a part waiting for a retry)."""
+        with self._lock:
+            return sum(len(b.rows) for b in self._buffers.values()) + sum(
+                p.rows for p in self._failed
+            )
+
+    def flush(self) -> int:
+        """Write every buffered row now; the number of rows written.
+
+        Raises ManifestError when some part could not be written: its rows stay queued and are
+        retried (by the background thread, the next ``flush()`` or ``close()``).
+        """
+        written = self._flush(due_only=False, retry_now=True)
+        with self._lock:
+            failed = sum(p.rows for p in self._failed)
+        if failed:
+            raise ManifestError(
+                f"manifest writer {self.writer_id}: {failed} row(s) not written yet "
+                "(kept for retry; see the log)"
+            )
+        return written
+
+    def _take_due(self, due_only: bool) -> list[tuple[str, date, list[Row]]]:
+        now = time.monotonic()
+        taken: list[tuple[str, date, list[Row]]] = []
+        with self._lock:
+            for (table, day), buf in list(self._buffers.items()):
+                if (
+                    not due_only
+                    or len(buf.rows) >= self.flush_rows
+                    or now - buf.since >= self.flush_seconds
+                ):
+                    del self._buffers[(table, day)]
+                    taken.append((table, day, buf.rows))
+        return taken
+
+    def _flush(self, *, due_only: bool, retry_now: bool) -> int:
+        written = 0
+        with self._flush_lock:
+            # parts that failed before: same key, same bytes (an unseen success is then a no-op)
+            with self._lock:
+                retry = list(self._failed)
+                self._failed.clear()
+            now = time.monotonic()
+            for part in retry:
+                if not retry_now and part.not_before > now:
+                    with self._lock:
+                        self._failed.append(part)
+                    continue
+                written += self._write(part)
+            for table, day, rows in self._take_due(due_only):
+                for start in range(0, len(rows), MAX_ROWS_PER_PART):
+                    chunk = rows[start : start + MAX_ROWS_PER_PART]
+                    try:
+                        data = encode_part(table, chunk, writer_id=self.writer_id)
+                    except Exception:
+                        # A row that cannot be encoded is a bug; say so loudly, keep the others.
+                        _log.exception(
+                            "manifest writer %s: cannot encode %d %s row(s) for %s; "
+                            "they are NOT indexed (rebuild-index restores them)",
+                            self.writer_id,
+                            len(chunk),
+                            table,
+                            day,
+                        )
+                        with self._lock:
+                            self.write_failures += 1
+                        continue
+                    part = _Part(table, day, next(self._seq), data, len(chunk))
+                    written += self._write(part)
+        return written
+
+    def _write(self, part: _Part) -> int:
+        for _ in range(100):  # bounded: each conflict moves the sequence past existing parts
+            key = part.key(self.writer_id)
+            try:
+                self.store.put(key, part.data)
+            except ImmutableConflict:
+                # Only when two writers were given the same writer id: skip past their parts.
+                _log.warning("manifest part %s exists (shared writer id?); renumbering", key)
+                part.seq = self._next_free_seq(part)
+                continue
+            except Exception as err:
+                part.attempts += 1
+                delay = min(self._retry_max_delay, 0.1 * 2 ** min(part.attempts, 16))
+                part.not_before = time.monotonic() + delay
+                with self._lock:
+                    self._failed.append(part)
+                    self.write_failures += 1
+                _log.error(
+                    "manifest writer %s: writing %s (%d rows) failed (attempt %d): %s; "
+                    "rows kept, retry in %.1fs",
+                    self.writer_id,
+                    key,
+                    part.rows,
+                    part.attempts,
+                    err,
+                    delay,
+                )
+                self._wake.set()
+                return 0
+            with self._lock:
+                self.parts_written += 1
+                self.rows_written += part.rows
+            return part.rows
+        raise ManifestError(f"manifest writer {self.writer_id}: cannot find a free part name")
+
+    def _next_free_seq(self, part: _Part) -> int:
+        prefix = f"{INDEX_PREFIX}{part.table}/dt={part.day.isoformat()}/part-{self.writer_id}-"
+        highest = part.seq
+        for info in self.store.list(prefix):
+            parsed = parse_part_key(info.key)
+            if parsed is not None and parsed[2] == self.writer_id:
+                highest = max(highest, parsed[3])
+        with self._lock:
+            # move the shared counter past everything seen, then take the next number
+            current = next(self._seq)
+            self._seq = itertools.count(max(current, highest + 1))
+            return next(self._seq)
+
+    def _next_deadline(self) -> float:
+        now = time.monotonic()
+        with self._lock:
+            deadlines = [b.since + self.flush_seconds for b in self._buffers.values()]
+            deadlines += [p.not_before for p in self._failed]
+        if not deadlines:
+            return self.flush_seconds
+        return max(0.0, min(deadlines) - now)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(timeout=min(self._next_deadline(), self.flush_seconds))
+            self._wake.clear()
+            with self._lock:
+                closed = self._closed
+            if closed:
+                return
+            try:
+                self._flush(due_only=True, retry_now=False)
+            except Exception:  # never let the thread die: rows would stay buffered forever
+                _log.exception("manifest writer %s: flush failed", self.writer_id)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def close(self, *, attempts: int = 3) -> None:
+        """Detach, stop the thread, write everything; ManifestError if rows remain unwritten."""
+        for archive, _, _ in list(self._archives):
+            self.detach(archive)
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+        for attempt in range(attempts):
+            try:
+                self.flush()
+                return
+            except ManifestError:
+                if attempt + 1 == attempts:
+                    raise
+                time.sleep(min(1.0, 0.1 * 2**attempt))
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# reading objects back (rebuild and verify)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectProblem:
+    """An object that cannot be read, does not verify, or does not belong where it is."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """An index row that is wrong: its object is missing, or it disagrees with its object."""
+
+    table: str
+    key: str  # the row's identity: execution id, or "<workflow>/<seq>"
+    part: str  # the part file holding the row
+    reason: str
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Iterable[_T], window: int
+) -> Iterator[_R]:
+    """``pool.map`` that keeps at most ``window`` tasks in flight (the input may be huge)."""
+    pending: deque[Future[_R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+@dataclass(slots=True)
+class _ExecutionObjects:
+    execution_id: str
+    snapshot: ObjectInfo | None = None
+    result: ObjectInfo | None = None
+
+
+def _executions(
+    infos: Iterable[ObjectInfo], problems: list[ObjectProblem]
+) -> Iterator[_ExecutionObjects]:
+    """Group ``executions/<s>/<id>/<name>`` listings per execution (the listing is key-ordered)."""
+    current: _ExecutionObjects | None = None
+    for info in infos:
+        parts = info.key.split("/")
+        if len(parts) != 4:
+            continue
+        _, shard, execution_id, name = parts
+        if name not in ("snapshot.json.zst", "result.json.zst"):
+            continue
+        try:
+            if snapshot_key(execution_id).split("/")[1] != shard:
+                raise ValueError
+        except (ArchiveError, ValueError):
+            problems.append(ObjectProblem(info.key, "object is not where its execution id puts it"))
+            continue
+        if current is None or current.execution_id != execution_id:
+            if current is not None:
+                yield current
+            current = _ExecutionObjects(execution_id)
+        if name == "snapshot.json.zst":
+            current.snapshot = info
+        else:
+            current.result = info
+    if current is not None:
+        yield current
+
+
+class _BlobCache:
+    """(node count, raw bytes, structure) per structure hash, fetched and verified once."""
+
+    def __init__(self, store: ObjectStore, max_size: int) -> None:
+        self._store = store
+        self._max = max_size
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[int, dict[str, Any]] | ObjectProblem] = {}
+
+    def get(self, snapshot_hash: str) -> tuple[int, dict[str, Any]] | ObjectProblem:
+        with self._lock:
+            found = self._known.get(snapshot_hash)
+        if found is not None:
+            return found
+        key = blob_key(snapshot_hash)
+        result: tuple[int, dict[str, Any]] | ObjectProblem
+        try:
+            raw = decode_blob(self._store.get(key), snapshot_hash, max_size=self._max)
+            structure = orjson.loads(raw)
+            if not isinstance(structure, dict) or not isinstance(structure.get("nodes"), list):
+                raise ManifestError("structure blob is not a {nodes, connections, settings} object")
+            # keep only what rows need: the node list's length, and empty stand-ins otherwise
+            result = (
+                len(raw),
+                {"nodes": [None] * len(structure["nodes"]), "connections": [], "settings": {}},
+            )
+        except NotFound:
+            result = ObjectProblem(key, "structure blob is missing")
+        except (ArchiveError, orjson.JSONDecodeError) as err:
+            result = ObjectProblem(key, f"structure blob does not verify: {err}")
+        with self._lock:
+            self._known[snapshot_hash] = result
+        return result
+
+    def checked(self) -> set[str]:
+        with self._lock:
+            return set(self._known)
+
+
+@dataclass(slots=True)
+class _Scanned:
+    rows: list[tuple[str, Row]] = field(default_factory=list)
+    problems: list[ObjectProblem] = field(default_factory=list)
+
+
+def _read_execution(
+    store: ObjectStore, blobs: _BlobCache, max_size: int, objs: _ExecutionObjects
+) -> _Scanned:
+    out = _Scanned()
+    snapshot: ExecutionSnapshot | None = None
+    if objs.snapshot is not None:
+        key = objs.snapshot.key
+        try:
+            data = store.get(key)
+            body = decode_record(data, SNAPSHOT_KIND, max_size=max_size)
+            if body.get("executionId") != objs.execution_id:
+                raise ManifestError("record names another execution")
+            blob = blobs.get(body["snapshotHash"])
+            if isinstance(blob, ObjectProblem):
+                out.problems.append(blob)
+                raise ManifestError(f"its structure blob is unusable ({blob.reason})")
+            raw_bytes, structure = blob
+            snapshot = ExecutionSnapshot.from_record(body, structure)
+        except NotFound:
+            out.problems.append(ObjectProblem(key, "vanished while being read"))
+        except (ArchiveError, KeyError, TypeError, ValueError) as err:
+            out.problems.append(ObjectProblem(key, f"snapshot record does not verify: {err}"))
+        else:
+            out.rows.append(
+                (
+                    "snapshots",
+                    snapshot_row(
+                        snapshot,
+                        object_key=key,
+                        stored_bytes=len(data),
+                        blob_key=blob_key(snapshot.snapshot_hash),
+                        raw_bytes=raw_bytes,
+                    ),
+                )
+            )
+    if objs.result is not None:
+        key = objs.result.key
+        try:
+            data = store.get(key)
+            body = decode_record(data, FINAL_STATE_KIND, max_size=max_size)
+            body.pop("kind", None)
+            final = FinalState.from_json(body)
+            if final.execution_id != objs.execution_id:
+                raise ManifestError("record names another execution")
+        except NotFound:
+            out.problems.append(ObjectProblem(key, "vanished while being read"))
+        except (ArchiveError, KeyError, TypeError, ValueError) as err:
+            out.problems.append(ObjectProblem(key, f"final-state record does not verify: {err}"))
+        else:
+            if snapshot is None:
+                out.problems.append(
+                    ObjectProblem(key, "final state without a readable snapshot: not indexed")
+                )
+            else:
+                recorded = objs.result.last_modified or utcnow()
+                out.rows.append(
+                    (
+                        "final_states",
+                        final_state_row(
+                            snapshot.workflow_id,
+                            final,
+                            snapshot_created_at=snapshot.created_at,
+                            object_key=key,
+                            stored_bytes=len(data),
+                            recorded_at=recorded.astimezone(UTC),
+                        ),
+                    )
+                )
+    return out
+
+
+def _read_version(store: ObjectStore, max_size: int, info: ObjectInfo) -> _Scanned:
+    out = _Scanned()
+    try:
+        body = decode_record(store.get(info.key), VERSION_KIND, max_size=max_size)
+        commit = VersionCommit.from_json(body)
+        if version_key(commit.workflow_id, commit.seq) != info.key:
+            raise ManifestError("commit names another workflow or sequence number")
+    except NotFound:
+        out.problems.append(ObjectProblem(info.key, "vanished while being read"))
+    except (ArchiveError, KeyError, TypeError, ValueError) as err:
+        out.problems.append(ObjectProblem(info.key, f"version commit does not verify: {err}"))
+    else:
+        out.rows.append(("versions", version_row(commit)))
+    return out
+
+
+def _is_version_key(key: str) -> bool:
+    parts = key.split("/")
+    return (
+        len(parts) == 5
+        and parts[0] == "refs"
+        and parts[1] == "workflows"
+        and parts[3] == "versions"
+        and parts[4].endswith(".json.zst")
+    )
+
+
+def _scan_objects(
+    store: ObjectStore,
+    *,
+    workers: int,
+    max_size: int,
+    progress: ProgressCallback | None,
+    on_rows: Callable[[list[tuple[str, Row]]], None],
+    problems: list[ObjectProblem],
+    blobs: _BlobCache,
+    seen: Callable[[ObjectInfo], None] | None = None,
+) -> None:
+    """Read every execution and version object, verifying each; hand the rows to ``on_rows``."""
+
+    def listing(prefix: str) -> Iterator[ObjectInfo]:
+        for info in store.list(prefix):
+            if seen is not None:
+                seen(info)
+            yield info
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="index-scan") as pool:
+        done = 0
+        read = functools.partial(_read_execution, store, blobs, max_size)
+        for scanned in _bounded_map(
+            pool, read, _executions(listing("executions/"), problems), workers * 8
+        ):
+            on_rows(scanned.rows)
+            problems.extend(scanned.problems)
+            done += 1
+            if progress is not None and done % 200 == 0:
+                progress("executions", done, None)
+        if progress is not None:
+            progress("executions", done, done)
+        done = 0
+        read_v = functools.partial(_read_version, store, max_size)
+        versions = (i for i in listing("refs/workflows/") if _is_version_key(i.key))
+        for scanned in _bounded_map(pool, read_v, versions, workers * 8):
+            on_rows(scanned.rows)
+            problems.extend(scanned.problems)
+            done += 1
+            if progress is not None and done % 200 == 0:
+                progress("versions", done, None)
+        if progress is not None:
+            progress("versions", done, done)
+
+
+def _list_parts(store: ObjectStore) -> list[ObjectInfo]:
+    return [info for info in store.list(INDEX_PREFIX) if parse_part_key(info.key) is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# rebuild
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RebuildReport:
+    rows: dict[str, int]  # table -> rows written
+    parts_written: list[str]
+    parts_removed: list[str]
+    parts_kept: int  # parts that appeared while the rebuild ran (live writers): left alone
+    problems: list[ObjectProblem]  # objects that could not be indexed (see verify)
+    remove_failures: list[ObjectProblem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.remove_failures
+
+
+class _Spill:
+    """Rows spilled to local Parquet chunks, so a rebuild of millions of rows stays small."""
+
+    def __init__(self, directory: Path, chunk_rows: int = 50_000) -> None:
+        self.directory = directory
+        self.chunk_rows = chunk_rows
+        self._rows: dict[str, list[Row]] = {t: [] for t in SCHEMAS}
+        self._chunks = itertools.count()
+        self.counts: Counter[str] = Counter()
+
+    def add(self, table: str, row: Row) -> None:
+        rows = self._rows[table]
+        clean = _clean(row)
+        clean["dt"] = row_day(table, row).isoformat()
+        rows.append(clean)
+        self.counts[table] += 1
+        if len(rows) >= self.chunk_rows:
+            self._spill(table)
+
+    def _spill(self, table: str) -> None:
+        rows = self._rows[table]
+        if not rows:
+            return
+        schema = SCHEMAS[table].append(pa.field("dt", pa.string()))
+        data = pa.Table.from_pylist(rows, schema=schema)
+        target = self.directory / "chunks" / table
+        target.mkdir(parents=True, exist_ok=True)
+        pq.write_table(data, target / f"{next(self._chunks):06d}.parquet", compression="lz4")
+        rows.clear()
+
+    def days(self, table: str) -> Iterator[tuple[date, list[Row]]]:
+        """All rows of ``table`` grouped by day (one pass over the chunks, partitioned on disk)."""
+        self._spill(table)
+        chunks = self.directory / "chunks" / table
+        if not chunks.is_dir():
+            return
+        staged = self.directory / "staged" / table
+        pds.write_dataset(
+            pds.dataset(str(chunks), format="parquet"),
+            str(staged),
+            format="parquet",
+            partitioning=pds.partitioning(pa.schema([("dt", pa.string())]), flavor="hive"),
+            existing_data_behavior="overwrite_or_ignore",
+        )
+        shutil.rmtree(chunks)
+        for day_dir in sorted(staged.iterdir()):
+            day = date.fromisoformat(day_dir.name.removeprefix("dt="))
+            table_data = pds.dataset(str(day_dir), format="parquet").to_table()
+            rows: list[Row] = table_data.select(SCHEMAS[table].names).to_pylist()
+            yield day, rows
+            shutil.rmtree(day_dir)
+
+
+def rebuild_index(
+    store: ObjectStore,
+    *,
+    progress: ProgressCallback | None = None,
+    workers: int = 16,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    work_dir: str | Path | None = None,
+) -> RebuildReport:
+    """Regenerate every manifest from the objects alone; then remove the parts that were there.
+
+    Safe next to live writers: the parts to remove are listed *before* the objects are read, and
+    every row in them describes an object written before its part, so the rebuilt parts cover
+    them all; parts written after that listing (new captures) are kept. The result is one part
+    per table and day (more for days over ``MAX_ROWS_PER_PART`` rows), i.e. a compacted index.
+    Objects that do not verify are skipped and reported (``report.problems``).
+    """
+    old_parts = [info.key for info in _list_parts(store)]
+    if progress is not None:
+        progress("old-parts", len(old_parts), len(old_parts))
+    rebuild_id = "rb" + secrets.token_hex(6)
+    problems: list[ObjectProblem] = []
+    blobs = _BlobCache(store, max_object_bytes)
+    written: list[str] = []
+    with tempfile.TemporaryDirectory(
+        prefix="execvault-rebuild-", dir=None if work_dir is None else str(work_dir)
+    ) as tmp:
+        spill = _Spill(Path(tmp))
+        lock = threading.Lock()
+
+        def on_rows(rows: list[tuple[str, Row]]) -> None:
+            with lock:
+                for table, row in rows:
+                    spill.add(table, row)
+
+        _scan_objects(
+            store,
+            workers=workers,
+            max_size=max_object_bytes,
+            progress=progress,
+            on_rows=on_rows,
+            problems=problems,
+            blobs=blobs,
+        )
+        seq = itertools.count(1)
+        total_days = 0
+        for table in TABLES:
+            for day, rows in spill.days(table):
+                for start in range(0, len(rows), MAX_ROWS_PER_PART):
+                    chunk = rows[start : start + MAX_ROWS_PER_PART]
+                    key = part_key(table, day, rebuild_id, next(seq))
+                    store.put(key, encode_part(table, chunk, writer_id=rebuild_id))
+                    written.append(key)
+                total_days += 1
+                if progress is not None:
+                    progress(f"write-{table}", total_days, None)
+    removed: list[str] = []
+    remove_failures: list[ObjectProblem] = []
+    for i, key in enumerate(old_parts, 1):
+        try:
+            store.delete(key)
+        except ArchiveError as err:  # e.g. Object Lock retention on index parts
+            remove_failures.append(ObjectProblem(key, f"cannot remove old part: {err}"))
+        else:
+            removed.append(key)
+        if progress is not None and (i % 200 == 0 or i == len(old_parts)):
+            progress("remove-old-parts", i, len(old_parts))
+    kept = len(_list_parts(store)) - len(written) - len(old_parts) + len(removed)
+    return RebuildReport(
+        rows={t: spill.counts[t] for t in TABLES},
+        parts_written=written,
+        parts_removed=removed,
+        parts_kept=max(kept, 0),
+        problems=problems,
+        remove_failures=remove_failures,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# verify
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What :func:`verify` found. ``ok`` when nothing is missing, broken or inconsistent.
+
+    Duplicate rows (the same execution or version in several files) are listed but do not make
+    the report fail: readers return each row once, and compaction or a rebuild removes them.
+    """
+
+    objects: dict[str, int] = field(default_factory=dict)  # kind -> objects checked
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows read
+    parts: int = 0
+    objects_without_rows: list[str] = field(default_factory=list)
+    rows_without_objects: list[RowProblem] = field(default_factory=list)
+    hash_mismatches: list[ObjectProblem] = field(default_factory=list)
+    row_mismatches: list[RowProblem] = field(default_factory=list)
+    duplicate_rows: list[RowProblem] = field(default_factory=list)
+    unreadable_parts: list[ObjectProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.objects_without_rows
+            or self.rows_without_objects
+            or self.hash_mismatches
+            or self.row_mismatches
+            or self.unreadable_parts
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "objects": dict(self.objects),
+            "rows": dict(self.rows),
+            "parts": self.parts,
+            "objectsWithoutRows": len(self.objects_without_rows),
+            "rowsWithoutObjects": len(self.rows_without_objects),
+            "hashMismatches": len(self.hash_mismatches),
+            "rowMismatches": len(self.row_mismatches),
+            "duplicateRows": len(self.duplicate_rows),
+            "unreadableParts": len(self.unreadable_parts),
+        }
+
+
+# columns compared between a row and the row rebuilt from its object
+_COMPARED: Final[Mapping[str, tuple[str, ...]]] = {
+    "snapshots": (
+        "workflow_id",
+        "snapshot_id",
+        "snapshot_hash",
+        "version",
+        "version_seq",
+        "created_at",
+        "object_key",
+        "blob_key",
+    ),
+    "final_states": ("workflow_id", "status", "finished_at", "object_key"),
+    "versions": ("version", "snapshot_hash", "parent_seq", "created_at"),
+}
+
+
+def _row_identity(table: str, row: Mapping[str, Any]) -> str:
+    return "/".join(str(row[k]) for k in ROW_KEYS[table])
+
+
+def verify(
+    store: ObjectStore,
+    *,
+    progress: ProgressCallback | None = None,
+    workers: int = 16,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    grace_seconds: float = 0.0,
+) -> VerifyReport:
+    """Check the index against the objects, and every object against its hash or digest.
+
+    * objects without rows: execution snapshot, final-state and version objects with no row
+      (objects younger than ``grace_seconds`` are skipped: live writers may still buffer them);
+    * rows without objects: rows whose object (or, for snapshots, structure blob) is gone;
+    * hash mismatches: records whose digest, blobs whose SHA-256 does not verify, and objects
+      that are not where their content says they belong;
+    * row mismatches: rows whose columns disagree with their object;
+    * duplicate rows: the same execution / version in more than one row (informational).
+    """
+    report = VerifyReport()
+    # 1. the index as it is now
+    indexed: dict[str, dict[str, tuple[Row, str]]] = {t: {} for t in SCHEMAS}
+    counts: dict[str, Counter[str]] = {t: Counter() for t in SCHEMAS}
+    parts = _list_parts(store)
+    report.parts = len(parts)
+    for i, info in enumerate(parts, 1):
+        parsed = parse_part_key(info.key)
+        assert parsed is not None
+        table = parsed[0]
+        try:
+            data = pq.read_table(pa.BufferReader(store.get(info.key)))
+            rows: list[Row] = data.to_pylist()
+            for row in rows:
+                identity = _row_identity(table, row)
+                counts[table][identity] += 1
+                indexed[table].setdefault(identity, (row, info.key))
+        except NotFound:
+            continue  # removed meanwhile (a rebuild or compaction)
+        except Exception as err:
+            report.unreadable_parts.append(ObjectProblem(info.key, f"unreadable part: {err}"))
+        if progress is not None and (i % 100 == 0 or i == len(parts)):
+            progress("parts", i, len(parts))
+    for table in TABLES:
+        report.rows[table] = sum(counts[table].values())
+        for identity, n in counts[table].items():
+            if n > 1:
+                report.duplicate_rows.append(
+                    RowProblem(table, identity, indexed[table][identity][1], f"{n} rows")
+                )
+
+    # 2. the objects, each verified, turned into the rows they should have
+    problems: list[ObjectProblem] = []
+    blobs = _BlobCache(store, max_object_bytes)
+    present: set[str] = set()
+    young: set[str] = set()
+    cutoff = time.time() - grace_seconds
+    object_counts: Counter[str] = Counter()
+
+    def seen(info: ObjectInfo) -> None:
+        present.add(info.key)
+        modified = info.last_modified
+        if grace_seconds > 0 and modified is not None and modified.timestamp() > cutoff:
+            young.add(info.key)
+
+    expected: dict[str, dict[str, Row]] = {t: {} for t in SCHEMAS}
+    lock = threading.Lock()
+
+    def on_rows(rows: list[tuple[str, Row]]) -> None:
+        with lock:
+            for table, row in rows:
+                expected[table][_row_identity(table, row)] = row
+                object_counts[table] += 1
+
+    _scan_objects(
+        store,
+        workers=workers,
+        max_size=max_object_bytes,
+        progress=progress,
+        on_rows=on_rows,
+        problems=problems,
+        blobs=blobs,
+        seen=seen,
+    )
+    report.hash_mismatches.extend(problems)
+    broken = {p.key for p in problems}
+
+    # blobs nobody references (crash leftovers) are still checked: compliance verifies everything
+    checked = blobs.checked()
+    for info in store.list("blobs/sha256/"):
+        present.add(info.key)
+        name = info.key.rsplit("/", 1)[-1]
+        digest = name.removesuffix(".json.zst")
+        if digest in checked or not name.endswith(".json.zst"):
+            continue
+        result = blobs.get(digest)
+        if isinstance(result, ObjectProblem):
+            report.hash_mismatches.append(result)
+    object_counts["blobs"] = len(blobs.checked())
+    report.objects = dict(object_counts)
+
+    # 3. compare
+    for table in TABLES:
+        have = indexed[table]
+        for identity, row in expected[table].items():
+            found = have.get(identity)
+            object_key = (
+                row["object_key"]
+                if table != "versions"
+                else version_key(row["workflow_id"], row["seq"])
+            )
+            if found is None:
+                if object_key not in young:
+                    report.objects_without_rows.append(object_key)
+                continue
+            actual, part = found
+            different = [c for c in _COMPARED[table] if actual.get(c) != row.get(c)]
+            if different:
+                report.row_mismatches.append(
+                    RowProblem(table, identity, part, f"differs from its object in {different}")
+                )
+        for identity, (row, part) in have.items():
+            if identity in expected[table]:
+                continue
+            try:
+                keys = (
+                    [version_key(row["workflow_id"], row["seq"])]
+                    if table == "versions"
+                    else [row["object_key"]]
+                )
+                if table == "snapshots":
+                    keys.append(row["blob_key"])
+            except (ArchiveError, KeyError, TypeError):
+                report.row_mismatches.append(RowProblem(table, identity, part, "malformed row"))
+                continue
+            missing = [k for k in keys if k not in present]
+            if missing:
+                report.rows_without_objects.append(
+                    RowProblem(table, identity, part, f"missing object(s): {missing}")
+                )
+            elif not any(k in broken for k in keys):
+                # the object exists and verifies, yet did not produce this row
+                report.row_mismatches.append(
+                    RowProblem(table, identity, part, "its object describes something else")
+                )
+    return report
