@@ -1,40 +1,122 @@
-"""The HTTP service: thin routes over :class:`archiver.archive.Archive`."""
+"""The HTTP service: thin routes over :class:`archiver.archive.Archive`.
+
+Each route checks its caller's scope, reads and checks its input, calls one archive function and
+serializes the answer. Limits, auth and error mapping live in ``api.limits``, ``api.auth`` and
+``api.errors``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.errors import install_error_handlers
-from archiver.archive import Archive, CaptureResult
+from api.auth import load_tokens, require_scope
+from api.errors import error_responses, install_error_handlers
+from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
+from api.schemas import (
+    CaptureRequest,
+    CaptureResponse,
+    FinalStateRequest,
+    FinalStateResponse,
+    Health,
+    SnapshotResponse,
+    VersionCommitBody,
+    VersionList,
+    request_body,
+)
+from archiver.archive import Archive, CaptureResult, FinalStateResult
 from archiver.config import Settings
 from archiver.errors import InvalidInput, NotFound
+from archiver.final_state import summarize
 from archiver.jsonio import loads_strict
+from archiver.layout import check_id
+from archiver.timeutil import format_ts
 
-__all__ = ["create_app"]
+__all__ = ["ORJSONResponse", "create_app"]
 
-_CAPTURE_FIELDS = {
-    "executionId",
-    "workflowId",
-    "workflow",
-    "variables",
-    "triggerType",
-    "triggerData",
-    "userId",
-    "createdAt",
-    "replayOf",
-}
+log = logging.getLogger("execvault.api")
+
+VERSION = "0.1.0"
+
+_CAPTURE_FIELDS = frozenset(f.alias or name for name, f in CaptureRequest.model_fields.items())
 
 
 class ORJSONResponse(JSONResponse):
+    media_type = "application/json"
+
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
 
 
-def _capture_body(result: CaptureResult) -> dict[str, Any]:
+# ---------------------------------------------------------------------------- path parameters
+
+
+def _execution_id(
+    execution_id: Annotated[
+        str, Path(alias="executionId", description="the engine's execution id")
+    ],
+) -> str:
+    return check_id(execution_id, "executionId")
+
+
+def _workflow_id(
+    workflow_id: Annotated[str, Path(alias="workflowId", description="the workflow's id")],
+) -> str:
+    return check_id(workflow_id, "workflowId")
+
+
+ExecutionId = Annotated[str, Depends(_execution_id)]
+WorkflowId = Annotated[str, Depends(_workflow_id)]
+
+
+# ---------------------------------------------------------------------------- bodies
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    value = loads_strict(data, field="body")
+    if not isinstance(value, dict):
+        raise InvalidInput("the request body must be a JSON object", field="body")
+    return value
+
+
+def _field_name(key: str) -> str:
+    return key if len(key) <= 64 and key.isprintable() else "<key>"
+
+
+def _capture(archive: Archive, data: bytes) -> CaptureResult:
+    body = _json_object(data)
+    unknown = sorted(set(body) - _CAPTURE_FIELDS)
+    if unknown:
+        raise InvalidInput("unknown field", field=_field_name(unknown[0]))
+    for required in ("executionId", "workflow"):
+        if required not in body:
+            raise InvalidInput(f"{required} is required", field=required)
+    trigger_type = body.get("triggerType")
+    if trigger_type is not None and not isinstance(trigger_type, str):
+        raise InvalidInput("triggerType must be a string", field="triggerType")
+    return archive.capture_snapshot(
+        execution_id=body["executionId"],
+        workflow=body["workflow"],
+        workflow_id=body.get("workflowId"),
+        variables=body.get("variables"),
+        trigger_type=trigger_type,
+        trigger_data=body.get("triggerData"),
+        user_id=body.get("userId"),
+        created_at=body.get("createdAt"),
+        replay_of=body.get("replayOf"),
+    )
+
+
+def _record_final_state(archive: Archive, execution_id: str, data: bytes) -> FinalStateResult:
+    return archive.record_final_state(execution_id, _json_object(data))
+
+
+def capture_body(result: CaptureResult) -> dict[str, Any]:
     snap = result.snapshot
     return {
         "id": snap.id,
@@ -42,83 +124,179 @@ def _capture_body(result: CaptureResult) -> dict[str, Any]:
         "workflowId": snap.workflow_id,
         "snapshotVersion": snap.snapshot_version,
         "snapshotHash": snap.snapshot_hash,
-        "createdAt": snap.to_json()["createdAt"],
+        "createdAt": format_ts(snap.created_at),
     }
 
 
-async def _json_object(request: Request, limit: int) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > limit:
-        raise InvalidInput("request body too large", field="body")
-    value = loads_strict(body)
-    if not isinstance(value, dict):
-        raise InvalidInput("request body must be a JSON object", field="body")
-    return value
+def final_state_body(result: FinalStateResult) -> dict[str, Any]:
+    final = result.final_state
+    summary = summarize(final)
+    started, finished = summary["startedAt"], summary["finishedAt"]
+    return {
+        "executionId": final.execution_id,
+        "status": summary["status"],
+        "startedAt": format_ts(started) if started is not None else None,
+        "finishedAt": format_ts(finished) if finished is not None else None,
+        "durationMs": summary["durationMs"],
+        "nodeCount": summary["nodeCount"],
+        "errorCount": summary["errorCount"],
+        "failedNodes": summary["failedNodes"],
+    }
+
+
+# ---------------------------------------------------------------------------- the app
+
+_INGEST = "Scope: `ingest` (or `admin`)."
+_READ = "Scope: `read` (or `admin`)."
+
+
+def _scope(scope: str) -> dict[str, Any]:
+    return {"x-required-scope": scope}
+
+
+def _created(model: type[Any], what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"model": model, "description": f"Identical re-send: the {what} already stored."},
+        201: {"model": model, "description": f"The {what} was stored."},
+    }
 
 
 def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI:
     """Build the app; nothing connects to anything before this is called."""
+    tokens = load_tokens(settings)
     arc = archive or Archive(
         settings.open_store(), settings.sanitizer(), max_object_bytes=settings.max_object_bytes
     )
-    app = FastAPI(title="execvault", version="0.1.0", default_response_class=ORJSONResponse)
+    if tokens.open:
+        log.warning("no API tokens configured: every request is allowed (loopback use only)")
+    app = FastAPI(
+        title="execvault",
+        version=VERSION,
+        summary="Immutable, git-like archive of workflow execution snapshots.",
+        description=(
+            "Bearer-token auth with scopes (see each route). Errors are "
+            '`{"error", "message", "field"}` and never echo the input. See `docs/api.md`.'
+        ),
+        default_response_class=ORJSONResponse,
+        debug=False,
+    )
     install_error_handlers(app)
+    # Outermost last: the path guard runs first, then the body limit wraps every body read.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        timeout_seconds=float(settings.body_timeout_seconds),
+    )
+    app.add_middleware(PathGuardMiddleware)
     app.state.archive = arc
-    body_limit = 64 * 1024 * 1024
+    app.state.tokens = tokens
 
-    @app.get("/healthz")
+    ingest = [Depends(require_scope("ingest"))]
+    read = [Depends(require_scope("read"))]
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        summary="Liveness check",
+        description="Open (no token). Says the process is serving; it does not probe the store.",
+        tags=["service"],
+    )
     def healthz() -> dict[str, str]:
-        return {"status": "ok", "store": arc.store.url}
+        return {"status": "ok"}
 
-    @app.post("/api/execution-snapshots", status_code=201)
+    @app.post(
+        "/api/execution-snapshots",
+        dependencies=ingest,
+        status_code=201,
+        summary="Capture a pre-execution snapshot",
+        description=(
+            f"{_INGEST} Stores the sanitized workflow, versioned, write-once. "
+            "An identical re-send answers 200 with the same body; different content for an "
+            "existing `executionId` is a 409."
+        ),
+        responses={
+            **_created(CaptureResponse, "snapshot"),
+            **error_responses(401, 403, 408, 409, 413, 415, 422, 503),
+        },
+        openapi_extra={**request_body(CaptureRequest, "the capture request"), **_scope("ingest")},
+        tags=["ingest"],
+    )
     async def capture(request: Request) -> Response:
-        body = await _json_object(request, body_limit)
-        unknown = set(body) - _CAPTURE_FIELDS
-        if unknown:
-            raise InvalidInput("unknown field", field=sorted(unknown)[0][:64])
-        if "workflow" not in body:
-            raise InvalidInput("workflow is required", field="workflow")
-        if "executionId" not in body:
-            raise InvalidInput("executionId is required", field="executionId")
-        result = arc.capture_snapshot(
-            execution_id=body["executionId"],
-            workflow=body["workflow"],
-            workflow_id=body.get("workflowId"),
-            variables=body.get("variables"),
-            trigger_type=body.get("triggerType"),
-            trigger_data=body.get("triggerData"),
-            user_id=body.get("userId"),
-            created_at=body.get("createdAt"),
-            replay_of=body.get("replayOf"),
-        )
-        return ORJSONResponse(_capture_body(result), status_code=201 if result.created else 200)
+        data = await read_json_body(request)
+        result = await run_in_threadpool(_capture, arc, data)
+        return ORJSONResponse(capture_body(result), status_code=201 if result.created else 200)
 
-    @app.post("/api/execution-snapshots/{execution_id}/final-state", status_code=201)
-    async def final_state(execution_id: str, request: Request) -> Response:
-        body = await _json_object(request, body_limit)
-        result = arc.record_final_state(execution_id, body)
-        return ORJSONResponse(
-            result.final_state.to_json(), status_code=201 if result.created else 200
-        )
+    @app.post(
+        "/api/execution-snapshots/{executionId}/final-state",
+        dependencies=ingest,
+        status_code=201,
+        summary="Record an execution's final state",
+        description=(
+            f"{_INGEST} A second write-once record next to the snapshot (which is never "
+            "rewritten). Identical re-send → 200, different content → 409, unknown execution → "
+            "404."
+        ),
+        responses={
+            **_created(FinalStateResponse, "final state"),
+            **error_responses(401, 403, 404, 408, 409, 413, 415, 422, 503),
+        },
+        openapi_extra={
+            **request_body(FinalStateRequest, "n8n run data or the plain final-state format"),
+            **_scope("ingest"),
+        },
+        tags=["ingest"],
+    )
+    async def final_state(execution_id: ExecutionId, request: Request) -> Response:
+        data = await read_json_body(request)
+        result = await run_in_threadpool(_record_final_state, arc, execution_id, data)
+        return ORJSONResponse(final_state_body(result), status_code=201 if result.created else 200)
 
-    @app.get("/api/execution-snapshots/{execution_id}")
-    def get_snapshot(execution_id: str) -> Response:
-        snap = arc.get_snapshot(execution_id)
+    @app.get(
+        "/api/execution-snapshots/{executionId}",
+        dependencies=read,
+        response_model=SnapshotResponse,
+        summary="Get a snapshot (and its final state)",
+        description=f"{_READ} Two object reads, both re-verified against their hashes.",
+        responses=error_responses(401, 403, 404, 422, 503),
+        openapi_extra=_scope("read"),
+        tags=["read"],
+    )
+    def get_snapshot(execution_id: ExecutionId) -> Response:
+        body = arc.get_snapshot(execution_id).to_json()
         final = arc.get_final_state(execution_id)
-        body = snap.to_json()
         body["finalState"] = final.to_json() if final is not None else None
         return ORJSONResponse(body)
 
-    @app.get("/api/execution-snapshots/workflow/{workflow_id}/version")
-    def version(workflow_id: str) -> dict[str, Any]:
+    @app.get(
+        "/api/execution-snapshots/workflow/{workflowId}/version",
+        dependencies=read,
+        response_model=VersionCommitBody,
+        summary="A workflow's current version",
+        description=f"{_READ} The head of the workflow's version chain.",
+        responses=error_responses(401, 403, 404, 422, 503),
+        openapi_extra=_scope("read"),
+        tags=["read"],
+    )
+    def version(workflow_id: WorkflowId) -> Response:
         head = arc.versions.head(workflow_id)
         if head is None:
             raise NotFound(f"workflow {workflow_id} has no versions")
-        return head.to_json()
+        return ORJSONResponse(head.to_json())
 
-    @app.get("/api/execution-snapshots/workflow/{workflow_id}/versions")
-    def versions(workflow_id: str) -> dict[str, Any]:
+    @app.get(
+        "/api/execution-snapshots/workflow/{workflowId}/versions",
+        dependencies=read,
+        response_model=VersionList,
+        summary="A workflow's versions, newest first",
+        description=f"{_READ} Every version commit with its parent, level and change summary.",
+        responses=error_responses(401, 403, 404, 422, 503),
+        openapi_extra=_scope("read"),
+        tags=["read"],
+    )
+    def versions(workflow_id: WorkflowId) -> Response:
         commits = arc.version_history(workflow_id)
-        return {"workflowId": workflow_id, "versions": [c.to_json() for c in reversed(commits)]}
+        return ORJSONResponse(
+            {"workflowId": workflow_id, "versions": [c.to_json() for c in reversed(commits)]}
+        )
 
     return app

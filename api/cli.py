@@ -18,11 +18,11 @@ from archiver.jsonio import loads_strict
 __all__ = ["main"]
 
 
-def _settings(ctx: click.Context) -> Settings:
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "settings" not in obj:
         obj["settings"] = load_settings(
-            {"store": obj.get("store"), "hmac_key_file": obj.get("hmac_key_file")},
+            {"store": obj.get("store"), "hmac_key_file": obj.get("hmac_key_file"), **overrides},
             config_file=obj.get("config"),
         )
     settings: Settings = obj["settings"]
@@ -79,32 +79,91 @@ def main(
     ctx.ensure_object(dict).update(store=store, config=config, hmac_key_file=hmac_key_file)
 
 
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; anything else may be reachable from outside."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() in ("localhost", "localhost.")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="EXECVAULT_HOST")
 @click.option("--port", default=8080, show_default=True, type=int, envvar="EXECVAULT_PORT")
+@click.option(
+    "--tokens-file",
+    envvar="EXECVAULT_TOKENS_FILE",
+    help="File of API token digests (see `execvault token new`).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Run the HTTP service.
+def serve(ctx: click.Context, host: str, port: int, tokens_file: str | None) -> None:
+    """Run the HTTP service (OpenAPI docs at /docs).
+
+    Without API tokens (EXECVAULT_TOKENS or --tokens-file) every request is allowed, so the
+    service then binds to loopback only.
 
     \b
     Example:
       execvault serve --port 8080
+      execvault serve --host 0.0.0.0 --tokens-file /etc/execvault/tokens
     """
     import uvicorn
 
     from api.app import create_app
+    from api.auth import load_tokens
 
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    settings = _settings(ctx, tokens_file=tokens_file)
+    if load_tokens(settings).open and not is_loopback(host):
         raise click.UsageError(
-            "no API tokens are configured, so the service only binds to loopback "
-            "(127.0.0.1 / ::1); configure tokens before exposing it"
+            f"refusing to bind to {host}: no API tokens are configured, so every request would "
+            "be allowed. Bind to 127.0.0.1 / ::1, or configure tokens first "
+            "(execvault token new --scopes ingest,read; EXECVAULT_TOKENS or --tokens-file)"
         )
-    app = create_app(_settings(ctx))
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+
+
+@main.group()
+def token() -> None:
+    """Manage API bearer tokens (the server stores only their SHA-256 digests).
+
+    \b
+    Example:
+      execvault token new --scopes ingest,read --name engine
+    """
+
+
+@token.command("new")
+@click.option(
+    "--scopes",
+    required=True,
+    help="Comma-separated: ingest, read, query, compliance, retention, admin (admin implies all).",
+)
+@click.option("--name", default=None, help="A label for the tokens file (who holds the token).")
+def token_new(scopes: str, name: str | None) -> None:
+    """Make a fresh random token; print it once, with the line that configures it.
+
+    The token itself is not stored anywhere: copy it now. Put the tokens-file line in the file
+    named by EXECVAULT_TOKENS_FILE (or the EXECVAULT_TOKENS entry in that variable).
+
+    \b
+    Example:
+      execvault token new --scopes ingest,read --name engine
+      execvault token new --scopes admin
+    """
+    from api.auth import SCOPES, new_token, parse_scopes, token_digest
+
+    wanted = parse_scopes(scopes, "scopes")
+    ordered = ",".join(s for s in SCOPES if s in wanted)
+    if name is not None and (not name.isprintable() or "#" in name or "\n" in name):
+        raise click.BadParameter("must be printable and without '#'", param_hint="--name")
+    secret = new_token()
+    digest = token_digest(secret)
+    label = f" # {name}" if name else ""
+    click.echo(f"token:             {secret}")
+    click.echo(f"tokens-file line:  {digest} {ordered}{label}")
+    click.echo(f"EXECVAULT_TOKENS:  {digest}:{ordered}")
+    click.echo("The token is shown only now; the server keeps only its digest.", err=True)
 
 
 @main.command()

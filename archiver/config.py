@@ -20,7 +20,9 @@ from archiver.errors import InvalidInput
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectStore
 
-__all__ = ["FIELDS", "Settings", "load_settings"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "FIELDS", "Settings", "load_settings"]
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,10 @@ class Settings:
     object_lock_mode: str | None = None
     object_lock_days: int | None = None
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    tokens: str | None = None
+    tokens_file: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_seconds: int = 60
 
     def open_store(self) -> ObjectStore:
         from archiver.store.factory import store_from_url
@@ -125,6 +131,26 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
         "max_object_bytes",
         "EXECVAULT_MAX_OBJECT_BYTES",
         "largest decompressed object a read accepts (zstd bomb guard)",
+    ),
+    (
+        "tokens",
+        "EXECVAULT_TOKENS",
+        "API tokens as SHA-256 digests with scopes: `<sha256hex>:ingest,read;<sha256hex>:admin`",
+    ),
+    (
+        "tokens_file",
+        "EXECVAULT_TOKENS_FILE",
+        "file of API token digests, one `<sha256hex> <scopes> [# name]` a line",
+    ),
+    (
+        "max_body_bytes",
+        "EXECVAULT_MAX_BODY_BYTES",
+        "largest HTTP request body accepted (413 above it); default 64 MiB",
+    ),
+    (
+        "body_timeout_seconds",
+        "EXECVAULT_BODY_TIMEOUT_SECONDS",
+        "longest wait for the next piece of a request body (408 after it)",
     ),
 )
 
