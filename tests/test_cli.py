@@ -1,0 +1,283 @@
+"""The ``execvault`` command line: documented commands, a round trip on a local store, serve."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+import pytest
+import uvicorn
+from click.testing import CliRunner, Result
+
+from api.auth import parse_tokens_file
+from api.cli import is_loopback, main
+from archiver.config import FIELDS
+from tests.helpers import HMAC_KEY, REPO, WORKFLOWS
+
+RUNS = REPO / "tests" / "fixtures" / "n8n_runs"
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        path = (*prefix, name)
+        yield path
+        if isinstance(command, click.Group):
+            yield from _commands(command, path)
+
+
+ALL_COMMANDS = [(), *_commands(main)]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands read EXECVAULT_* variables: start every test from none."""
+    for _, var, _ in FIELDS:
+        monkeypatch.delenv(var, raising=False)
+    for var in ("EXECVAULT_CONFIG", "EXECVAULT_HOST", "EXECVAULT_PORT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Any:
+    key = tmp_path / "hmac.key"
+    key.write_text(HMAC_KEY.hex() + "\n")
+    store = f"local:{tmp_path / 'data'}"
+    runner = CliRunner()
+
+    def run(*args: str, input: bytes | None = None) -> Result:
+        return runner.invoke(
+            main, ["--store", store, "--hmac-key-file", str(key), *args], input=input
+        )
+
+    return run
+
+
+def _ok(result: Result) -> str:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+# ---------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "execvault")
+def test_every_command_help_has_an_example(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output, f"`execvault {' '.join(path)} --help` shows no example"
+    example = result.output.split("Example", 1)[1]
+    assert "execvault" in example
+
+
+def test_the_command_list_is_complete() -> None:
+    names = {" ".join(p) for p in ALL_COMMANDS if p}
+    assert {"serve", "put", "final-state", "get", "log", "token", "token new"} <= names
+
+
+# ---------------------------------------------------------------------------- round trip
+
+
+def _workflow(url: str = "https://example.com") -> dict[str, Any]:
+    return {
+        "id": "wf-cli",
+        "name": "CLI demo",
+        "nodes": [
+            {
+                "id": "t",
+                "name": "Start",
+                "type": "n8n-nodes-base.manualTrigger",
+                "typeVersion": 1,
+                "position": [0, 0],
+                "parameters": {},
+            },
+            {
+                "id": "h",
+                "name": "HTTP",
+                "type": "n8n-nodes-base.httpRequest",
+                "typeVersion": 4.2,
+                "position": [200, 0],
+                "parameters": {"url": url},
+            },
+        ],
+        "connections": {"Start": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]}},
+        "settings": {},
+    }
+
+
+def test_put_get_final_state_log_round_trip(cli: Any, tmp_path: Path) -> None:
+    workflow = tmp_path / "workflow.json"
+    workflow.write_bytes(orjson.dumps(_workflow()))
+    put = orjson.loads(_ok(cli("put", str(workflow), "--execution-id", "1001", "--user-id", "u1")))
+    assert put["created"] is True
+    assert put["executionId"] == "1001" and put["workflowId"] == "wf-cli"
+    assert put["snapshotVersion"] == "1.0.0"
+    again = orjson.loads(
+        _ok(cli("put", str(workflow), "--execution-id", "1001", "--user-id", "u1"))
+    )
+    assert again["created"] is False and again["snapshotHash"] == put["snapshotHash"]
+
+    # A capture request file (executionId inside), read from stdin.
+    request = {"executionId": "1002", "workflow": _workflow("https://example.org")}
+    second = orjson.loads(_ok(cli("put", "-", input=orjson.dumps(request))))
+    assert second["snapshotVersion"] == "1.0.1"
+
+    final = _ok(cli("final-state", "1001", str(RUNS / "success_3_nodes.json")))
+    assert orjson.loads(final)["status"] == "success"
+
+    snapshot = orjson.loads(_ok(cli("get", "1001")))
+    assert snapshot["executionId"] == "1001"
+    assert snapshot["snapshotHash"] == put["snapshotHash"]
+    assert snapshot["userId"] == "u1"
+    assert snapshot["finalState"]["status"] == "success"
+    assert orjson.loads(_ok(cli("get", "1002")))["finalState"] is None
+
+    log = _ok(cli("log", "wf-cli")).splitlines()
+    assert [line.split()[0] for line in log] == ["1.0.1", "1.0.0"]
+    assert second["snapshotHash"][:12] in log[0]
+
+
+def test_put_a_corpus_workflow(cli: Any) -> None:
+    result = orjson.loads(
+        _ok(cli("put", str(WORKFLOWS[0]), "--execution-id", "c-1", "--workflow-id", "wf-c"))
+    )
+    assert result["workflowId"] == "wf-c"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("get", "nope"), "no snapshot"),
+        (("get", "../etc"), "executionId"),
+        (("log", "nope"), "no versions"),
+        (("final-state", "nope", str(RUNS / "success_3_nodes.json")), "no snapshot"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(cli: Any, args: tuple[str, ...], needle: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+    assert needle in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bad_json_file_is_refused_without_echo(cli: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"executionId": "SECRET-CANARY", "executionId": NaN}')
+    result = cli("put", str(bad))
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.stderr
+    assert "SECRET-CANARY" not in result.output
+
+
+def test_put_without_execution_id_is_a_usage_error(cli: Any, tmp_path: Path) -> None:
+    workflow = tmp_path / "workflow.json"
+    workflow.write_bytes(orjson.dumps(_workflow()))
+    result = cli("put", str(workflow))
+    assert result.exit_code == 2
+    assert "--execution-id" in result.output
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(app: Any, **kwargs: Any) -> None:
+        calls.append({"app": app, **kwargs})
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    return calls
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com", ""])
+def test_serve_refuses_public_binding_without_tokens(
+    cli: Any, uvicorn_calls: list[dict[str, Any]], host: str
+) -> None:
+    result = cli("serve", "--host", host)
+    assert result.exit_code == 2
+    assert "no API tokens are configured" in result.output
+    assert "refusing to bind" in result.output
+    assert uvicorn_calls == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_serve_binds_loopback_without_tokens(
+    cli: Any, uvicorn_calls: list[dict[str, Any]], host: str
+) -> None:
+    _ok(cli("serve", "--host", host, "--port", "9123"))
+    assert [(c["host"], c["port"]) for c in uvicorn_calls] == [(host, 9123)]
+
+
+def test_serve_binds_anywhere_with_tokens(
+    cli: Any, uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("EXECVAULT_TOKENS", f"{'a' * 64}:ingest")
+    _ok(cli("serve", "--host", "0.0.0.0"))
+    monkeypatch.delenv("EXECVAULT_TOKENS")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{'b' * 64} read # dashboard\n")
+    _ok(cli("serve", "--host", "0.0.0.0", "--tokens-file", str(tokens)))
+    assert [c["host"] for c in uvicorn_calls] == ["0.0.0.0", "0.0.0.0"]
+    assert all(c["server_header"] is False for c in uvicorn_calls)
+
+
+def test_serve_refuses_a_broken_tokens_file(
+    cli: Any, uvicorn_calls: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("evt_a-token-in-clear ingest\n")
+    result = cli("serve", "--host", "0.0.0.0", "--tokens-file", str(tokens))
+    assert result.exit_code == 2
+    assert "SHA-256 digest" in result.stderr
+    assert "evt_a-token-in-clear" not in result.output
+    assert uvicorn_calls == []
+
+
+def test_is_loopback() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]")
+    assert is_loopback("localhost") and is_loopback("LOCALHOST")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
+    assert not is_loopback("localhost.example.com")
+
+
+# ---------------------------------------------------------------------------- tokens
+
+
+def test_token_new_prints_a_token_once_with_its_digest_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["token", "new", "--scopes", "read,ingest", "--name", "ci"])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    token = lines["token"].strip()
+    file_line = lines["tokens-file line"].strip()
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert file_line == f"{digest} ingest,read # ci"
+    assert lines["EXECVAULT_TOKENS"].strip() == f"{digest}:ingest,read"
+    assert "shown only now" in result.stderr
+    path = tmp_path / "tokens"
+    path.write_text(file_line + "\n")
+    (entry,) = parse_tokens_file(path)
+    assert entry.name == "ci" and entry.scopes == {"ingest", "read"}
+    other = CliRunner().invoke(main, ["token", "new", "--scopes", "read"])
+    assert other.stdout.splitlines()[0] != result.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("scopes", ["", "bogus", "read,bogus", ","])
+def test_token_new_refuses_unknown_scopes(scopes: str) -> None:
+    result = CliRunner().invoke(main, ["token", "new", "--scopes", scopes])
+    assert result.exit_code == 2
+    assert "token:" not in result.stdout
+
+
+def test_token_new_refuses_a_name_that_breaks_the_file() -> None:
+    result = CliRunner().invoke(main, ["token", "new", "--scopes", "read", "--name", "a # b"])
+    assert result.exit_code == 2
+    assert "token:" not in result.stdout
