@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 import api.auth
 from api.app import create_app
 from api.auth import TokenTable, load_tokens, parse_tokens_env, parse_tokens_file, token_digest
+from api.errors import STATUS_BY_ERROR
 from archiver.archive import Archive
 from archiver.config import Settings
 from archiver.errors import IntegrityError, InvalidInput, StoreUnavailable
@@ -908,6 +909,19 @@ def test_docs_page_renders(client: Client) -> None:
     assert response.status_code == 200
     assert "swagger-ui" in response.text
     assert "/openapi.json" in response.text
+
+
+def test_docs_api_md_names_every_route_and_error_code(app: FastAPI) -> None:
+    text = (REPO / "docs" / "api.md").read_text()
+    for path, item in app.openapi()["paths"].items():
+        for method, operation in item.items():
+            assert f"`{method.upper()} {path}`" in text, (method, path)
+            scope = operation.get("x-required-scope")
+            if scope:
+                assert f"| `{method.upper()} {path}` | `{scope}` |" in text, (method, path)
+    for _, status, code, _ in STATUS_BY_ERROR:
+        assert f"`{code}`" in text, code
+        assert f"| {status} |" in text, status
 
 
 # ---------------------------------------------------------------------------- fuzz
