@@ -54,9 +54,13 @@ class BodyLimitMiddleware:
         timeout = self.timeout_seconds
         declared = _content_length(scope)
         received = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:
+                # Only a disconnect can come now (a streaming response may wait long for it).
+                return await receive()
             if declared is not None and declared > limit:
                 raise PayloadTooLarge(_too_large(limit), field="body")
             try:
@@ -70,6 +74,9 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise PayloadTooLarge(_too_large(limit), field="body")
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         await self.app(scope, limited_receive, send)

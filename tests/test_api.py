@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -37,6 +38,7 @@ import api.auth
 from api.app import create_app
 from api.auth import TokenTable, load_tokens, parse_tokens_env, parse_tokens_file, token_digest
 from api.errors import STATUS_BY_ERROR
+from api.limits import BodyLimitMiddleware
 from archiver.archive import Archive
 from archiver.config import Settings
 from archiver.errors import IntegrityError, InvalidInput, StoreUnavailable
@@ -713,6 +715,34 @@ def test_stalled_body_is_408() -> None:
     )
     assert_error(response, 408, code="request_timeout")
     assert time.monotonic() - started < 2.9
+
+
+def test_body_timeout_ends_with_the_body() -> None:
+    """After the body, the only thing left to receive is a disconnect: no timeout on that wait
+    (a streaming response listens for it for as long as it streams)."""
+
+    async def slow_streamer(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+
+        async def listen_for_disconnect() -> None:
+            await receive()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(listen_for_disconnect)
+            await anyio.sleep(1.0)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"done"})
+
+    guarded = BodyLimitMiddleware(slow_streamer, max_body_bytes=1024, timeout_seconds=0.3)
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=guarded)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await http.post("/", content=b"{}")
+
+    response = asyncio.run(go())
+    assert response.status_code == 200 and response.content == b"done"
 
 
 # ---------------------------------------------------------------------------- not found
