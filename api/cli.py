@@ -15,7 +15,7 @@ from archiver.config import Settings, load_settings
 from archiver.errors import ArchiveError
 from archiver.jsonio import loads_strict
 
-__all__ = ["main"]
+__all__ = ["is_loopback", "main"]
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
