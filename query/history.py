@@ -1,0 +1,460 @@
+"""Lookups over the index: a workflow's history, executions by snapshot hash, version lists.
+
+All SQL is parameterized. Pages are newest first (``created_at DESC, execution_id DESC``) with
+keyset pagination: the opaque cursor holds the last row's ``(created_at, execution_id)``, so a page
+costs the same wherever it is in the history and never skips or repeats a row when new captures
+arrive meanwhile.
+
+History without a status filter runs in two steps (the page of snapshots, then the final states of
+just those executions), so the final-state table is only probed by execution id; with a status
+filter the two are joined, both sides restricted to the workflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import orjson
+
+from archiver.errors import InvalidInput
+from archiver.layout import check_hash, check_id
+from archiver.timeutil import format_ts, parse_ts
+from query.catalog import Catalog
+
+__all__ = [
+    "MAX_LIMIT",
+    "ExecutionItem",
+    "HistoryPage",
+    "VersionItem",
+    "current_version",
+    "executions_by_hash",
+    "version_list",
+    "workflow_history",
+]
+
+MAX_LIMIT: Final = 1000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _opt_ts(value: datetime | None) -> str | None:
+    return None if value is None else format_ts(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionItem:
+    """One execution as the index knows it: its snapshot row and, when present, its outcome."""
+
+    execution_id: str
+    workflow_id: str
+    snapshot_id: str
+    snapshot_hash: str
+    version: str
+    version_seq: int
+    user_id: str | None
+    trigger_type: str | None
+    created_at: datetime
+    node_count: int
+    workflow_name: str | None
+    object_key: str
+    stored_bytes: int
+    raw_bytes: int
+    replay_of: str | None
+    status: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    error_count: int | None = None
+    failed_nodes: tuple[str, ...] = ()
+    first_failed_node: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """camelCase, timestamps as RFC 3339 UTC text (the API's shape)."""
+        return {
+            "executionId": self.execution_id,
+            "workflowId": self.workflow_id,
+            "id": self.snapshot_id,
+            "snapshotHash": self.snapshot_hash,
+            "snapshotVersion": self.version,
+            "versionSeq": self.version_seq,
+            "userId": self.user_id,
+            "triggerType": self.trigger_type,
+            "createdAt": format_ts(self.created_at),
+            "nodeCount": self.node_count,
+            "workflowName": self.workflow_name,
+            "storedBytes": self.stored_bytes,
+            "rawBytes": self.raw_bytes,
+            "replayOf": self.replay_of,
+            "status": self.status,
+            "startedAt": _opt_ts(self.started_at),
+            "finishedAt": _opt_ts(self.finished_at),
+            "durationMs": self.duration_ms,
+            "errorCount": self.error_count,
+            "failedNodes": list(self.failed_nodes),
+            "firstFailedNode": self.first_failed_node,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    items: list[ExecutionItem]
+    next_cursor: str | None  # None: this was the last page
+
+
+@dataclass(frozen=True, slots=True)
+class VersionItem:
+    workflow_id: str
+    seq: int
+    version: str
+    snapshot_hash: str
+    parent_seq: int | None
+    parent_version: str | None
+    parent_hash: str | None
+    level: str
+    summary: str
+    restores_seq: int | None
+    restores_version: str | None
+    created_at: datetime
+    execution_id: str | None
+    user_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        parent = None
+        if self.parent_seq is not None:
+            parent = {
+                "seq": self.parent_seq,
+                "version": self.parent_version,
+                "snapshotHash": self.parent_hash,
+            }
+        restores = None
+        if self.restores_seq is not None:
+            restores = {"seq": self.restores_seq, "version": self.restores_version}
+        return {
+            "workflowId": self.workflow_id,
+            "seq": self.seq,
+            "version": self.version,
+            "snapshotHash": self.snapshot_hash,
+            "parent": parent,
+            "level": self.level,
+            "summary": self.summary,
+            "restores": restores,
+            "createdAt": format_ts(self.created_at),
+            "executionId": self.execution_id,
+            "userId": self.user_id,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------------------------
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
+    return limit
+
+
+def _time(value: datetime | str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    return parse_ts(value, field)
+
+
+def _names(value: str | Sequence[str] | None, field: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    if not items or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in items):
+        raise InvalidInput(f"{field} must be one or more short strings", field=field)
+    return items
+
+
+def _encode_cursor(kind: str, created_at: datetime, execution_id: str) -> str:
+    ms = (created_at - _EPOCH) // timedelta(milliseconds=1)
+    raw = orjson.dumps([kind, ms, execution_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(kind: str, cursor: str) -> tuple[datetime, str]:
+    bad = InvalidInput("cursor is not one this listing returned", field="cursor")
+    if not isinstance(cursor, str) or len(cursor) > 1024:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = orjson.loads(raw)
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        raise bad from None
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or value[0] != kind
+        or isinstance(value[1], bool)
+        or not isinstance(value[1], int)
+        or not isinstance(value[2], str)
+    ):
+        raise bad
+    try:
+        when = _EPOCH + timedelta(milliseconds=value[1])
+        execution_id = check_id(value[2], "cursor")
+    except (OverflowError, InvalidInput):
+        raise bad from None
+    return when, execution_id
+
+
+# --------------------------------------------------------------------------------------------
+# SQL
+# --------------------------------------------------------------------------------------------
+
+_SNAPSHOT_COLUMNS: Final = (
+    "execution_id, workflow_id, snapshot_id, snapshot_hash, version, version_seq, user_id, "
+    "trigger_type, created_at, node_count, workflow_name, object_key, stored_bytes, raw_bytes, "
+    "replay_of"
+)
+_FINAL_COLUMNS: Final = (
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "error_count",
+    "failed_nodes",
+    "first_failed_node",
+)
+
+
+class _Where:
+    """Conditions and their named parameters, built together (never any value in the SQL)."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.params: dict[str, Any] = {}
+
+    def add(self, condition: str, **params: Any) -> None:
+        self.conditions.append(condition)
+        self.params.update(params)
+
+    def sql(self) -> str:
+        return " AND ".join(self.conditions) if self.conditions else "true"
+
+
+def _page_conditions(
+    where: _Where,
+    alias: str,
+    kind: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+) -> None:
+    # Time bounds also bound ``dt``: DuckDB then skips whole day partitions before opening files.
+    if since is not None:
+        where.add(f"{alias}.created_at >= $since", since=since)
+        where.add(f"{alias}.dt >= $since_day", since_day=since.astimezone(UTC).date())
+    if until is not None:
+        where.add(f"{alias}.created_at < $until", until=until)
+        where.add(f"{alias}.dt <= $until_day", until_day=until.astimezone(UTC).date())
+    if cursor is not None:
+        after_ts, after_id = _decode_cursor(kind, cursor)
+        where.add(
+            f"({alias}.created_at < $after_ts OR "
+            f"({alias}.created_at = $after_ts AND {alias}.execution_id < $after_id))",
+            after_ts=after_ts,
+            after_id=after_id,
+        )
+        where.add(f"{alias}.dt <= $after_day", after_day=after_ts.date())
+
+
+def _item(row: dict[str, Any], final: dict[str, Any] | None) -> ExecutionItem:
+    outcome = final or {}
+    failed = outcome.get("failed_nodes") or ()
+    return ExecutionItem(
+        execution_id=row["execution_id"],
+        workflow_id=row["workflow_id"],
+        snapshot_id=row["snapshot_id"],
+        snapshot_hash=row["snapshot_hash"],
+        version=row["version"],
+        version_seq=row["version_seq"],
+        user_id=row["user_id"],
+        trigger_type=row["trigger_type"],
+        created_at=row["created_at"],
+        node_count=row["node_count"],
+        workflow_name=row["workflow_name"],
+        object_key=row["object_key"],
+        stored_bytes=row["stored_bytes"],
+        raw_bytes=row["raw_bytes"],
+        replay_of=row["replay_of"],
+        status=outcome.get("status"),
+        started_at=outcome.get("started_at"),
+        finished_at=outcome.get("finished_at"),
+        duration_ms=outcome.get("duration_ms"),
+        error_count=outcome.get("error_count"),
+        failed_nodes=tuple(failed),
+        first_failed_node=outcome.get("first_failed_node"),
+    )
+
+
+def _page(
+    kind: str, rows: list[dict[str, Any]], finals: dict[str, dict[str, Any]], limit: int
+) -> HistoryPage:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [_item(r, finals.get(r["execution_id"])) for r in rows]
+    next_cursor = None
+    if more and items:
+        last = items[-1]
+        next_cursor = _encode_cursor(kind, last.created_at, last.execution_id)
+    return HistoryPage(items, next_cursor)
+
+
+def _finals(
+    catalog: Catalog, execution_ids: list[str], workflow_id: str | None
+) -> dict[str, dict[str, Any]]:
+    if not execution_ids:
+        return {}
+    where = _Where()
+    where.add("execution_id IN (SELECT unnest($ids))", ids=execution_ids)
+    if workflow_id is not None:
+        where.add("workflow_id = $wf", wf=workflow_id)
+    rows = catalog.rows(
+        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} FROM final_states WHERE {where.sql()}",
+        where.params,
+    )
+    return {r["execution_id"]: r for r in rows}
+
+
+# --------------------------------------------------------------------------------------------
+# public lookups
+# --------------------------------------------------------------------------------------------
+
+
+def workflow_history(
+    catalog: Catalog,
+    workflow_id: str,
+    *,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    status: str | Sequence[str] | None = None,
+    trigger_type: str | Sequence[str] | None = None,
+    version: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> HistoryPage:
+    """The executions of ``workflow_id``, newest first.
+
+    ``since`` (inclusive) and ``until`` (exclusive) bound ``created_at``; ``status`` and
+    ``trigger_type`` take one value or several; ``status`` only matches executions whose final
+    state is recorded. ``cursor`` is a page's ``next_cursor``.
+    """
+    wf = check_id(workflow_id, "workflowId")
+    limit = _limit(limit)
+    statuses = _names(status, "status")
+    triggers = _names(trigger_type, "triggerType")
+    if version is not None and (not isinstance(version, str) or not 0 < len(version) <= 64):
+        raise InvalidInput("version must be a short string", field="version")
+    where = _Where()
+    where.add("s.workflow_id = $wf", wf=wf)
+    _page_conditions(
+        where,
+        "s",
+        "h",
+        since=_time(since, "since"),
+        until=_time(until, "until"),
+        cursor=cursor,
+    )
+    if triggers is not None:
+        where.add("s.trigger_type IN (SELECT unnest($triggers))", triggers=triggers)
+    if version is not None:
+        where.add("s.version = $version", version=version)
+    where.params["limit"] = limit + 1
+    if statuses is None:
+        rows = catalog.rows(
+            f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots AS s WHERE {where.sql()} "
+            "ORDER BY s.created_at DESC, s.execution_id DESC LIMIT $limit",
+            where.params,
+        )
+        finals = _finals(catalog, [r["execution_id"] for r in rows[:limit]], wf)
+        return _page("h", rows, finals, limit)
+    where.add("f.status IN (SELECT unnest($statuses))", statuses=statuses)
+    snapshot_cols = ", ".join(f"s.{c.strip()}" for c in _SNAPSHOT_COLUMNS.split(","))
+    final_cols = ", ".join(f"f.{c}" for c in _FINAL_COLUMNS)
+    rows = catalog.rows(
+        f"SELECT {snapshot_cols}, {final_cols} FROM snapshots AS s "
+        "JOIN (SELECT * FROM final_states WHERE workflow_id = $wf) AS f "
+        f"ON f.execution_id = s.execution_id WHERE {where.sql()} "
+        "ORDER BY s.created_at DESC, s.execution_id DESC LIMIT $limit",
+        where.params,
+    )
+    return _page("h", rows, {r["execution_id"]: r for r in rows}, limit)
+
+
+def executions_by_hash(
+    catalog: Catalog,
+    snapshot_hash: str,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> HistoryPage:
+    """Every execution that ran the structure ``snapshot_hash`` (any workflow), newest first."""
+    digest = check_hash(snapshot_hash)
+    limit = _limit(limit)
+    where = _Where()
+    where.add("s.snapshot_hash = $hash", hash=digest)
+    _page_conditions(where, "s", "x", since=None, until=None, cursor=cursor)
+    where.params["limit"] = limit + 1
+    rows = catalog.rows(
+        f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots AS s WHERE {where.sql()} "
+        "ORDER BY s.created_at DESC, s.execution_id DESC LIMIT $limit",
+        where.params,
+    )
+    finals = _finals(catalog, [r["execution_id"] for r in rows[:limit]], None)
+    return _page("x", rows, finals, limit)
+
+
+def _version_item(row: dict[str, Any]) -> VersionItem:
+    return VersionItem(
+        workflow_id=row["workflow_id"],
+        seq=row["seq"],
+        version=row["version"],
+        snapshot_hash=row["snapshot_hash"],
+        parent_seq=row["parent_seq"],
+        parent_version=row["parent_version"],
+        parent_hash=row["parent_hash"],
+        level=row["level"],
+        summary=row["summary"],
+        restores_seq=row["restores_seq"],
+        restores_version=row["restores_version"],
+        created_at=row["created_at"],
+        execution_id=row["execution_id"],
+        user_id=row["user_id"],
+    )
+
+
+_VERSION_COLUMNS: Final = (
+    "workflow_id, seq, version, snapshot_hash, parent_seq, parent_version, parent_hash, level, "
+    "summary, restores_seq, restores_version, created_at, execution_id, user_id"
+)
+
+
+def version_list(catalog: Catalog, workflow_id: str) -> list[VersionItem]:
+    """Every indexed version of ``workflow_id``, newest (highest seq) first."""
+    wf = check_id(workflow_id, "workflowId")
+    rows = catalog.rows(
+        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_id = $wf ORDER BY seq DESC",
+        {"wf": wf},
+    )
+    return [_version_item(r) for r in rows]
+
+
+def current_version(catalog: Catalog, workflow_id: str) -> VersionItem | None:
+    """The indexed head of ``workflow_id``'s chain (highest seq), or None."""
+    wf = check_id(workflow_id, "workflowId")
+    rows = catalog.rows(
+        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_id = $wf "
+        "ORDER BY seq DESC LIMIT 1",
+        {"wf": wf},
+    )
+    return _version_item(rows[0]) if rows else None
