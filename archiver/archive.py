@@ -45,6 +45,8 @@ _SERVER_FIELDS = frozenset({"id", "createdAt", "snapshotVersion", "versionSeq"})
 
 @dataclass(frozen=True, slots=True)
 class WrittenObject:
+    """An object a capture wrote; ``stored_bytes`` is 0 when it already existed and was reused."""
+
     key: str
     stored_bytes: int
     raw_bytes: int
@@ -87,6 +89,8 @@ class Archive:
         self._clock = clock
         self._blob_cache: OrderedDict[str, bytes] = OrderedDict()
         self._blob_cache_size = blob_cache_size
+        self._stored_blobs: OrderedDict[str, None] = OrderedDict()
+        self._stored_blobs_limit = 100_000
         self._cache_lock = threading.Lock()
         self.versions = VersionChains(store, self._structure_by_hash)
         self.snapshot_observers: list[SnapshotObserver] = []
@@ -117,7 +121,13 @@ class Archive:
         return parsed
 
     def _write_blob(self, prepared: PreparedWorkflow) -> WrittenObject:
+        """Store the structure once (``stored_bytes`` is 0 when it was already stored)."""
         key = blob_key(prepared.snapshot_hash)
+        with self._cache_lock:
+            known = prepared.snapshot_hash in self._stored_blobs
+        if known or self.store.head(key) is not None:
+            self._stored_blobs_add(prepared.snapshot_hash)
+            return WrittenObject(key, 0, len(prepared.structure_jcs))
         data = encode_blob(prepared.structure_jcs)
         try:
             self.store.put(key, data)
@@ -125,7 +135,16 @@ class Archive:
             # Same content compressed by another zstd build: fine if the stored blob verifies.
             decode_blob(self.store.get(key), prepared.snapshot_hash, max_size=self.max_object_bytes)
         self._remember(prepared.snapshot_hash, prepared.structure_jcs)
+        self._stored_blobs_add(prepared.snapshot_hash)
         return WrittenObject(key, len(data), len(prepared.structure_jcs))
+
+    def _stored_blobs_add(self, snapshot_hash: str) -> None:
+        # Blobs are immutable and never expire while a retained snapshot references them, so a
+        # hash seen stored once stays stored: later captures of it skip compression and the PUT.
+        with self._cache_lock:
+            self._stored_blobs[snapshot_hash] = None
+            while len(self._stored_blobs) > self._stored_blobs_limit:
+                self._stored_blobs.popitem(last=False)
 
     # ------------------------------------------------------------------ capture
 
@@ -162,7 +181,7 @@ class Archive:
         variables_clean = self._variables(variables)
         trigger_clean = self.sanitizer.sanitize(trigger_data) if trigger_data is not None else None
 
-        structure = orjson.loads(prepared.structure_jcs)
+        structure = prepared.structure
         wf = prepared.workflow
 
         def build(commit: VersionCommit | None) -> ExecutionSnapshot:

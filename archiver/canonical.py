@@ -17,79 +17,52 @@ NaN, infinities, non-string keys and lone surrogates are refused with ``InvalidI
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-import re
 from typing import Any
 
 import orjson
 
 from archiver.errors import InvalidInput
 
-__all__ = ["canonical_hash", "canonicalize", "dumps_ecmascript_number"]
+__all__ = [
+    "canonical_hash",
+    "canonicalize",
+    "canonicalize_tree",
+    "dumps_ecmascript_number",
+]
 
 _SAFE_INT = 2**53
-# A float token orjson prints differently from ECMAScript: ends in ".0" or has an exponent.
-# A number token orjson may print differently from ECMAScript — "1.0", "-0.0", "1e+16", "1e-6",
-# integers of 16+ digits — right after ``:``, ``,`` or ``[`` (compact JSON). Text inside strings that
-# merely looks like this only costs the exact check below.
-_SUSPECT_NUMBER = re.compile(rb"[:,\[]-?\d(?:\d{15}|[\d.]*(?:e[+-]|\.0(?:[,\]}]|$)))")
+_CONVERT = 1  # integral floats present: print them as integers
+_SLOW = 2  # a value only the exact printer handles
 
 
 def canonicalize(value: Any) -> bytes:
     """The JCS bytes of ``value`` (a tree of dict/list/str/int/float/bool/None)."""
+    return canonicalize_tree(value)[0]
+
+
+def canonicalize_tree(value: Any) -> tuple[bytes, Any]:
+    """The JCS bytes of ``value`` and the value as those bytes read back (``1.0`` → ``1``)."""
     if not isinstance(value, dict | list):
-        return _slow(value)  # a lone scalar: the exact printer is cheap enough
+        data = _slow(value)  # a lone scalar: the exact printer is cheap enough
+        return data, json.loads(data)
     try:
         out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError as err:  # ints beyond 64 bits, non-str keys, unsupported types
-        if "Integer exceeds" in str(err):
-            return _slow(value)
-        raise InvalidInput(f"value is not JSON: {err}") from err
+        if "Integer exceeds" not in str(err):
+            raise InvalidInput(f"value is not JSON: {err}") from err
+        out = b""
     except orjson.JSONEncodeError as err:
         raise InvalidInput(f"value is not JSON: {err}") from err
-    if b"null" in out and _has_non_finite(value):
-        raise InvalidInput("NaN and Infinity are not JSON")
-    if _SUSPECT_NUMBER.search(out) is None and not _needs_utf16_sort(out):
-        return out
-    # The bytes look suspicious (often only a string that resembles a number, or an emoji):
-    # look at the actual values, fix what orjson can print exactly, fall back where it cannot.
-    fixed = _Fixer()
-    converted = fixed.walk(value)
-    if fixed.slow:
-        return _slow(value)
-    if not fixed.changed:
-        return out
-    return orjson.dumps(converted, option=orjson.OPT_SORT_KEYS)
-
-
-class _Fixer:
-    """Integral floats → ints; flags values only the slow path prints exactly."""
-
-    __slots__ = ("changed", "slow")
-
-    def __init__(self) -> None:
-        self.changed = False
-        self.slow = False
-
-    def walk(self, value: Any) -> Any:
-        if isinstance(value, float):
-            if value.is_integer() and abs(value) < _SAFE_INT:
-                self.changed = True
-                return int(value)
-            if orjson.dumps(value).decode() != dumps_ecmascript_number(value):
-                self.slow = True
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            if abs(value) > _SAFE_INT:
-                self.slow = True
-            return value
-        if isinstance(value, dict):
-            if any(k and max(k) >= "\ue000" for k in value):
-                self.slow = True
-            return {k: self.walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.walk(v) for v in value]
-        return value
+    flags = _scan(value, check_keys=not out or _needs_utf16_sort(out))
+    if not out or flags & _SLOW:
+        data = _slow(value)
+        return data, json.loads(data)
+    if flags & _CONVERT:
+        converted = _convert(value)
+        return orjson.dumps(converted, option=orjson.OPT_SORT_KEYS), converted
+    return out, value
 
 
 def canonical_hash(value: Any) -> str:
@@ -98,30 +71,53 @@ def canonical_hash(value: Any) -> str:
 
 
 def _needs_utf16_sort(out: bytes) -> bool:
-    # U+E000..U+FFFF encode with lead byte 0xEE/0xEF; beyond U+FFFF with 0xF0..0xF4.
+    # U+E000..U+FFFF encode with lead byte 0xEE/0xEF; beyond U+FFFF with 0xF0..0xF4. Only keys
+    # holding such characters can sort differently by UTF-16 code units than by code points.
     if b"\xee" not in out and b"\xef" not in out:
         return False
     return any(b in out for b in (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4"))
 
 
-def _has_non_finite(value: Any) -> bool:
+def _scan(value: Any, *, check_keys: bool) -> int:
+    """One pass over every value: refuse NaN/Infinity, flag what orjson cannot print as JCS."""
+    flags = 0
     stack = [value]
     pop, extend = stack.pop, stack.extend
     while stack:
         item = pop()
         kind = type(item)
         if kind is dict:
+            if check_keys and any(k and max(k) >= "\ue000" for k in item):
+                flags |= _SLOW
             extend(item.values())
         elif kind is list or kind is tuple:
             extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            return True
-        elif kind not in _PLAIN and isinstance(item, dict | list | tuple):
-            extend(item.values() if isinstance(item, dict) else item)
-    return False
+        elif kind is str or item is None or kind is bool:
+            continue
+        elif kind is float:
+            if not math.isfinite(item):
+                raise InvalidInput("NaN and Infinity are not JSON")
+            if item.is_integer() and abs(item) < _SAFE_INT:
+                flags |= _CONVERT
+            elif orjson.dumps(item).decode() != dumps_ecmascript_number(item):
+                flags |= _SLOW
+        elif kind is int:
+            if abs(item) > _SAFE_INT:
+                flags |= _SLOW
+        else:  # subclasses of the JSON types and anything else: the exact printer decides
+            flags |= _SLOW
+    return flags
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+def _convert(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {k: _convert(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_convert(v) for v in value]
+    if kind is float and value.is_integer() and abs(value) < _SAFE_INT:
+        return int(value)
+    return value
 
 
 def dumps_ecmascript_number(number: float | int) -> str:

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.canonical import canonicalize
+from archiver.canonical import canonicalize_tree
 from archiver.model import CredentialRef, TriggerSnapshot
 from archiver.normalize import NormalizedWorkflow, normalize_workflow
 from archiver.sanitize import Sanitizer
@@ -60,7 +60,10 @@ def trigger_kind(node_type: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class PreparedWorkflow:
-    """A workflow ready to store: sanitized structure, its JCS bytes and hash."""
+    """A workflow ready to store: sanitized structure, its JCS bytes and hash.
+
+    ``structure`` is a private tree equal to what ``structure_jcs`` parses back to.
+    """
 
     workflow: NormalizedWorkflow
     structure: dict[str, Any]
@@ -71,11 +74,15 @@ class PreparedWorkflow:
     pin_data: dict[str, Any] | None
 
 
-def _sanitize_node(node: dict[str, Any], sanitizer: Sanitizer) -> dict[str, Any]:
-    rest = {k: v for k, v in node.items() if k not in _STRUCTURAL_KEYS}
-    clean = sanitizer.sanitize(rest)
-    out = {k: v for k, v in node.items() if k in _STRUCTURAL_KEYS}
-    out.update(clean)
+def _sanitize_nodes(nodes: list[dict[str, Any]], sanitizer: Sanitizer) -> list[dict[str, Any]]:
+    """Sanitize everything but identity and wiring, in one sanitizer call for all nodes."""
+    rests = [{k: v for k, v in node.items() if k not in _STRUCTURAL_KEYS} for node in nodes]
+    clean_rests = sanitizer.sanitize(rests)
+    out: list[dict[str, Any]] = []
+    for node, clean in zip(nodes, clean_rests, strict=True):
+        merged = {k: v for k, v in node.items() if k in _STRUCTURAL_KEYS}
+        merged.update(clean)
+        out.append(merged)
     return out
 
 
@@ -114,10 +121,12 @@ def extract_triggers(nodes: list[dict[str, Any]]) -> tuple[TriggerSnapshot, ...]
 def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
     """Normalize, sanitize, canonicalize and hash one workflow document."""
     wf = normalize_workflow(document)
-    nodes = [_sanitize_node(n, sanitizer) for n in wf.nodes]
+    nodes = _sanitize_nodes(wf.nodes, sanitizer)
     settings = sanitizer.sanitize(wf.settings)
-    structure = {"nodes": nodes, "connections": wf.connections, "settings": settings}
-    jcs = canonicalize(structure)
+    # ``structure`` becomes exactly what the stored bytes read back as (1.0 → 1 and so on).
+    jcs, structure = canonicalize_tree(
+        {"nodes": nodes, "connections": wf.connections, "settings": settings}
+    )
     pin_data = sanitizer.sanitize(wf.pin_data) if wf.pin_data else None
     return PreparedWorkflow(
         workflow=wf,
