@@ -164,9 +164,11 @@ def _created(model: type[Any], what: str) -> dict[int | str, dict[str, Any]]:
 def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI:
     """Build the app; nothing connects to anything before this is called."""
     tokens = load_tokens(settings)
-    arc = archive or Archive(
-        settings.open_store(), settings.sanitizer(), max_object_bytes=settings.max_object_bytes
-    )
+    arc = archive
+    if arc is None:
+        arc = Archive(
+            settings.open_store(), settings.sanitizer(), max_object_bytes=settings.max_object_bytes
+        )
     if tokens.open:
         log.warning("no API tokens configured: every request is allowed (loopback use only)")
     app = FastAPI(
