@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from archiver.capture import PreparedWorkflow, prepare_workflow
+from archiver.capture import PreparedCache, PreparedWorkflow
 from archiver.codec import (
     DEFAULT_MAX_OBJECT_BYTES,
     decode_blob,
@@ -91,6 +91,7 @@ class Archive:
         self._blob_cache_size = blob_cache_size
         self._stored_blobs: OrderedDict[str, None] = OrderedDict()
         self._stored_blobs_limit = 100_000
+        self._prepared = PreparedCache()
         self._cache_lock = threading.Lock()
         self.versions = VersionChains(store, self._structure_by_hash)
         self.snapshot_observers: list[SnapshotObserver] = []
@@ -163,7 +164,7 @@ class Archive:
     ) -> CaptureResult:
         """Store the pre-execution snapshot of ``execution_id``; idempotent for identical input."""
         exec_id = check_id(execution_id, "executionId")
-        prepared = prepare_workflow(workflow, self.sanitizer)
+        prepared = self._prepared.prepare(workflow, self.sanitizer)
         wf_id_raw = workflow_id if workflow_id is not None else prepared.workflow.workflow_id
         if wf_id_raw is None:
             raise InvalidInput(

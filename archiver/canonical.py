@@ -87,8 +87,10 @@ def _scan(value: Any, *, check_keys: bool) -> int:
         item = pop()
         kind = type(item)
         if kind is dict:
-            if check_keys and any(k and max(k) >= "\ue000" for k in item):
-                flags |= _SLOW
+            if check_keys:
+                keys = "".join(item)
+                if keys and max(keys) >= "\ue000":
+                    flags |= _SLOW
             extend(item.values())
         elif kind is list or kind is tuple:
             extend(item)

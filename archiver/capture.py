@@ -7,8 +7,12 @@ the storage half (content blob → version → execution record).
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from archiver.canonical import canonicalize_tree
 from archiver.model import CredentialRef, TriggerSnapshot
@@ -16,6 +20,7 @@ from archiver.normalize import NormalizedWorkflow, normalize_workflow
 from archiver.sanitize import Sanitizer
 
 __all__ = [
+    "PreparedCache",
     "PreparedWorkflow",
     "extract_credential_refs",
     "extract_triggers",
@@ -137,3 +142,39 @@ def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
         triggers=extract_triggers(nodes),
         pin_data=pin_data,
     )
+
+
+class PreparedCache:
+    """Remembers prepared workflows by the SHA-256 of the document as sent.
+
+    Engines send the same workflow for run after run; preparing it is a pure function of the
+    document and the sanitizer's key, so a repeat costs one serialization and one hash. Bounded by
+    the total size of the cached structures. The cached trees are shared: treat them as read-only.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[bytes, PreparedWorkflow] = OrderedDict()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def prepare(self, document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
+        try:
+            key = hashlib.sha256(orjson.dumps(document)).digest()
+        except (TypeError, orjson.JSONEncodeError):
+            return prepare_workflow(document, sanitizer)  # not plain JSON: let it explain why
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit
+        prepared = prepare_workflow(document, sanitizer)
+        size = len(prepared.structure_jcs) * 3  # the bytes plus the parsed tree, roughly
+        if size <= self._max_bytes // 8:
+            with self._lock:
+                self._entries[key] = prepared
+                self._bytes += size
+                while self._bytes > self._max_bytes:
+                    _, old = self._entries.popitem(last=False)
+                    self._bytes -= len(old.structure_jcs) * 3
+        return prepared

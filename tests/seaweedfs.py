@@ -204,6 +204,11 @@ def run_seaweedfs(workdir: Path) -> Iterator[SeaweedFS]:
             "-admin.ui=false",
             "-master.telemetry=false",
             "-volume.preStopSeconds=0",
+            # Every test gets its own bucket (a collection with its own volumes): allow many small
+            # volumes, or the server runs out ("No writable volumes and no free volumes left").
+            "-volume.max=5000",
+            "-master.volumeSizeLimitMB=16",
+            "-master.volumePreallocate=false",
             f"-filer.localSocket={base}/filer-{attempt}.sock",
             f"-s3.localSocket={base}/s3-{attempt}.sock",
             *(f"-{flag}={port}" for flag, port in ports.items()),

@@ -36,8 +36,9 @@ def store_from_url(url: str, **s3_options: Any) -> ObjectStore:
     if url.startswith("s3://"):
         parts = urlsplit(url)
         if not parts.netloc or parts.query or parts.fragment:
-            raise InvalidInput(f"malformed S3 URL {url!r}: expected s3://bucket/prefix",
-                               field="url")
+            raise InvalidInput(
+                f"malformed S3 URL {url!r}: expected s3://bucket/prefix", field="url"
+            )
         from archiver.store.s3 import S3Config, S3Store  # botocore only when S3 is used
 
         try:
@@ -60,6 +61,8 @@ def store_from_url(url: str, **s3_options: Any) -> ObjectStore:
             raise InvalidInput("local: URL needs a directory path", field="url")
         return LocalStore(path)
     if "://" in url or url.startswith("memory:"):
-        raise InvalidInput(f"unsupported store URL {url!r} (use memory:, local:/path or "
-                           "s3://bucket/prefix)", field="url")
+        raise InvalidInput(
+            f"unsupported store URL {url!r} (use memory:, local:/path or s3://bucket/prefix)",
+            field="url",
+        )
     return LocalStore(url)

@@ -107,8 +107,9 @@ class S3Config:
                 field="object_lock_days",
             )
         if self.object_lock_mode not in (None, "GOVERNANCE", "COMPLIANCE"):
-            raise InvalidInput("object_lock_mode must be GOVERNANCE or COMPLIANCE",
-                               field="object_lock_mode")
+            raise InvalidInput(
+                "object_lock_mode must be GOVERNANCE or COMPLIANCE", field="object_lock_mode"
+            )
         if self.object_lock_days is not None and self.object_lock_days < 1:
             raise InvalidInput("object_lock_days must be at least 1", field="object_lock_days")
         if self.max_attempts < 1:
@@ -176,9 +177,7 @@ def _is_retryable(err: Exception) -> bool:
         if entry is not None:
             return entry[1]
         return status >= 500 and status != 501
-    return isinstance(
-        err, BotoConnectionError | HTTPClientError | IncompleteReadError
-    )
+    return isinstance(err, BotoConnectionError | HTTPClientError | IncompleteReadError)
 
 
 def _translate(
@@ -191,8 +190,9 @@ def _translate(
         message = err.response.get("Error", {}).get("Message", "") or str(err)
         detail = f"{target}: {code or status} {message}".rstrip()
         if lock_refusal and code in _LOCK_REFUSAL_CODES:
-            return RetentionLocked(f"{target}: refused by Object Lock retention or legal hold "
-                                   f"({code})")
+            return RetentionLocked(
+                f"{target}: refused by Object Lock retention or legal hold ({code})"
+            )
         entry = _ERROR_TABLE.get(code)
         if entry is not None:
             cls, retryable = entry
@@ -247,8 +247,9 @@ class S3Store:
         self.config = config
         self._prefix = config.prefix.strip("/")
         self._base = f"{self._prefix}/" if self._prefix else ""
-        self.url = f"s3://{config.bucket}/{self._prefix}" if self._prefix else \
-            f"s3://{config.bucket}"
+        self.url = (
+            f"s3://{config.bucket}/{self._prefix}" if self._prefix else f"s3://{config.bucket}"
+        )
         self._client: S3Client | None = client
         self._owns_client = client is None
         self._client_lock = threading.Lock()
@@ -338,8 +339,15 @@ class S3Store:
                 if attempt >= self.config.max_attempts or not _is_retryable(err):
                     raise _translate(err, what, key=key, lock_refusal=lock_refusal) from err
                 delay = self._backoff(attempt)
-                _log.info("%s %s: %s; retry %d/%d in %.2fs", what, key or "", err, attempt,
-                          self.config.max_attempts - 1, delay)
+                _log.info(
+                    "%s %s: %s; retry %d/%d in %.2fs",
+                    what,
+                    key or "",
+                    err,
+                    attempt,
+                    self.config.max_attempts - 1,
+                    delay,
+                )
                 attempt += 1
                 self._sleep(delay)
 
@@ -467,7 +475,7 @@ class S3Store:
                 if not name.startswith(self._base):  # pragma: no cover - server bug guard
                     continue
                 yield ObjectInfo(
-                    key=name[len(self._base):],
+                    key=name[len(self._base) :],
                     size=int(item["Size"]),
                     last_modified=item.get("LastModified"),
                     storage_class=item.get("StorageClass") or "STANDARD",
@@ -494,10 +502,16 @@ class S3Store:
             page = self._call(
                 "delete", functools.partial(client.list_object_versions, **kwargs), key=key
             )
-            versions += [v.get("VersionId") or "null" for v in page.get("Versions", [])
-                         if v.get("Key") == full]
-            markers += [m.get("VersionId") or "null" for m in page.get("DeleteMarkers", [])
-                        if m.get("Key") == full]
+            versions += [
+                v.get("VersionId") or "null"
+                for v in page.get("Versions", [])
+                if v.get("Key") == full
+            ]
+            markers += [
+                m.get("VersionId") or "null"
+                for m in page.get("DeleteMarkers", [])
+                if m.get("Key") == full
+            ]
             if not page.get("IsTruncated"):
                 break
             key_marker = page.get("NextKeyMarker")
