@@ -89,7 +89,7 @@ def _scan(value: Any, *, check_keys: bool) -> int:
         if kind is dict:
             if check_keys:
                 keys = "".join(item)
-                if keys and max(keys) >= "\ue000":
+                if not keys.isascii() and max(keys) >= "\ue000":
                     flags |= _SLOW
             extend(item.values())
         elif kind is list or kind is tuple:
@@ -101,7 +101,10 @@ def _scan(value: Any, *, check_keys: bool) -> int:
                 raise InvalidInput("NaN and Infinity are not JSON")
             if item.is_integer() and abs(item) < _SAFE_INT:
                 flags |= _CONVERT
-            elif orjson.dumps(item).decode() != dumps_ecmascript_number(item):
+            elif (item.is_integer() or "e" in repr(item)) and orjson.dumps(
+                item
+            ).decode() != dumps_ecmascript_number(item):
+                # A fraction without an exponent prints the same digits in repr, orjson and JS.
                 flags |= _SLOW
         elif kind is int:
             if abs(item) > _SAFE_INT:
