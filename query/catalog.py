@@ -13,6 +13,13 @@ statistics, bloom filters, ``dt`` partition pruning), so a deduplicating view is
 ``executions`` is ``snapshots LEFT JOIN final_states``: one row per execution, with its outcome when
 the final state is known.
 
+Lookups by workflow or snapshot hash go two steps: the catalog keeps a small in-memory *key map*
+(``_key_days``: for each snapshots file, each workflow id and snapshot hash in it, with its day and
+row count), built from the local files as they appear (each file is read once: it never changes).
+``key_days()`` answers "which days hold this workflow/hash, how many rows each" without opening any
+Parquet file, and the history queries then open only those days (``list_contains($days, dt)``
+prunes the Hive partitions).
+
 A table with no files yet is an empty view with the right columns (not an error). Timestamps are
 ``TIMESTAMP WITH TIME ZONE`` in a session whose time zone is UTC. Results come back through Arrow,
 so DuckDB's Python conversion of time zones (which needs ``pytz``) is never used.
@@ -23,9 +30,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Final
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Final, TypeVar
 
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -34,7 +42,7 @@ from archiver.index import SCHEMAS, TABLES
 from archiver.store.base import ObjectStore
 from query.manifests import ManifestCache
 
-__all__ = ["DEDUP_COLUMNS", "VIEWS", "Catalog"]
+__all__ = ["DEDUP_COLUMNS", "KEY_KINDS", "VIEWS", "Catalog"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +68,18 @@ _DEDUP_ORDER: Final[Mapping[str, str]] = {
 }
 
 VIEWS: Final = (*TABLES, "executions")
+
+#: key map kinds per table: kind -> the SQL expression of its key
+KEY_KINDS: Final[Mapping[str, Mapping[str, str]]] = {
+    "snapshots": {"workflow": "workflow_id", "hash": "snapshot_hash"},
+    # ids never contain "/", so "<workflow>/<status>" is unambiguous
+    "final_states": {
+        "final_workflow": "workflow_id",
+        "final_status": "workflow_id || '/' || status",
+    },
+}
+_KIND_NAMES: Final = frozenset(k for kinds in KEY_KINDS.values() for k in kinds)
+_MAP_CHUNK: Final = 256  # files read per key-map statement
 
 _EXECUTIONS_SQL: Final = """
 CREATE OR REPLACE VIEW executions AS
@@ -115,6 +135,25 @@ def _file_source(glob: str) -> str:
     )
 
 
+_T = TypeVar("_T")
+
+
+def _dedup_sql(source: str, table: str) -> str:
+    partition = ", ".join(DEDUP_COLUMNS[table])
+    return (
+        f"SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY {partition} "
+        f"ORDER BY {_DEDUP_ORDER[table]}) = 1"
+    )
+
+
+def _day_of(rel: str) -> date | None:
+    parts = rel.split("/")
+    try:
+        return date.fromisoformat(parts[1].removeprefix("dt="))
+    except (IndexError, ValueError):  # pragma: no cover - the mirror only keeps valid names
+        return None
+
+
 def _normalize(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC)
@@ -156,6 +195,11 @@ class Catalog:
         self._cursor_lock = threading.Lock()
         self._view_lock = threading.Lock()
         self._view_tables: frozenset[str] | None = None
+        self._mapped: set[str] = set()
+        self._by_day: dict[str, dict[date, list[str]]] = {t: {} for t in TABLES}
+        self._con.execute(
+            "CREATE TABLE _key_days (file VARCHAR, kind VARCHAR, key VARCHAR, dt DATE, n BIGINT)"
+        )
         self._closed = False
         self.refresh(force=True)
 
@@ -174,12 +218,7 @@ class Catalog:
                 if table in tables
                 else _empty_source(table)
             )
-            partition = ", ".join(DEDUP_COLUMNS[table])
-            statements.append(
-                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {source} "
-                f"QUALIFY row_number() OVER (PARTITION BY {partition} "
-                f"ORDER BY {_DEDUP_ORDER[table]}) = 1"
-            )
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS {_dedup_sql(source, table)}")
         statements.append(_EXECUTIONS_SQL)
         with self.manifests.rw.writing(), self._cursor_lock:
             for statement in statements:
@@ -189,19 +228,165 @@ class Catalog:
     def refresh(self, *, force: bool = False) -> None:
         """Sync the manifest mirror (at most once per ``refresh_seconds`` unless ``force``)."""
         with self._view_lock:
-            self.manifests.refresh(force=force)
+            changed = self.manifests.refresh(force=force)
             tables = self.manifests.tables_with_files
             if tables != self._view_tables:
                 self._create_views(tables)
+            if changed or force:
+                by_day: dict[str, dict[date, list[str]]] = {t: {} for t in TABLES}
+                root = self.manifests.root
+                for rel in sorted(self.manifests.files):
+                    day = _day_of(rel)
+                    if day is not None:
+                        table = rel.split("/", 1)[0]
+                        by_day[table].setdefault(day, []).append(str(root / rel))
+                self._by_day = by_day
+                self._update_key_map()
+
+    # -- day-restricted reads (the lookups' fast path) ------------------------------------------
+
+    def files_for(
+        self,
+        table: str,
+        *,
+        days: Iterable[date] | None = None,
+        first: date | None = None,
+        before: date | None = None,
+    ) -> list[str]:
+        """Local paths of ``table``'s files in ``days`` (or in ``first`` <= day < ``before``)."""
+        by_day = self._by_day[table]
+        if days is not None:
+            return [path for day in days for path in by_day.get(day, ())]
+        return [
+            path
+            for day, paths in by_day.items()
+            if (first is None or day >= first) and (before is None or day < before)
+            for path in paths
+        ]
+
+    @staticmethod
+    def source(table: str, param: str = "files") -> str:
+        """A deduplicated ``table`` over the file list in parameter ``$param`` (see files_for)."""
+        reader = (
+            f"read_parquet(${param}, hive_partitioning = true, union_by_name = true, "
+            "hive_types = {'dt': DATE})"
+        )
+        return f"({_dedup_sql(reader, table)})"
+
+    def retrying(self, run: Callable[[], _T], attempts: int = 5) -> _T:
+        """Run a lookup; if a file it named vanished meanwhile, refresh and run it again.
+
+        (A mirror keeps removed files a while, so this is for a LocalStore read in place, where
+        a rebuild or compaction in another process deletes files whenever it likes.)
+        """
+        for attempt in range(attempts):
+            try:
+                return run()
+            except duckdb.IOException as err:
+                if attempt + 1 == attempts:
+                    raise
+                _log.info("index lookup retried after %s", err)
+                time.sleep(0.02 * attempt)
+                self.refresh(force=True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _update_key_map(self) -> None:
+        root = self.manifests.root
+        files = {
+            str(root / rel) for rel in self.manifests.files if rel.split("/", 1)[0] in KEY_KINDS
+        }
+        gone = sorted(self._mapped - files)
+        new = sorted(files - self._mapped)
+        with self._cursor_lock:
+            cursor = self._con.cursor()
+        try:
+            for start in range(0, len(gone), _MAP_CHUNK):
+                chunk = gone[start : start + _MAP_CHUNK]
+                cursor.execute(
+                    "DELETE FROM _key_days WHERE list_contains($files, file)", {"files": chunk}
+                )
+                self._mapped.difference_update(chunk)
+            for table in KEY_KINDS:
+                mine = [f for f in new if f.startswith(str(root / table) + os.sep)]
+                for start in range(0, len(mine), _MAP_CHUNK):
+                    self._map_files(cursor, table, mine[start : start + _MAP_CHUNK])
+        finally:
+            cursor.close()
+
+    def _map_files(self, cursor: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> None:
+        kinds = KEY_KINDS[table]
+        selects = " UNION ALL ".join(
+            f"SELECT filename, '{kind}', k{i}, dt, count(*) FROM source GROUP BY filename, k{i}, dt"
+            for i, kind in enumerate(kinds)
+        )
+        keys = ", ".join(f"{expr} AS k{i}" for i, expr in enumerate(kinds.values()))
+        sql = (
+            f"INSERT INTO _key_days WITH source AS MATERIALIZED (SELECT filename, dt, {keys} "
+            "FROM read_parquet($files, hive_partitioning = true, hive_types = {'dt': DATE}, "
+            "filename = true)) " + selects
+        )
+        try:
+            with self.manifests.reading():
+                cursor.execute(sql, {"files": files})
+        except duckdb.IOException:
+            if len(files) == 1:
+                return  # vanished (a rebuild removed it): nothing to map
+            for one in files:  # find the file that vanished, map the others
+                self._map_files(cursor, table, [one])
+            return
+        self._mapped.update(files)
+
+    def key_days(
+        self,
+        kind: str,
+        key: str | Sequence[str],
+        *,
+        first: date | None = None,
+        last: date | None = None,
+    ) -> list[tuple[date, int]]:
+        """Days holding rows whose ``kind`` key is ``key`` (or any of several), newest first,
+        with an upper bound of their row count (a row in two files is counted twice).
+
+        Kinds: ``workflow``, ``hash`` (snapshots); ``final_workflow``, ``final_status``
+        (final states; the latter keyed ``<workflow>/<status>``). Reads no Parquet file.
+        """
+        if kind not in _KIND_NAMES:
+            raise ValueError(f"unknown key kind {kind!r}")
+        keys = [key] if isinstance(key, str) else list(key)
+        conditions = ["kind = $kind", "list_contains($keys, key)"]
+        params: dict[str, Any] = {"kind": kind, "keys": keys}
+        if first is not None:
+            conditions.append("dt >= $first")
+            params["first"] = first
+        if last is not None:
+            conditions.append("dt <= $last")
+            params["last"] = last
+        rows = self.rows(
+            f"SELECT dt, sum(n)::BIGINT AS n FROM _key_days WHERE {' AND '.join(conditions)} "
+            "GROUP BY dt ORDER BY dt DESC",
+            params,
+        )
+        return [(r["dt"], r["n"]) for r in rows]
 
     # -- queries --------------------------------------------------------------------------------
 
-    def arrow(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
-        """Run one query (parameterized: ``?`` or ``$name``) and return an Arrow table."""
+    def arrow(
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        retry: bool = True,
+    ) -> pa.Table:
+        """Run one query (parameterized: ``?`` or ``$name``) and return an Arrow table.
+
+        ``retry``: when a file vanished under the query (a rebuild), refresh and run it again;
+        pointless for queries over an explicit file list (see :meth:`retrying`).
+        """
         if self._closed:
             raise RuntimeError("catalog is closed")
         self.refresh()
-        for attempt in range(3):
+        attempts = 5 if retry else 1
+        for attempt in range(attempts):
             try:
                 with self.manifests.reading():
                     with self._cursor_lock:
@@ -212,17 +397,22 @@ class Catalog:
                         cursor.close()
             except duckdb.IOException as err:
                 # a file vanished between glob and read (a rebuild or compaction removed it)
-                if attempt == 2:
+                if attempt + 1 == attempts:
                     raise
                 _log.info("index query retried after %s", err)
+                time.sleep(0.02 * attempt)
                 self.refresh(force=True)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def rows(
-        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        retry: bool = True,
     ) -> list[dict[str, Any]]:
         """Run one query; rows as dicts (timestamps as aware UTC datetimes)."""
-        table = self.arrow(sql, params)
+        table = self.arrow(sql, params, retry=retry)
         return [{k: _normalize(v) for k, v in row.items()} for row in table.to_pylist()]
 
     def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:

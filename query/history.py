@@ -5,18 +5,20 @@ keyset pagination: the opaque cursor holds the last row's ``(created_at, executi
 costs the same wherever it is in the history and never skips or repeats a row when new captures
 arrive meanwhile.
 
-History without a status filter runs in two steps (the page of snapshots, then the final states of
-just those executions), so the final-state table is only probed by execution id; with a status
-filter the two are joined, both sides restricted to the workflow.
+Lookups open as few day partitions as they can (see ``_lookup``): the catalog's key map says which
+days hold the workflow (or hash) and how many rows each; the newest days are read first, only ids
+and times, widening until the page is full; then the full rows and final states of just that page
+are read from just the days they can be in. Each query names its files explicitly, so DuckDB never
+globs or binds the whole index for a lookup.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -237,35 +239,58 @@ class _Where:
         self.conditions.append(condition)
         self.params.update(params)
 
+    def add_in(self, column: str, name: str, values: Sequence[Any]) -> None:
+        """``column IN ($name0, $name1, ...)``: constants DuckDB pushes into the Parquet scan."""
+        names = [f"{name}{i}" for i in range(len(values))]
+        self.conditions.append(f"{column} IN ({', '.join('$' + n for n in names)})")
+        self.params.update(zip(names, values, strict=True))
+
     def sql(self) -> str:
         return " AND ".join(self.conditions) if self.conditions else "true"
 
 
-def _page_conditions(
-    where: _Where,
-    alias: str,
-    kind: str,
-    *,
-    since: datetime | None,
-    until: datetime | None,
-    cursor: str | None,
-) -> None:
-    # Time bounds also bound ``dt``: DuckDB then skips whole day partitions before opening files.
-    if since is not None:
-        where.add(f"{alias}.created_at >= $since", since=since)
-        where.add(f"{alias}.dt >= $since_day", since_day=since.astimezone(UTC).date())
-    if until is not None:
-        where.add(f"{alias}.created_at < $until", until=until)
-        where.add(f"{alias}.dt <= $until_day", until_day=until.astimezone(UTC).date())
-    if cursor is not None:
-        after_ts, after_id = _decode_cursor(kind, cursor)
-        where.add(
-            f"({alias}.created_at < $after_ts OR "
-            f"({alias}.created_at = $after_ts AND {alias}.execution_id < $after_id))",
-            after_ts=after_ts,
-            after_id=after_id,
-        )
-        where.add(f"{alias}.dt <= $after_day", after_day=after_ts.date())
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Where a page may come from: a time range and the position after the cursor."""
+
+    since: datetime | None
+    until: datetime | None
+    after: tuple[datetime, str] | None
+
+    @property
+    def first_day(self) -> date | None:
+        return None if self.since is None else self.since.astimezone(UTC).date()
+
+    @property
+    def last_day(self) -> date | None:
+        days = []
+        if self.until is not None:
+            days.append(self.until.astimezone(UTC).date())
+        if self.after is not None:
+            days.append(self.after[0].astimezone(UTC).date())
+        return min(days) if days else None
+
+    def apply(self, where: _Where) -> None:
+        if self.since is not None:
+            where.add("s.created_at >= $since", since=self.since)
+        if self.until is not None:
+            where.add("s.created_at < $until", until=self.until)
+        if self.after is not None:
+            where.add(
+                "(s.created_at < $after_ts OR (s.created_at = $after_ts AND s.execution_id < $after_id))",
+                after_ts=self.after[0],
+                after_id=self.after[1],
+            )
+
+
+def _window(
+    kind: str, since: datetime | str | None, until: datetime | str | None, cursor: str | None
+) -> _Window:
+    return _Window(
+        _time(since, "since"),
+        _time(until, "until"),
+        None if cursor is None else _decode_cursor(kind, cursor),
+    )
 
 
 def _item(row: dict[str, Any], final: dict[str, Any] | None) -> ExecutionItem:
@@ -310,20 +335,161 @@ def _page(
     return HistoryPage(items, next_cursor)
 
 
-def _finals(
-    catalog: Catalog, execution_ids: list[str], workflow_id: str | None
-) -> dict[str, dict[str, Any]]:
-    if not execution_ids:
-        return {}
+def _batches(days: list[tuple[date, int]], wanted: Callable[[], int]) -> Iterator[list[date]]:
+    """Days to open next, newest first: enough for what is still ``wanted()``, by the counts.
+
+    Counts come from the key map and may overcount (filters, duplicates), so rounds repeat; each
+    is at least twice as wide as the last, which bounds the rounds to about log2(days).
+    """
+    i, min_batch = 0, 1
+    while i < len(days):
+        need = wanted()
+        if need <= 0:
+            return
+        batch: list[date] = []
+        counted = 0
+        while i < len(days) and (counted < need or len(batch) < min_batch):
+            batch.append(days[i][0])
+            counted += days[i][1]
+            i += 1
+        yield batch
+        min_batch = 2 * len(batch)
+
+
+def _lookup(
+    catalog: Catalog,
+    kind: str,
+    key: str,
+    where: _Where,
+    window: _Window,
+    limit: int,
+    *,
+    workflow_id: str | None = None,
+    statuses: list[str] | None = None,
+) -> HistoryPage:
+    """Newest-first page of snapshots matching ``where``, with their final states.
+
+    1. the key map names the days holding ``key`` (no Parquet file opened);
+    2. rounds over the newest days read only ids and times (``execution_id``, ``created_at``) of
+       the matching rows; with a status filter, the matching final states of the days in play
+       are read once each and the ids intersected;
+    3. the full rows of just the page are read from just the page's days, and their final states
+       from the days they can be in (a final state's day is not before its snapshot's, give or
+       take a day of clock skew).
+    Days hold disjoint time ranges (``dt`` is the UTC day of ``created_at``), so rounds, each
+    sorted newest first, concatenate into one sorted list.
+    """
+    wanted = limit + 1
+
+    def run() -> HistoryPage:
+        days = catalog.key_days(kind, key, first=window.first_day, last=window.last_day)
+        picked: list[dict[str, Any]] = []
+        matched: set[str] = set()
+        finals_from: date | None = None  # final states matching the status read for dt >= this
+        for batch in _batches(days, lambda: wanted - len(picked)):
+            files = catalog.files_for("snapshots", days=batch)
+            if not files:
+                continue
+            params = {**where.params, "files": files}
+            sql = (
+                "SELECT s.execution_id, s.workflow_id, s.created_at, s.dt "
+                f"FROM {catalog.source('snapshots')} AS s "
+                f"WHERE {where.sql()} ORDER BY s.created_at DESC, s.execution_id DESC"
+            )
+            if statuses is None:
+                sql += " LIMIT $limit"
+                params["limit"] = wanted - len(picked)
+            rows = catalog.rows(sql, params, retry=False)
+            if statuses is not None:
+                low = min(batch) - timedelta(days=1)
+                if finals_from is None or low < finals_from:
+                    matched |= _matching_finals(catalog, workflow_id, statuses, low, finals_from)
+                    finals_from = low
+                rows = [r for r in rows if r["execution_id"] in matched]
+            picked.extend(rows[: wanted - len(picked)])
+        page = picked[:limit]
+        full = _full_rows(catalog, page)
+        finals = _finals(catalog, page, workflow_id)
+        rows = [full[r["execution_id"]] for r in picked if r["execution_id"] in full]
+        if len(picked) > limit:
+            rows.append(picked[limit])  # only its presence matters: there is a next page
+        return _page("h" if kind == "workflow" else "x", rows, finals, limit)
+
+    return catalog.retrying(run)
+
+
+def _matching_finals(
+    catalog: Catalog,
+    workflow_id: str | None,
+    statuses: list[str],
+    first: date,
+    before: date | None,
+) -> set[str]:
+    """Ids of the workflow's executions whose final state has one of ``statuses`` and lies in
+    ``first`` <= day < ``before``; only days the key map names for (workflow, status) are read."""
     where = _Where()
-    where.add("execution_id IN (SELECT unnest($ids))", ids=execution_ids)
+    where.add_in("status", "status", statuses)
     if workflow_id is not None:
         where.add("workflow_id = $wf", wf=workflow_id)
+        last = None if before is None else before - timedelta(days=1)
+        days = catalog.key_days(
+            "final_status", [f"{workflow_id}/{s}" for s in statuses], first=first, last=last
+        )
+        files = catalog.files_for("final_states", days=[d for d, _ in days])
+    else:
+        files = catalog.files_for("final_states", first=first, before=before)
+    if not files:
+        return set()
     rows = catalog.rows(
-        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} FROM final_states WHERE {where.sql()}",
-        where.params,
+        f"SELECT execution_id FROM {catalog.source('final_states')} WHERE {where.sql()}",
+        {**where.params, "files": files},
+        retry=False,
+    )
+    return {r["execution_id"] for r in rows}
+
+
+def _full_rows(catalog: Catalog, page: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    if not page:
+        return {}
+    files = catalog.files_for("snapshots", days=sorted({r["dt"] for r in page}))
+    where = _Where()
+    where.add_in("execution_id", "id", [r["execution_id"] for r in page])
+    rows = catalog.rows(
+        f"SELECT {_SNAPSHOT_COLUMNS} FROM {catalog.source('snapshots')} WHERE {where.sql()}",
+        {**where.params, "files": files},
+        retry=False,
     )
     return {r["execution_id"]: r for r in rows}
+
+
+def _finals(
+    catalog: Catalog, page: list[dict[str, Any]], workflow_id: str | None
+) -> dict[str, dict[str, Any]]:
+    """The final states of the executions of one page.
+
+    A final state's day is its finish (or its snapshot's day), so not before the snapshot's day
+    (a day of clock skew allowed); only days where the key map has final states of the page's
+    workflows are read.
+    """
+    if not page:
+        return {}
+    first = min(r["dt"] for r in page) - timedelta(days=1)
+    workflows = (
+        [workflow_id] if workflow_id is not None else sorted({r["workflow_id"] for r in page})
+    )
+    days = catalog.key_days("final_workflow", workflows, first=first)
+    files = catalog.files_for("final_states", days=[d for d, _ in days])
+    if not files:
+        return {}
+    where = _Where()
+    where.add_in("execution_id", "id", [r["execution_id"] for r in page])
+    found = catalog.rows(
+        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} FROM {catalog.source('final_states')} "
+        f"WHERE {where.sql()}",
+        {**where.params, "files": files},
+        retry=False,
+    )
+    return {r["execution_id"]: r for r in found}
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,40 +521,15 @@ def workflow_history(
     triggers = _names(trigger_type, "triggerType")
     if version is not None and (not isinstance(version, str) or not 0 < len(version) <= 64):
         raise InvalidInput("version must be a short string", field="version")
+    window = _window("h", since, until, cursor)
     where = _Where()
     where.add("s.workflow_id = $wf", wf=wf)
-    _page_conditions(
-        where,
-        "s",
-        "h",
-        since=_time(since, "since"),
-        until=_time(until, "until"),
-        cursor=cursor,
-    )
+    window.apply(where)
     if triggers is not None:
-        where.add("s.trigger_type IN (SELECT unnest($triggers))", triggers=triggers)
+        where.add_in("s.trigger_type", "trigger", triggers)
     if version is not None:
         where.add("s.version = $version", version=version)
-    where.params["limit"] = limit + 1
-    if statuses is None:
-        rows = catalog.rows(
-            f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots AS s WHERE {where.sql()} "
-            "ORDER BY s.created_at DESC, s.execution_id DESC LIMIT $limit",
-            where.params,
-        )
-        finals = _finals(catalog, [r["execution_id"] for r in rows[:limit]], wf)
-        return _page("h", rows, finals, limit)
-    where.add("f.status IN (SELECT unnest($statuses))", statuses=statuses)
-    snapshot_cols = ", ".join(f"s.{c.strip()}" for c in _SNAPSHOT_COLUMNS.split(","))
-    final_cols = ", ".join(f"f.{c}" for c in _FINAL_COLUMNS)
-    rows = catalog.rows(
-        f"SELECT {snapshot_cols}, {final_cols} FROM snapshots AS s "
-        "JOIN (SELECT * FROM final_states WHERE workflow_id = $wf) AS f "
-        f"ON f.execution_id = s.execution_id WHERE {where.sql()} "
-        "ORDER BY s.created_at DESC, s.execution_id DESC LIMIT $limit",
-        where.params,
-    )
-    return _page("h", rows, {r["execution_id"]: r for r in rows}, limit)
+    return _lookup(catalog, "workflow", wf, where, window, limit, workflow_id=wf, statuses=statuses)
 
 
 def executions_by_hash(
@@ -401,17 +542,11 @@ def executions_by_hash(
     """Every execution that ran the structure ``snapshot_hash`` (any workflow), newest first."""
     digest = check_hash(snapshot_hash)
     limit = _limit(limit)
+    window = _window("x", None, None, cursor)
     where = _Where()
     where.add("s.snapshot_hash = $hash", hash=digest)
-    _page_conditions(where, "s", "x", since=None, until=None, cursor=cursor)
-    where.params["limit"] = limit + 1
-    rows = catalog.rows(
-        f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots AS s WHERE {where.sql()} "
-        "ORDER BY s.created_at DESC, s.execution_id DESC LIMIT $limit",
-        where.params,
-    )
-    finals = _finals(catalog, [r["execution_id"] for r in rows[:limit]], None)
-    return _page("x", rows, finals, limit)
+    window.apply(where)
+    return _lookup(catalog, "hash", digest, where, window, limit)
 
 
 def _version_item(row: dict[str, Any]) -> VersionItem:

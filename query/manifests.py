@@ -12,8 +12,11 @@ disk reads. A :class:`~archiver.store.local.LocalStore` needs no mirror: its ``i
 read in place, with no copying.
 
 Concurrency: a file is downloaded to a temporary name (never matched by ``*.parquet``) and renamed
-into place, so a query never sees half a file. Deleting files takes the write side of a
-readers-writer lock that queries hold for reading (:meth:`ManifestCache.reading`).
+into place, so a query never sees half a file. A file whose key is gone leaves :attr:`files` at
+once but stays on disk for ``grace_seconds`` (default 10 s, at least three refresh intervals), so a
+query that chose its files a moment earlier still finds them (rows it finds twice are deduplicated
+by the readers); the deletion itself takes the write side of a readers-writer lock that queries
+hold for reading (:meth:`ManifestCache.reading`).
 """
 
 from __future__ import annotations
@@ -103,11 +106,14 @@ class ManifestCache:
         *,
         refresh_seconds: float = 1.0,
         workers: int = 8,
+        grace_seconds: float = 10.0,
     ) -> None:
         if refresh_seconds < 0:
             raise ValueError("refresh_seconds must not be negative")
         self.store = store
         self.refresh_seconds = refresh_seconds
+        self.grace_seconds = max(grace_seconds, 3 * refresh_seconds)
+        self._trash: dict[str, float] = {}  # relative path -> monotonic time to delete it
         self._workers = workers
         self._lock = threading.Lock()  # one refresh at a time
         self.rw = ReadWriteLock()
@@ -123,15 +129,20 @@ class ManifestCache:
             self.root = Path(cache_dir).resolve()
             self.root.mkdir(parents=True, exist_ok=True)
         self._known: dict[str, int] | None = None  # mirrored relative path -> size
-        self._tables: frozenset[str] = frozenset()
+        self._files: frozenset[str] = frozenset()
         self.downloads = 0
 
     # -- state ----------------------------------------------------------------------------------
 
     @property
+    def files(self) -> frozenset[str]:
+        """Manifest files at the last refresh, relative to :attr:`root` (``<table>/dt=…/….parquet``)."""
+        return self._files
+
+    @property
     def tables_with_files(self) -> frozenset[str]:
         """Tables that had at least one manifest file at the last refresh."""
-        return self._tables
+        return frozenset(f.split("/", 1)[0] for f in self._files)
 
     def glob(self, table: str) -> str:
         """The glob that matches every manifest file of ``table``."""
@@ -146,37 +157,37 @@ class ManifestCache:
     def refresh(self, *, force: bool = False) -> bool:
         """Bring the mirror up to date if ``refresh_seconds`` passed (or ``force``).
 
-        Returns True when the set of tables that have files changed (views must be re-made).
-        A store that cannot be listed leaves the mirror as it was (stale, but readable).
+        Returns True when the set of files changed. A store that cannot be listed leaves the
+        mirror as it was (stale, but readable).
         """
         with self._lock:
             now = time.monotonic()
             if not force and now - self._last_refresh < self.refresh_seconds:
                 return False
             self._last_refresh = now
-            before = self._tables
+            before = self._files
             if self.direct:
-                self._tables = frozenset(
-                    t for t in TABLES if next((self.root / t).glob("*/*.parquet"), None)
-                )
+                self._files = frozenset(self._scan_local())
             else:
                 try:
                     self._sync()
                 except ArchiveError as err:
                     _log.warning("index mirror of %s not refreshed: %s", self.store.url, err)
-                known = self._known or {}
-                self._tables = frozenset(k.split("/", 1)[0] for k in known)
-            return self._tables != before
+                self._files = frozenset(self._known or {})
+            return self._files != before
 
     def _scan_local(self) -> dict[str, int]:
         found: dict[str, int] = {}
-        for path in self.root.glob("*/*/*"):
-            rel = path.relative_to(self.root).as_posix()
-            if path.name.startswith(_TMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # left by a crash
-            elif _MANIFEST_RE.fullmatch(rel) and path.is_file():
-                found[rel] = path.stat().st_size
+        for table in TABLES:
+            for path in (self.root / table).glob("*/*"):
+                rel = path.relative_to(self.root).as_posix()
+                if path.name.startswith(_TMP_PREFIX):
+                    if not self.direct:  # our own download, left by a crash
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                elif _MANIFEST_RE.fullmatch(rel):
+                    with contextlib.suppress(FileNotFoundError):
+                        found[rel] = path.stat().st_size
         return found
 
     def _sync(self) -> None:
@@ -190,6 +201,8 @@ class ManifestCache:
                 remote[rel] = info.size
         missing = [rel for rel, size in remote.items() if known.get(rel) != size]
         gone = [rel for rel in known if rel not in remote]
+        for rel in missing:
+            self._trash.pop(rel, None)
         if missing:
             with ThreadPoolExecutor(
                 max_workers=min(self._workers, len(missing)), thread_name_prefix="index-mirror"
@@ -197,12 +210,17 @@ class ManifestCache:
                 for rel, size in zip(missing, pool.map(self._download, missing), strict=True):
                     if size is not None:
                         known[rel] = size
-        if gone:
+        now = time.monotonic()
+        for rel in gone:
+            known.pop(rel, None)
+            self._trash[rel] = now + self.grace_seconds
+        due = [rel for rel, when in self._trash.items() if when <= now]
+        if due:
             with self.rw.writing():
-                for rel in gone:
+                for rel in due:
                     with contextlib.suppress(FileNotFoundError):
                         (self.root / rel).unlink()
-                    known.pop(rel, None)
+                    del self._trash[rel]
             self._prune_empty_dirs()
 
     def _download(self, rel: str) -> int | None:
