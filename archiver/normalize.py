@@ -261,8 +261,8 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                             f"more than {_MAX_EDGES} connections", field="connections"
                         )
     # Equal edges listed twice are one edge.
-    unique = {tuple(sorted(e.items())): e for e in edges}
-    ordered = sorted(unique.values(), key=edge_sort_key)
+    unique = {edge_sort_key(e): e for e in edges}
+    ordered = [unique[k] for k in sorted(unique)]
     dangling = [
         e for e in ordered if e["source"] not in node_names or e["target"] not in node_names
     ]
