@@ -185,7 +185,7 @@ ROW_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "versions": ("workflow_id", "seq"),
 }
 
-ROW_GROUP_ROWS: Final = 16_384
+ROW_GROUP_ROWS: Final = 4096
 MAX_ROWS_PER_PART: Final = 1_000_000
 _BLOOM_FPP: Final = 0.01
 

@@ -374,8 +374,7 @@ def _lookup(
        the matching rows; with a status filter, the matching final states of the days in play
        are read once each and the ids intersected;
     3. the full rows of just the page are read from just the page's days, and their final states
-       from the days they can be in (a final state's day is not before its snapshot's, give or
-       take a day of clock skew).
+       (unless step 2 read them already) from the days they can be in (see ``_finals``).
     Days hold disjoint time ranges (``dt`` is the UTC day of ``created_at``), so rounds, each
     sorted newest first, concatenate into one sorted list.
     """
@@ -384,8 +383,8 @@ def _lookup(
     def run() -> HistoryPage:
         days = catalog.key_days(kind, key, first=window.first_day, last=window.last_day)
         picked: list[dict[str, Any]] = []
-        matched: set[str] = set()
-        finals_from: date | None = None  # final states matching the status read for dt >= this
+        matched: dict[str, dict[str, Any]] = {}  # final states with a wanted status, by id
+        finals_from: date | None = None  # ... read for every day >= this
         for batch in _batches(days, lambda: wanted - len(picked)):
             files = catalog.files_for("snapshots", days=batch)
             if not files:
@@ -403,13 +402,15 @@ def _lookup(
             if statuses is not None:
                 low = min(batch) - timedelta(days=1)
                 if finals_from is None or low < finals_from:
-                    matched |= _matching_finals(catalog, workflow_id, statuses, low, finals_from)
+                    matched.update(
+                        _matching_finals(catalog, workflow_id, statuses, low, finals_from)
+                    )
                     finals_from = low
                 rows = [r for r in rows if r["execution_id"] in matched]
             picked.extend(rows[: wanted - len(picked)])
         page = picked[:limit]
         full = _full_rows(catalog, page)
-        finals = _finals(catalog, page, workflow_id)
+        finals = matched if statuses is not None else _finals(catalog, page, workflow_id)
         rows = [full[r["execution_id"]] for r in picked if r["execution_id"] in full]
         if len(picked) > limit:
             rows.append(picked[limit])  # only its presence matters: there is a next page
@@ -424,9 +425,9 @@ def _matching_finals(
     statuses: list[str],
     first: date,
     before: date | None,
-) -> set[str]:
-    """Ids of the workflow's executions whose final state has one of ``statuses`` and lies in
-    ``first`` <= day < ``before``; only days the key map names for (workflow, status) are read."""
+) -> dict[str, dict[str, Any]]:
+    """The workflow's final states with one of ``statuses`` in ``first`` <= day < ``before``, by
+    execution id; only the days the key map names for (workflow, status) are read."""
     where = _Where()
     where.add_in("status", "status", statuses)
     if workflow_id is not None:
@@ -439,13 +440,14 @@ def _matching_finals(
     else:
         files = catalog.files_for("final_states", first=first, before=before)
     if not files:
-        return set()
+        return {}
     rows = catalog.rows(
-        f"SELECT execution_id FROM {catalog.source('final_states')} WHERE {where.sql()}",
+        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} FROM {catalog.source('final_states')} "
+        f"WHERE {where.sql()}",
         {**where.params, "files": files},
         retry=False,
     )
-    return {r["execution_id"] for r in rows}
+    return {r["execution_id"]: r for r in rows}
 
 
 def _full_rows(catalog: Catalog, page: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -453,6 +455,8 @@ def _full_rows(catalog: Catalog, page: list[dict[str, Any]]) -> dict[str, dict[s
         return {}
     files = catalog.files_for("snapshots", days=sorted({r["dt"] for r in page}))
     where = _Where()
+    # the workflow filter lets row-group statistics skip most of each day (rows are sorted by it)
+    where.add_in("workflow_id", "wf", sorted({r["workflow_id"] for r in page}))
     where.add_in("execution_id", "id", [r["execution_id"] for r in page])
     rows = catalog.rows(
         f"SELECT {_SNAPSHOT_COLUMNS} FROM {catalog.source('snapshots')} WHERE {where.sql()}",
@@ -462,34 +466,46 @@ def _full_rows(catalog: Catalog, page: list[dict[str, Any]]) -> dict[str, dict[s
     return {r["execution_id"]: r for r in rows}
 
 
+#: most executions finish within this many days of their start: their final states are looked
+#: for there first, and in later days only for the executions still missing
+_FINISH_WINDOW_DAYS: Final = 7
+
+
 def _finals(
     catalog: Catalog, page: list[dict[str, Any]], workflow_id: str | None
 ) -> dict[str, dict[str, Any]]:
     """The final states of the executions of one page.
 
-    A final state's day is its finish (or its snapshot's day), so not before the snapshot's day
-    (a day of clock skew allowed); only days where the key map has final states of the page's
-    workflows are read.
+    A final state's day is its finish day (or its snapshot's), so never before its snapshot's day
+    (a day of clock skew allowed), but possibly any time later. Only days where the key map has
+    final states of the page's workflows are read: first up to ``_FINISH_WINDOW_DAYS`` after the
+    page's newest day, then, for executions not found yet, the days after that.
     """
     if not page:
         return {}
     first = min(r["dt"] for r in page) - timedelta(days=1)
+    near_end = max(r["dt"] for r in page) + timedelta(days=_FINISH_WINDOW_DAYS)
     workflows = (
         [workflow_id] if workflow_id is not None else sorted({r["workflow_id"] for r in page})
     )
-    days = catalog.key_days("final_workflow", workflows, first=first)
-    files = catalog.files_for("final_states", days=[d for d, _ in days])
-    if not files:
-        return {}
-    where = _Where()
-    where.add_in("execution_id", "id", [r["execution_id"] for r in page])
-    found = catalog.rows(
-        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} FROM {catalog.source('final_states')} "
-        f"WHERE {where.sql()}",
-        {**where.params, "files": files},
-        retry=False,
-    )
-    return {r["execution_id"]: r for r in found}
+    days = [d for d, _ in catalog.key_days("final_workflow", workflows, first=first)]
+    found: dict[str, dict[str, Any]] = {}
+    for chosen in ([d for d in days if d <= near_end], [d for d in days if d > near_end]):
+        missing = [r for r in page if r["execution_id"] not in found]
+        files = catalog.files_for("final_states", days=chosen)
+        if not missing or not files:
+            continue
+        where = _Where()
+        where.add_in("workflow_id", "wf", sorted({r["workflow_id"] for r in missing}))
+        where.add_in("execution_id", "id", [r["execution_id"] for r in missing])
+        rows = catalog.rows(
+            f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} "
+            f"FROM {catalog.source('final_states')} WHERE {where.sql()}",
+            {**where.params, "files": files},
+            retry=False,
+        )
+        found.update((r["execution_id"], r) for r in rows)
+    return found
 
 
 # --------------------------------------------------------------------------------------------

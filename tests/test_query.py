@@ -28,7 +28,7 @@ from query import (
     version_list,
     workflow_history,
 )
-from tests.test_index import T0, Captured, FaultyStore, make_archive, populate
+from tests.test_index import T0, Captured, FaultyStore, make_archive, populate, workflow
 
 
 def _indexed(store: ObjectStore) -> list[Captured]:
@@ -356,3 +356,44 @@ def test_mirror_removes_files_whose_keys_are_gone_after_a_grace(tmp_path: Path) 
     on_disk = {p.relative_to(mirror.root).as_posix() for p in mirror.root.rglob("*.parquet")}
     assert on_disk == after
     mirror.close()
+
+
+def test_final_states_recorded_days_after_the_start_are_found(store: ObjectStore) -> None:
+    archive = make_archive(store)
+    with ManifestWriter(store) as writer:
+        writer.attach(archive)
+        for i, (started, finished) in enumerate([(0, 12), (1, None), (2, 2), (30, 30)]):
+            when = T0 + timedelta(days=started)
+            archive.capture_snapshot(
+                execution_id=f"late-{i}", workflow=workflow(), workflow_id="wf", created_at=when
+            )
+            if finished is not None:
+                archive.record_final_state(
+                    f"late-{i}",
+                    {
+                        "status": "error" if i == 0 else "success",
+                        "finishedAt": (T0 + timedelta(days=finished)).isoformat(),
+                        "nodes": {},
+                    },
+                )
+    expected = {"late-3": "success", "late-2": "success", "late-1": None, "late-0": "error"}
+    with Catalog(store) as catalog:
+        page = workflow_history(catalog, "wf")
+        assert {i.execution_id: i.status for i in page.items} == expected
+        assert [i.execution_id for i in page.items] == list(expected)
+        # page by page: each page looks for its final states separately
+        pages = _all_pages(lambda cur: workflow_history(catalog, "wf", limit=1, cursor=cur))
+        assert [x for p in pages for x in p] == list(expected)
+        errors = workflow_history(catalog, "wf", status="error", limit=1)
+        assert [(i.execution_id, i.status) for i in errors.items] == [("late-0", "error")]
+        assert errors.next_cursor is None
+        by_hash = executions_by_hash(catalog, page.items[0].snapshot_hash, limit=2)
+        assert [(i.execution_id, i.status) for i in by_hash.items] == [
+            ("late-3", "success"),
+            ("late-2", "success"),
+        ]
+        rest = executions_by_hash(catalog, page.items[0].snapshot_hash, cursor=by_hash.next_cursor)
+        assert [(i.execution_id, i.status) for i in rest.items] == [
+            ("late-1", None),
+            ("late-0", "error"),
+        ]
