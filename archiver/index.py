@@ -68,7 +68,9 @@ from archiver.versioning import VERSION_KIND
 __all__ = [
     "BLOOM_COLUMNS",
     "FINAL_STATES_SCHEMA",
+    "INDEX_FORMAT_VERSION",
     "INDEX_PREFIX",
+    "ROW_KEYS",
     "SCHEMAS",
     "SNAPSHOTS_SCHEMA",
     "TABLES",
