@@ -8,10 +8,13 @@ serializes the answer. Limits, auth and error mapping live in ``api.limits``, ``
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +24,7 @@ from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
 from api.schemas import (
     CaptureRequest,
     CaptureResponse,
+    ExecutionPage,
     FinalStateRequest,
     FinalStateResponse,
     Health,
@@ -33,9 +37,12 @@ from archiver.archive import Archive, CaptureResult, FinalStateResult
 from archiver.config import Settings
 from archiver.errors import InvalidInput, NotFound
 from archiver.final_state import summarize
+from archiver.index import ManifestWriter
 from archiver.jsonio import loads_strict
-from archiver.layout import check_id
+from archiver.layout import check_hash, check_id
 from archiver.timeutil import format_ts
+from query.catalog import Catalog
+from query.history import HistoryPage, executions_by_hash, workflow_history
 
 __all__ = ["ORJSONResponse", "create_app"]
 
@@ -161,14 +168,64 @@ def _created(model: type[Any], what: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+class IndexService:
+    """The index side of the service: a manifest writer on the archive, a catalog for reads.
+
+    Started and stopped by the app's lifespan (uvicorn, or a TestClient used as a context
+    manager): the writer flushes what it buffered on shutdown.
+    """
+
+    def __init__(self, archive: Archive, settings: Settings) -> None:
+        self._archive = archive
+        self._settings = settings
+        self._lock = threading.Lock()
+        self.writer: ManifestWriter | None = None
+        self._catalog: Catalog | None = None
+
+    def start(self) -> None:
+        self.writer = ManifestWriter(
+            self._archive.store,
+            flush_rows=self._settings.index_flush_rows,
+            flush_seconds=self._settings.index_flush_ms / 1000.0,
+        ).attach(self._archive)
+
+    def catalog(self) -> Catalog:
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = Catalog(self._archive.store, self._settings.index_cache_dir)
+            return self._catalog
+
+    def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.detach(self._archive)
+            self.writer.close()
+            self.writer = None
+        with self._lock:
+            if self._catalog is not None:
+                self._catalog.close()
+                self._catalog = None
+
+
+def _page_body(page: HistoryPage) -> dict[str, Any]:
+    return {"items": [i.to_json() for i in page.items], "nextCursor": page.next_cursor}
+
+
 def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI:
     """Build the app; nothing connects to anything before this is called."""
     tokens = load_tokens(settings)
     arc = archive
     if arc is None:
-        arc = Archive(
-            settings.open_store(), settings.sanitizer(), max_object_bytes=settings.max_object_bytes
-        )
+        arc = settings.open_archive()
+    index = IndexService(arc, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        index.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(index.stop)
+
     if tokens.open:
         log.warning("no API tokens configured: every request is allowed (loopback use only)")
     app = FastAPI(
@@ -181,6 +238,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         ),
         default_response_class=ORJSONResponse,
         debug=False,
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     # Outermost last: the path guard runs first, then the body limit wraps every body read.
@@ -191,6 +249,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     )
     app.add_middleware(PathGuardMiddleware)
     app.state.archive = arc
+    app.state.index = index
     app.state.tokens = tokens
 
     ingest = [Depends(require_scope("ingest"))]
@@ -300,5 +359,64 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         return ORJSONResponse(
             {"workflowId": workflow_id, "versions": [c.to_json() for c in reversed(commits)]}
         )
+
+    @app.get(
+        "/api/execution-snapshots/workflow/{workflowId}/history",
+        dependencies=read,
+        response_model=ExecutionPage,
+        summary="A workflow's executions, newest first",
+        description=(
+            f"{_READ} From the index (fresh within `index_flush_ms`, default 2 s). Filters: "
+            "`since`/`until` (RFC 3339), `status` and `triggerType` (repeatable), `version`; "
+            "keyset pagination with `cursor`."
+        ),
+        responses=error_responses(401, 403, 422, 503),
+        openapi_extra=_scope("read"),
+        tags=["read"],
+    )
+    def history(
+        workflow_id: WorkflowId,
+        since: Annotated[str | None, Query(description="RFC 3339, inclusive")] = None,
+        until: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
+        status: Annotated[list[str] | None, Query()] = None,
+        trigger_type: Annotated[list[str] | None, Query(alias="triggerType")] = None,
+        version: Annotated[str | None, Query(description="semantic version, e.g. 1.2.0")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> Response:
+        page = workflow_history(
+            index.catalog(),
+            workflow_id,
+            since=since,
+            until=until,
+            status=status,
+            trigger_type=trigger_type,
+            version=version,
+            limit=limit,
+            cursor=cursor,
+        )
+        return ORJSONResponse({"workflowId": workflow_id, **_page_body(page)})
+
+    @app.get(
+        "/api/execution-snapshots/by-hash/{snapshotHash}",
+        dependencies=read,
+        response_model=ExecutionPage,
+        summary="Executions that ran one workflow structure",
+        description=(
+            f"{_READ} Every execution whose `snapshotHash` is the given SHA-256 (any workflow), "
+            "newest first, from the index; keyset pagination with `cursor`."
+        ),
+        responses=error_responses(401, 403, 422, 503),
+        openapi_extra=_scope("read"),
+        tags=["read"],
+    )
+    def by_hash(
+        snapshot_hash: Annotated[str, Path(alias="snapshotHash", description="64 hex digits")],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> Response:
+        digest = check_hash(snapshot_hash)
+        page = executions_by_hash(index.catalog(), digest, limit=limit, cursor=cursor)
+        return ORJSONResponse({"snapshotHash": digest, **_page_body(page)})
 
     return app

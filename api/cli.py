@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import ipaddress
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,13 @@ import orjson
 from archiver.archive import Archive
 from archiver.config import Settings, load_settings
 from archiver.errors import ArchiveError
+from archiver.index import ManifestWriter
+from archiver.index import rebuild_index as rebuild
+from archiver.index import verify as verify_index
 from archiver.jsonio import loads_strict
+from archiver.layout import check_hash, check_id
+from query.catalog import Catalog
+from query.history import executions_by_hash, workflow_history
 
 __all__ = ["is_loopback", "main"]
 
@@ -30,10 +40,57 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 
 def _archive(ctx: click.Context) -> Archive:
+    return _settings(ctx).open_archive()
+
+
+@contextlib.contextmanager
+def _indexed_archive(ctx: click.Context) -> Iterator[Archive]:
+    """An archive whose writes are indexed; the rows are flushed when the command ends."""
     settings = _settings(ctx)
-    return Archive(
-        settings.open_store(), settings.sanitizer(), max_object_bytes=settings.max_object_bytes
+    archive = settings.open_archive()
+    with ManifestWriter(
+        archive.store,
+        flush_rows=settings.index_flush_rows,
+        flush_seconds=settings.index_flush_ms / 1000.0,
+    ) as writer:
+        writer.attach(archive)
+        yield archive
+
+
+def _progress(label: str) -> Callable[[str, int, int | None], None]:
+    """A progress line on stderr, redrawn at most ten times a second."""
+    last = [0.0]
+
+    def report(stage: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.1 and (total is None or done < total):
+            return
+        last[0] = now
+        of = f"/{total}" if total is not None else ""
+        click.echo(f"\r{label}: {stage} {done}{of}\x1b[K", nl=False, err=True)
+
+    return report
+
+
+def _end_progress() -> None:
+    click.echo("", err=True)
+
+
+def _print_page(items: list[dict[str, Any]], next_cursor: str | None, as_json: bool) -> None:
+    if as_json:
+        _emit({"items": items, "nextCursor": next_cursor})
+        return
+    click.echo(
+        f"{'CREATED':<24} {'EXECUTION':<24} {'VERSION':<9} {'STATUS':<9} {'TRIGGER':<10} FAILED"
     )
+    for item in items:
+        click.echo(
+            f"{item['createdAt']:<24} {item['executionId'][:24]:<24} "
+            f"{item['snapshotVersion']:<9} {item['status'] or '-':<9} "
+            f"{(item['triggerType'] or '-')[:10]:<10} {', '.join(item['failedNodes'])}"
+        )
+    if next_cursor:
+        click.echo(f"(more: --cursor {next_cursor})", err=True)
 
 
 def _emit(value: Any) -> None:
@@ -195,16 +252,17 @@ def put(
     exec_id = execution_id or request.get("executionId")
     if exec_id is None:
         raise click.UsageError("give --execution-id or a capture request with executionId")
-    result = _archive(ctx).capture_snapshot(
-        execution_id=exec_id,
-        workflow=doc,
-        workflow_id=workflow_id or request.get("workflowId"),
-        variables=request.get("variables"),
-        trigger_type=trigger_type or request.get("triggerType"),
-        trigger_data=request.get("triggerData"),
-        user_id=user_id or request.get("userId"),
-        created_at=request.get("createdAt"),
-    )
+    with _indexed_archive(ctx) as archive:
+        result = archive.capture_snapshot(
+            execution_id=exec_id,
+            workflow=doc,
+            workflow_id=workflow_id or request.get("workflowId"),
+            variables=request.get("variables"),
+            trigger_type=trigger_type or request.get("triggerType"),
+            trigger_data=request.get("triggerData"),
+            user_id=user_id or request.get("userId"),
+            created_at=request.get("createdAt"),
+        )
     snap = result.snapshot
     _emit(
         {
@@ -228,7 +286,9 @@ def final_state(ctx: click.Context, execution_id: str, file: str) -> None:
     Example:
       execvault final-state 1001 run.json
     """
-    result = _archive(ctx).record_final_state(execution_id, _read_json(file))
+    payload = _read_json(file)
+    with _indexed_archive(ctx) as archive:
+        result = archive.record_final_state(execution_id, payload)
     _emit({"created": result.created, **result.final_state.to_json()})
 
 
@@ -263,3 +323,126 @@ def log(ctx: click.Context, workflow_id: str) -> None:
         click.echo(
             f"{commit.version:<10} #{commit.seq:<4} {commit.snapshot_hash[:12]}  {commit.summary}"
         )
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--since", help="RFC 3339 time, inclusive.")
+@click.option("--until", help="RFC 3339 time, exclusive.")
+@click.option("--status", multiple=True, help="success, error, ... (repeatable).")
+@click.option("--trigger-type", multiple=True, help="webhook, schedule, ... (repeatable).")
+@click.option("--version", "version", help="Only this semantic version, e.g. 1.2.0.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--cursor", help="Continue after a previous page.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_context
+def history(
+    ctx: click.Context,
+    workflow_id: str,
+    since: str | None,
+    until: str | None,
+    status: tuple[str, ...],
+    trigger_type: tuple[str, ...],
+    version: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List WORKFLOW_ID's executions, newest first, from the index.
+
+    \b
+    Example:
+      execvault history wf-42 --status error --since 2026-11-01T00:00:00Z
+    """
+    settings = _settings(ctx)
+    with Catalog(settings.open_store(), settings.index_cache_dir) as catalog:
+        page = workflow_history(
+            catalog,
+            check_id(workflow_id, "workflowId"),
+            since=since,
+            until=until,
+            status=list(status) or None,
+            trigger_type=list(trigger_type) or None,
+            version=version,
+            limit=limit,
+            cursor=cursor,
+        )
+    _print_page([i.to_json() for i in page.items], page.next_cursor, as_json)
+
+
+@main.command("by-hash")
+@click.argument("snapshot_hash")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--cursor", help="Continue after a previous page.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_context
+def by_hash(
+    ctx: click.Context, snapshot_hash: str, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    """List the executions that ran the structure SNAPSHOT_HASH, newest first.
+
+    \b
+    Example:
+      execvault by-hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    """
+    settings = _settings(ctx)
+    with Catalog(settings.open_store(), settings.index_cache_dir) as catalog:
+        page = executions_by_hash(catalog, check_hash(snapshot_hash), limit=limit, cursor=cursor)
+    _print_page([i.to_json() for i in page.items], page.next_cursor, as_json)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="The full report as JSON.")
+@click.pass_context
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Check the index against the objects and every object against its hash.
+
+    Reports objects without index rows, rows without objects, hash or digest mismatches and
+    duplicate rows; exits 1 when anything is wrong.
+
+    \b
+    Example:
+      execvault verify && echo archive intact
+    """
+    settings = _settings(ctx)
+    report = verify_index(
+        settings.open_store(),
+        progress=_progress("verify"),
+        max_object_bytes=settings.max_object_bytes,
+    )
+    _end_progress()
+    body = dataclasses.asdict(report)
+    if as_json:
+        _emit({"ok": report.ok, **body})
+    else:
+        for name, value in body.items():
+            if isinstance(value, list):
+                click.echo(f"{name}: {len(value)}")
+                for problem in value[:20]:
+                    click.echo(f"  {problem}")
+            else:
+                click.echo(f"{name}: {value}")
+        click.echo("OK" if report.ok else "PROBLEMS FOUND")
+    ctx.exit(0 if report.ok else 1)
+
+
+@main.command("rebuild-index")
+@click.pass_context
+def rebuild_index(ctx: click.Context) -> None:
+    """Regenerate every index manifest from the objects alone, then drop the old parts.
+
+    Safe while the service is running: parts written after the rebuild started are kept.
+
+    \b
+    Example:
+      execvault rebuild-index && execvault verify
+    """
+    settings = _settings(ctx)
+    report = rebuild(
+        settings.open_store(),
+        progress=_progress("rebuild-index"),
+        max_object_bytes=settings.max_object_bytes,
+    )
+    _end_progress()
+    _emit({"ok": report.ok, **dataclasses.asdict(report)})
+    ctx.exit(0 if report.ok else 1)

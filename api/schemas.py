@@ -213,6 +213,26 @@ class VersionList(_Wire):
     versions: list[VersionCommitBody] = Field(description="newest first")
 
 
+class ExecutionSummary(_Wire):
+    """One execution as the index lists it (snapshot row joined with its final state)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    execution_id: str
+    workflow_id: str
+    snapshot_hash: str
+    snapshot_version: str
+    created_at: str
+    status: str | None = Field(description="null until a final state is recorded")
+
+
+class ExecutionPage(_Wire):
+    """A page of executions, newest first; pass ``nextCursor`` back as ``cursor`` for the next."""
+
+    items: list[ExecutionSummary]
+    next_cursor: str | None = Field(description="null on the last page")
+
+
 class Health(_Wire):
     status: str = Field(examples=["ok"])
 

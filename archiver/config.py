@@ -13,12 +13,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES
 from archiver.errors import InvalidInput
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectStore
+
+if TYPE_CHECKING:
+    from archiver.archive import Archive
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "FIELDS", "Settings", "load_settings"]
 
@@ -41,6 +44,9 @@ class Settings:
     tokens_file: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout_seconds: int = 60
+    index_cache_dir: str | None = None
+    index_flush_rows: int = 1000
+    index_flush_ms: int = 2000
 
     def open_store(self) -> ObjectStore:
         from archiver.store.factory import store_from_url
@@ -56,6 +62,13 @@ class Settings:
                 "object_lock_days": self.object_lock_days,
             }
         return store_from_url(self.store, **options)
+
+    def open_archive(self, store: ObjectStore | None = None) -> Archive:
+        from archiver.archive import Archive
+
+        return Archive(
+            store or self.open_store(), self.sanitizer(), max_object_bytes=self.max_object_bytes
+        )
 
     def sanitizer(self) -> Sanitizer:
         return Sanitizer(self.load_hmac_key())
@@ -151,6 +164,21 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
         "body_timeout_seconds",
         "EXECVAULT_BODY_TIMEOUT_SECONDS",
         "longest wait for the next piece of a request body (408 after it)",
+    ),
+    (
+        "index_cache_dir",
+        "EXECVAULT_INDEX_CACHE_DIR",
+        "where manifests of a remote (S3) store are mirrored for DuckDB; a temporary dir if unset",
+    ),
+    (
+        "index_flush_rows",
+        "EXECVAULT_INDEX_FLUSH_ROWS",
+        "index rows buffered per table and day before a Parquet part is written",
+    ),
+    (
+        "index_flush_ms",
+        "EXECVAULT_INDEX_FLUSH_MS",
+        "longest time an index row waits in the buffer (index freshness)",
     ),
 )
 

@@ -928,6 +928,8 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("get", SNAPSHOTS + "/{executionId}"): "read",
         ("get", SNAPSHOTS + "/workflow/{workflowId}/version"): "read",
         ("get", SNAPSHOTS + "/workflow/{workflowId}/versions"): "read",
+        ("get", SNAPSHOTS + "/workflow/{workflowId}/history"): "read",
+        ("get", SNAPSHOTS + "/by-hash/{snapshotHash}"): "read",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]
     assert {"executionId", "workflow"} <= set(capture_schema["schema"]["properties"])
