@@ -143,16 +143,16 @@ def test_translation_table(
         (botocore.exceptions.ConnectTimeoutError(endpoint_url="http://x"), StoreUnavailable),
         (botocore.exceptions.ReadTimeoutError(endpoint_url="http://x"), StoreUnavailable),
         (botocore.exceptions.ConnectionClosedError(endpoint_url="http://x"), StoreUnavailable),
-        (botocore.exceptions.IncompleteReadError(actual_bytes=1, expected_bytes=2),
-         StoreUnavailable),
+        (
+            botocore.exceptions.IncompleteReadError(actual_bytes=1, expected_bytes=2),
+            StoreUnavailable,
+        ),
         (botocore.exceptions.FlexibleChecksumError(error_msg="mismatch"), IntegrityError),
         (botocore.exceptions.NoCredentialsError(), ArchiveError),
         (botocore.exceptions.ParamValidationError(report="bad"), ArchiveError),
     ],
 )
-def test_translation_of_botocore_exceptions(
-    error: Exception, expected: type[ArchiveError]
-) -> None:
+def test_translation_of_botocore_exceptions(error: Exception, expected: type[ArchiveError]) -> None:
     assert type(_translate(error, "op")) is expected
 
 
@@ -169,8 +169,10 @@ def _failing(errors: list[Exception], result: str = "ok") -> tuple[Callable[[], 
 
 
 def test_retry_loop_gives_up_with_store_unavailable_and_capped_backoff() -> None:
-    store = S3Store(S3Config(bucket="b", max_attempts=6, retry_base_delay=0.1,
-                             retry_max_delay=0.4), client=object())
+    store = S3Store(
+        S3Config(bucket="b", max_attempts=6, retry_base_delay=0.1, retry_max_delay=0.4),
+        client=object(),
+    )
     sleeps = _record_sleeps(store)
     fn, calls = _failing([_client_error("SlowDown", 503) for _ in range(10)])
     with pytest.raises(StoreUnavailable) as caught:
@@ -186,16 +188,22 @@ def test_retry_loop_gives_up_with_store_unavailable_and_capped_backoff() -> None
 def test_retry_loop_recovers_and_does_not_retry_permanent_errors() -> None:
     store = S3Store(S3Config(bucket="b", max_attempts=5), client=object())
     sleeps = _record_sleeps(store)
-    fn, calls = _failing([
-        _client_error("InternalError", 500),
-        botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"),
-        _client_error("ConditionalRequestConflict", 409),
-    ])
+    fn, calls = _failing(
+        [
+            _client_error("InternalError", 500),
+            botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"),
+            _client_error("ConditionalRequestConflict", 409),
+        ]
+    )
     assert store._call("put", fn) == "ok"
     assert len(calls) == 4 and len(sleeps) == 3
 
-    for permanent in (_client_error("AccessDenied", 403), _client_error("NotImplemented", 501),
-                      _client_error("BadDigest", 400), botocore.exceptions.NoCredentialsError()):
+    for permanent in (
+        _client_error("AccessDenied", 403),
+        _client_error("NotImplemented", 501),
+        _client_error("BadDigest", 400),
+        botocore.exceptions.NoCredentialsError(),
+    ):
         fn, calls = _failing([permanent])
         with pytest.raises(ArchiveError) as caught:
             store._call("put", fn)
@@ -296,8 +304,13 @@ def test_persistent_503_becomes_store_unavailable(
     store.put("p/a", b"x")
     sleeps = _record_sleeps(store)
     faults = s3_faults(store)
-    for operation in ("GetObject", "PutObject", "HeadObject", "ListObjectsV2",
-                      "ListObjectVersions"):
+    for operation in (
+        "GetObject",
+        "PutObject",
+        "HeadObject",
+        "ListObjectsV2",
+        "ListObjectVersions",
+    ):
         faults.fail(operation, 503, "SlowDown", times=100)
 
     calls: list[Callable[[], object]] = [
@@ -312,8 +325,13 @@ def test_persistent_503_becomes_store_unavailable(
             call()
         cause = caught.value.__cause__
         assert isinstance(cause, botocore.exceptions.ClientError)
-    for operation in ("GetObject", "PutObject", "HeadObject", "ListObjectsV2",
-                      "ListObjectVersions"):
+    for operation in (
+        "GetObject",
+        "PutObject",
+        "HeadObject",
+        "ListObjectsV2",
+        "ListObjectVersions",
+    ):
         assert faults.count(operation) == 3, operation
     assert len(sleeps) == 2 * 5
     faults.remove()
@@ -321,10 +339,16 @@ def test_persistent_503_becomes_store_unavailable(
 
 
 def test_unreachable_endpoint_becomes_store_unavailable() -> None:
-    store = S3Store(S3Config(
-        bucket="nowhere", endpoint_url=f"http://127.0.0.1:{_free_port()}",
-        access_key_id="k", secret_access_key="s", max_attempts=2, connect_timeout=1,
-    ))
+    store = S3Store(
+        S3Config(
+            bucket="nowhere",
+            endpoint_url=f"http://127.0.0.1:{_free_port()}",
+            access_key_id="k",
+            secret_access_key="s",
+            max_attempts=2,
+            connect_timeout=1,
+        )
+    )
     sleeps = _record_sleeps(store)
     try:
         calls: list[Callable[[], object]] = [
@@ -428,7 +452,9 @@ def test_corrupted_download_is_an_integrity_error(
     store.put("c/d", b"original")
     faults = s3_faults(store)
     faults.respond(
-        "GetObject", 200, b"tampered",
+        "GetObject",
+        200,
+        b"tampered",
         {"x-amz-checksum-sha256": _sha256_b64(b"original"), "Content-Type": "binary/octet-stream"},
     )
     with pytest.raises(IntegrityError):
@@ -507,6 +533,24 @@ def test_object_lock_retention_blocks_delete(
         other.put("e/1/snapshot.json.zst", b"rewritten history")
 
 
+def test_index_parts_are_not_locked_so_a_rebuild_can_replace_them(
+    s3_backend: str, s3_bucket_factory: Callable[[str], S3Bucket]
+) -> None:
+    bucket = s3_bucket_factory(s3_backend)
+    store = bucket.store(prefix="locked", object_lock_mode="COMPLIANCE", object_lock_days=1)
+    store.put("executions/ab/e1/snapshot.json.zst", b"record")
+    store.put("index/snapshots/dt=2026-11-25/part-a-000001.parquet", b"rows")
+    raw = bucket.client()
+    meta = raw.head_object(
+        Bucket=bucket.name, Key="locked/index/snapshots/dt=2026-11-25/part-a-000001.parquet"
+    )
+    assert "ObjectLockMode" not in meta
+    store.delete("index/snapshots/dt=2026-11-25/part-a-000001.parquet")
+    assert store.head("index/snapshots/dt=2026-11-25/part-a-000001.parquet") is None
+    with pytest.raises(RetentionLocked):
+        store.delete("executions/ab/e1/snapshot.json.zst")
+
+
 def test_delete_purges_every_version(
     s3_backend: str, s3_bucket_factory: Callable[[str], S3Bucket]
 ) -> None:
@@ -557,9 +601,11 @@ def test_lock_on_a_bucket_without_object_lock_is_refused(
     raw = bucket.client()
     plain = f"{bucket.name}-plain"
     raw.create_bucket(Bucket=plain)
-    store = S3Store(dataclasses.replace(
-        bucket.config(), bucket=plain, object_lock_mode="COMPLIANCE", object_lock_days=1
-    ))
+    store = S3Store(
+        dataclasses.replace(
+            bucket.config(), bucket=plain, object_lock_mode="COMPLIANCE", object_lock_days=1
+        )
+    )
     try:
         with pytest.raises(ArchiveError) as caught:
             store.put("a/b", b"x")
@@ -634,7 +680,8 @@ def test_storage_class(s3_backend: str, s3_bucket_factory: Callable[[str], S3Buc
     assert head_a is not None and head_a.storage_class == "STANDARD"
     assert head_b is not None and head_b.storage_class == "STANDARD_IA"
     assert [(i.key, i.storage_class) for i in standard.list("")] == [
-        ("a", "STANDARD"), ("b", "STANDARD_IA")
+        ("a", "STANDARD"),
+        ("b", "STANDARD_IA"),
     ]
 
 

@@ -85,6 +85,9 @@ class S3Config:
     secret_access_key: str | None = None
     object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
     object_lock_days: int | None = None
+    #: keys under these prefixes are written without Object Lock: the index is rebuilt from the
+    #: objects and its superseded parts must stay deletable (the records themselves stay locked)
+    object_lock_exempt_prefixes: tuple[str, ...] = ("index/",)
     #: attempts per request (1 = no retry) for 5xx, SlowDown, throttling and connection errors
     max_attempts: int = 5
     storage_class: str | None = None
@@ -373,7 +376,9 @@ class S3Store:
         # A key that exists (412) but vanishes before we can compare it (a concurrent delete) is
         # tried again, a bounded number of times.
         for _ in range(self.config.max_attempts):
-            if self.config.object_lock_mode is not None:
+            if self.config.object_lock_mode is not None and not key.startswith(
+                self.config.object_lock_exempt_prefixes
+            ):
                 assert self.config.object_lock_days is not None  # checked by S3Config
                 params["ObjectLockMode"] = self.config.object_lock_mode
                 params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
