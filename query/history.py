@@ -25,6 +25,7 @@ import orjson
 
 from archiver.errors import InvalidInput
 from archiver.layout import check_hash, check_id
+from archiver.model import VersionCommit
 from archiver.timeutil import format_ts, parse_ts
 from query.catalog import Catalog
 
@@ -125,29 +126,11 @@ class VersionItem:
     user_id: str | None
 
     def to_json(self) -> dict[str, Any]:
-        parent = None
-        if self.parent_seq is not None:
-            parent = {
-                "seq": self.parent_seq,
-                "version": self.parent_version,
-                "snapshotHash": self.parent_hash,
-            }
-        restores = None
-        if self.restores_seq is not None:
-            restores = {"seq": self.restores_seq, "version": self.restores_version}
-        return {
-            "workflowId": self.workflow_id,
-            "seq": self.seq,
-            "version": self.version,
-            "snapshotHash": self.snapshot_hash,
-            "parent": parent,
-            "level": self.level,
-            "summary": self.summary,
-            "restores": restores,
-            "createdAt": format_ts(self.created_at),
-            "executionId": self.execution_id,
-            "userId": self.user_id,
-        }
+        """The version commit's own shape (``VersionCommit.to_json``), less its ``changes``."""
+        fields = {f: getattr(self, f) for f in self.__slots__}
+        body = VersionCommit(**fields, changes={}).to_json()
+        del body["changes"]
+        return body
 
 
 # --------------------------------------------------------------------------------------------
