@@ -4,7 +4,7 @@ Objects are the source of truth (invariant 1); the manifests under ``index/`` ar
 be thrown away and rebuilt from the objects at any time. Layout (see ``docs/index.md``)::
 
     index/<table>/dt=YYYY-MM-DD/part-<writer>-<seq:06d>.parquet      table: snapshots | final_states
-                                                                             | versions
+                                                                             | versions | node_runs
 
 * :class:`ManifestWriter` buffers rows per (table, day) and writes a part when a buffer holds
   ``flush_rows`` rows, when its oldest row is ``flush_seconds`` old, and on ``close()``. A row is
@@ -70,6 +70,8 @@ __all__ = [
     "FINAL_STATES_SCHEMA",
     "INDEX_FORMAT_VERSION",
     "INDEX_PREFIX",
+    "MAX_ERROR_MESSAGE_CHARS",
+    "NODE_RUNS_SCHEMA",
     "ROW_KEYS",
     "SCHEMAS",
     "SNAPSHOTS_SCHEMA",
@@ -83,6 +85,7 @@ __all__ = [
     "VerifyReport",
     "encode_part",
     "final_state_row",
+    "node_run_rows",
     "parse_part_key",
     "part_key",
     "rebuild_index",
@@ -159,10 +162,32 @@ VERSIONS_SCHEMA: Final = pa.schema(
     ]
 )
 
+NODE_RUNS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("execution_id", pa.string(), nullable=False),
+        pa.field("workflow_id", pa.string(), nullable=False),
+        pa.field("node_name", pa.string(), nullable=False),
+        pa.field("node_id", pa.string()),
+        pa.field("node_type", pa.string()),
+        pa.field("run_index", pa.int32(), nullable=False),
+        pa.field("execution_index", pa.int32()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("started_at", _TS),
+        pa.field("duration_ms", pa.float64()),
+        pa.field("input_items", pa.int64(), nullable=False),
+        pa.field("output_items", pa.int64(), nullable=False),
+        pa.field("error_class", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("error_http_code", pa.string()),
+        pa.field("object_key", pa.string(), nullable=False),
+    ]
+)
+
 SCHEMAS: Final[Mapping[str, pa.Schema]] = {
     "snapshots": SNAPSHOTS_SCHEMA,
     "final_states": FINAL_STATES_SCHEMA,
     "versions": VERSIONS_SCHEMA,
+    "node_runs": NODE_RUNS_SCHEMA,
 }
 TABLES: Final = tuple(SCHEMAS)
 
@@ -171,6 +196,7 @@ BLOOM_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "snapshots": ("execution_id", "workflow_id", "snapshot_hash"),
     "final_states": ("execution_id", "workflow_id"),
     "versions": ("workflow_id", "snapshot_hash", "execution_id"),
+    "node_runs": ("execution_id", "workflow_id"),
 }
 
 #: the order of rows inside a part (workflow first: min/max statistics then prune row groups)
@@ -178,6 +204,7 @@ _SORT_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "snapshots": ("workflow_id", "created_at", "execution_id"),
     "final_states": ("workflow_id", "finished_at", "execution_id"),
     "versions": ("workflow_id", "seq"),
+    "node_runs": ("workflow_id", "execution_id", "node_name", "run_index"),
 }
 
 #: what identifies a row (used by verify to find duplicates; the readers dedupe on the same keys)
@@ -185,11 +212,14 @@ ROW_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "snapshots": ("execution_id",),
     "final_states": ("execution_id",),
     "versions": ("workflow_id", "seq"),
+    "node_runs": ("execution_id", "node_name", "run_index"),
 }
 
 ROW_GROUP_ROWS: Final = 4096
 MAX_ROWS_PER_PART: Final = 1_000_000
 _BLOOM_FPP: Final = 0.01
+#: ``node_runs.error_message`` keeps at most this many characters of a (sanitized) error message
+MAX_ERROR_MESSAGE_CHARS: Final = 1000
 
 _WRITER_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
 _PART_KEY_RE: Final = re.compile(
@@ -296,6 +326,55 @@ def final_state_row(
     }
 
 
+def node_run_rows(
+    workflow_id: str,
+    final: FinalState,
+    nodes: Sequence[Mapping[str, Any]],
+    *,
+    snapshot_created_at: datetime,
+    object_key: str,
+) -> list[Row]:
+    """The ``node_runs`` rows of one final-state record: one per run of each node.
+
+    ``nodes`` are the snapshot's workflow nodes: the final state names nodes, the snapshot knows
+    their type (and id, when the engine did not report it). A node without runs has no row. The
+    rows share their final state's day, so an execution's node runs sit in one partition.
+    """
+    by_name = {n.get("name"): n for n in nodes if isinstance(n, Mapping)}
+    day = _utc_day(final.finished_at or snapshot_created_at)
+    rows: list[Row] = []
+    for state in final.nodes:
+        node = by_name.get(state.node) or {}
+        node_type = node.get("type")
+        node_id = state.node_id if state.node_id is not None else node.get("id")
+        for run in state.runs:
+            error = run.error
+            rows.append(
+                {
+                    "execution_id": final.execution_id,
+                    "workflow_id": workflow_id,
+                    "node_name": state.node,
+                    "node_id": node_id if isinstance(node_id, str) else None,
+                    "node_type": node_type if isinstance(node_type, str) else None,
+                    "run_index": run.index,
+                    "execution_index": run.execution_index,
+                    "status": run.status,
+                    "started_at": run.started_at,
+                    "duration_ms": run.duration_ms,
+                    "input_items": run.input_items,
+                    "output_items": run.output_items,
+                    "error_class": None if error is None else error.name,
+                    "error_message": None
+                    if error is None
+                    else error.message[:MAX_ERROR_MESSAGE_CHARS],
+                    "error_http_code": None if error is None else error.http_code,
+                    "object_key": object_key,
+                    "_day": day,
+                }
+            )
+    return rows
+
+
 def version_row(commit: VersionCommit) -> Row:
     """The ``versions`` row of one version commit."""
     return {
@@ -319,10 +398,10 @@ def version_row(commit: VersionCommit) -> Row:
 def row_day(table: str, row: Mapping[str, Any]) -> date:
     """The UTC day (``dt`` partition) of a row.
 
-    snapshots, versions: ``created_at``. final_states: ``finished_at``, else the day of the
-    execution's snapshot (both come from immutable records, so live and rebuilt rows agree).
+    snapshots, versions: ``created_at``. final_states and node_runs: ``finished_at``, else the day
+    of the execution's snapshot (both come from immutable records, so live and rebuilt rows agree).
     """
-    if table == "final_states":
+    if table in ("final_states", "node_runs"):
         day: date = row["_day"]
         return day
     return _utc_day(row["created_at"])
@@ -479,7 +558,8 @@ class ManifestWriter:
         )
 
     def add_final_state(self, snapshot: ExecutionSnapshot, result: FinalStateResult) -> None:
-        """Index a final state that was just created."""
+        """Index a final state that was just created: its ``final_states`` row and its
+        ``node_runs`` rows (node types come from the snapshot)."""
         if not result.created or result.record is None:
             return
         self.add_row(
@@ -493,6 +573,14 @@ class ManifestWriter:
                 recorded_at=self._clock(),
             ),
         )
+        for row in node_run_rows(
+            snapshot.workflow_id,
+            result.final_state,
+            snapshot.workflow_snapshot.nodes,
+            snapshot_created_at=snapshot.created_at,
+            object_key=result.record.key,
+        ):
+            self.add_row("node_runs", row)
 
     def add_version(self, commit: VersionCommit) -> None:
         self.add_row("versions", version_row(commit))
@@ -814,6 +902,12 @@ def _executions(
         yield current
 
 
+def _node_key_fields(node: object) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {}
+    return {k: node[k] for k in ("name", "type", "id") if isinstance(node.get(k), str)}
+
+
 class _BlobCache:
     """(node count, raw bytes, structure) per structure hash, fetched and verified once."""
 
@@ -835,10 +929,15 @@ class _BlobCache:
             structure = orjson.loads(raw)
             if not isinstance(structure, dict) or not isinstance(structure.get("nodes"), list):
                 raise ManifestError("structure blob is not a {nodes, connections, settings} object")
-            # keep only what rows need: the node list's length, and empty stand-ins otherwise
+            # keep only what rows need: each node's name, type and id (node_runs), and empty
+            # stand-ins otherwise
             result = (
                 len(raw),
-                {"nodes": [None] * len(structure["nodes"]), "connections": [], "settings": {}},
+                {
+                    "nodes": [_node_key_fields(n) for n in structure["nodes"]],
+                    "connections": [],
+                    "settings": {},
+                },
             )
         except NotFound:
             result = ObjectProblem(key, "structure blob is missing")
@@ -925,6 +1024,16 @@ def _read_execution(
                             stored_bytes=len(data),
                             recorded_at=recorded.astimezone(UTC),
                         ),
+                    )
+                )
+                out.rows.extend(
+                    ("node_runs", row)
+                    for row in node_run_rows(
+                        snapshot.workflow_id,
+                        final,
+                        snapshot.workflow_snapshot.nodes,
+                        snapshot_created_at=snapshot.created_at,
+                        object_key=key,
                     )
                 )
     return out
@@ -1217,7 +1326,10 @@ _COMPARED: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     "final_states": ("workflow_id", "status", "finished_at", "object_key"),
     "versions": ("version", "snapshot_hash", "parent_seq", "created_at"),
+    "node_runs": ("workflow_id", "node_id", "node_type", "status", "object_key"),
 }
+#: tables whose rows are derived from another table's objects (not counted as objects)
+_DERIVED: Final = frozenset({"node_runs"})
 
 
 def _row_identity(table: str, row: Mapping[str, Any]) -> str:
@@ -1234,8 +1346,9 @@ def verify(
 ) -> VerifyReport:
     """Check the index against the objects, and every object against its hash or digest.
 
-    * objects without rows: execution snapshot, final-state and version objects with no row
-      (objects younger than ``grace_seconds`` are skipped: live writers may still buffer them);
+    * objects without rows: execution snapshot, final-state and version objects with no row, and
+      final states missing any of their ``node_runs`` rows (each object listed once; objects
+      younger than ``grace_seconds`` are skipped: live writers may still buffer them);
     * rows without objects: rows whose object (or, for snapshots, structure blob) is gone;
     * hash mismatches: records whose digest, blobs whose SHA-256 does not verify, and objects
       that are not where their content says they belong;
@@ -1294,7 +1407,8 @@ def verify(
         with lock:
             for table, row in rows:
                 expected[table][_row_identity(table, row)] = row
-                object_counts[table] += 1
+                if table not in _DERIVED:
+                    object_counts[table] += 1
 
     _scan_objects(
         store,
@@ -1324,6 +1438,7 @@ def verify(
     report.objects = dict(object_counts)
 
     # 3. compare
+    missing_rows: set[str] = set()
     for table in TABLES:
         have = indexed[table]
         for identity, row in expected[table].items():
@@ -1334,7 +1449,8 @@ def verify(
                 else version_key(row["workflow_id"], row["seq"])
             )
             if found is None:
-                if object_key not in young:
+                if object_key not in young and object_key not in missing_rows:
+                    missing_rows.add(object_key)  # a final state misses its node runs once
                     report.objects_without_rows.append(object_key)
                 continue
             actual, part = found

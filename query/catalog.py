@@ -1,4 +1,5 @@
-"""DuckDB over the index manifests: views ``snapshots``, ``final_states``, ``versions``, ``executions``.
+"""DuckDB over the index manifests: views ``snapshots``, ``final_states``, ``versions``,
+``node_runs``, ``executions``.
 
 Each table view reads every Parquet file of the table (``<root>/<table>/*/*.parquet``, Hive
 partitioned by ``dt``) and returns each row once, even when the same row sits in a part and in a
@@ -42,7 +43,7 @@ from archiver.index import SCHEMAS, TABLES
 from archiver.store.base import ObjectStore
 from query.manifests import ManifestCache
 
-__all__ = ["DEDUP_COLUMNS", "KEY_KINDS", "VIEWS", "Catalog"]
+__all__ = ["DEDUP_COLUMNS", "KEY_KINDS", "VIEWS", "Catalog", "view_statements"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,11 +61,13 @@ DEDUP_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     "final_states": ("execution_id", "workflow_id", "status", "finished_at", "dt"),
     "versions": ("workflow_id", "seq", "snapshot_hash", "version", "execution_id", "dt"),
+    "node_runs": ("execution_id", "node_name", "run_index", "workflow_id", "dt"),
 }
 _DEDUP_ORDER: Final[Mapping[str, str]] = {
     "snapshots": "object_key",
     "final_states": "recorded_at",
     "versions": "created_at",
+    "node_runs": "object_key",
 }
 
 VIEWS: Final = (*TABLES, "executions")
@@ -110,6 +113,8 @@ def _duck_type(arrow_type: pa.DataType) -> str:
         return "INTEGER"
     if pa.types.is_int64(arrow_type):
         return "BIGINT"
+    if pa.types.is_float64(arrow_type):
+        return "DOUBLE"
     if pa.types.is_timestamp(arrow_type):
         return "TIMESTAMP WITH TIME ZONE" if arrow_type.tz else "TIMESTAMP"
     if pa.types.is_list(arrow_type):
@@ -144,6 +149,20 @@ def _dedup_sql(source: str, table: str) -> str:
         f"SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY {partition} "
         f"ORDER BY {_DEDUP_ORDER[table]}) = 1"
     )
+
+
+def view_statements(manifests: ManifestCache, tables: frozenset[str]) -> list[str]:
+    """``CREATE OR REPLACE VIEW`` statements for every view in :data:`VIEWS` over ``manifests``.
+
+    A table in ``tables`` reads its files (glob); any other table is an empty view with the
+    right columns. Used by :class:`Catalog` and by the analyst sandbox (``query.sql``).
+    """
+    statements = []
+    for table in TABLES:
+        source = _file_source(manifests.glob(table)) if table in tables else _empty_source(table)
+        statements.append(f"CREATE OR REPLACE VIEW {table} AS {_dedup_sql(source, table)}")
+    statements.append(_EXECUTIONS_SQL)
+    return statements
 
 
 def _day_of(rel: str) -> date | None:
@@ -211,15 +230,7 @@ class Catalog:
         return str(self.manifests.root)
 
     def _create_views(self, tables: frozenset[str]) -> None:
-        statements = []
-        for table in TABLES:
-            source = (
-                _file_source(self.manifests.glob(table))
-                if table in tables
-                else _empty_source(table)
-            )
-            statements.append(f"CREATE OR REPLACE VIEW {table} AS {_dedup_sql(source, table)}")
-        statements.append(_EXECUTIONS_SQL)
+        statements = view_statements(self.manifests, tables)
         with self.manifests.rw.writing(), self._cursor_lock:
             for statement in statements:
                 self._con.execute(statement)

@@ -229,7 +229,8 @@ def test_captures_produce_typed_rows_after_flush(store: ObjectStore) -> None:
         writer.attach(archive)
         captured = populate(archive)
         assert part_keys(store) == []  # nothing flushed yet: neither count nor age reached
-        assert writer.pending_rows == 12 + 8 + 4  # snapshots, final states, versions
+        # snapshots, final states, versions, node runs (two nodes with one run each)
+        assert writer.pending_rows == 12 + 8 + 4 + 16
         writer.flush()
         assert writer.pending_rows == 0
 
@@ -510,6 +511,9 @@ def _all_rows(store: ObjectStore) -> dict[str, Any]:
         "snapshots": _by_key(index_rows(store, "snapshots"), "execution_id"),
         "final_states": _by_key(index_rows(store, "final_states"), "execution_id"),
         "versions": _by_key(index_rows(store, "versions"), "workflow_id", "seq"),
+        "node_runs": _by_key(
+            index_rows(store, "node_runs"), "execution_id", "node_name", "run_index"
+        ),
     }
 
 
@@ -541,7 +545,12 @@ def test_rebuild_from_objects_alone_reproduces_the_live_index(
     report = rebuild_index(store, progress=progress)
     late_writer.close()
     assert {"old-parts", "executions", "versions", "remove-old-parts"} <= set(stages)
-    assert report.ok and report.rows == {"snapshots": 13, "final_states": 8, "versions": 5}
+    assert report.ok and report.rows == {
+        "snapshots": 13,
+        "final_states": 8,
+        "versions": 5,
+        "node_runs": 16,
+    }
     assert set(report.parts_removed) == old_parts
     remaining = set(part_keys(store))
     assert not remaining & old_parts
@@ -570,7 +579,7 @@ def test_verify_reports_missing_rows_missing_objects_and_tampering(store: Object
     report = verify(store)
     assert report.ok, report.summary()
     assert report.objects == {"snapshots": 12, "final_states": 8, "versions": 4, "blobs": 3}
-    assert report.rows == {"snapshots": 12, "final_states": 8, "versions": 4}
+    assert report.rows == {"snapshots": 12, "final_states": 8, "versions": 4, "node_runs": 16}
 
     # 1. an object without a row: delete the part holding a-0's snapshot row
     part = next(r["_part"] for r in index_rows(store, "snapshots") if r["execution_id"] == "a-0")
