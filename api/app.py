@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import load_tokens, require_scope
 from api.errors import error_responses, install_error_handlers
 from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
+from api.routes_compare import router as compare_router
 from api.schemas import (
     CaptureRequest,
     CaptureResponse,
@@ -251,6 +252,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     app.state.archive = arc
     app.state.index = index
     app.state.tokens = tokens
+    app.include_router(compare_router)
 
     ingest = [Depends(require_scope("ingest"))]
     read = [Depends(require_scope("read"))]

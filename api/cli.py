@@ -446,3 +446,8 @@ def rebuild_index(ctx: click.Context) -> None:
     _end_progress()
     _emit({"ok": report.ok, **dataclasses.asdict(report)})
     ctx.exit(0 if report.ok else 1)
+
+
+from api.cli_compare import register_compare  # noqa: E402 - registered on the group above
+
+register_compare(main)

@@ -33,6 +33,12 @@ API_PREFIX: Final = "/api/"
 _SNAPSHOTS: Final = ("api", "execution-snapshots")
 #: The literal segment that precedes each kind of id in our paths.
 _ID_AFTER: Final = {"workflow": "workflowId", "by-hash": "snapshotHash"}
+#: Deeper ids, by the literal before them: ``{executionId}/compare/{otherExecutionId}`` and
+#: ``workflow/{workflowId}/versions/{v1}/compare/{v2}``.
+_DEEP_ID_AFTER: Final = {
+    "executionId": {"compare": "otherExecutionId"},
+    "workflowId": {"versions": "v1", "compare": "v2"},
+}
 _JSON_TYPES: Final = frozenset({"application/json"})
 
 
@@ -150,6 +156,10 @@ def _field_for(previous: list[str], index: int) -> str:
         third = previous[2]
         if index == 3 and third in _ID_AFTER:
             return _ID_AFTER[third]
+        # ids alternate with literals: at even indexes under an execution, odd under a workflow
+        deep = _DEEP_ID_AFTER.get(_ID_AFTER.get(third, "executionId"), {})
+        if index >= 4 and index % 2 == (third in _ID_AFTER) and previous[index - 1] in deep:
+            return deep[previous[index - 1]]
     return "path"
 
 

@@ -930,6 +930,8 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("get", SNAPSHOTS + "/workflow/{workflowId}/versions"): "read",
         ("get", SNAPSHOTS + "/workflow/{workflowId}/history"): "read",
         ("get", SNAPSHOTS + "/by-hash/{snapshotHash}"): "read",
+        ("get", SNAPSHOTS + "/{executionId}/compare/{otherExecutionId}"): "read",
+        ("get", SNAPSHOTS + "/workflow/{workflowId}/versions/{v1}/compare/{v2}"): "read",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]
     assert {"executionId", "workflow"} <= set(capture_schema["schema"]["properties"])

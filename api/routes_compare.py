@@ -1,0 +1,174 @@
+"""Compare, replay and timeline routes: thin wrappers over ``query.diff`` (and friends).
+
+Every route reads the archive the app keeps in ``app.state.archive`` (and, for the timeline,
+the index catalog in ``app.state.index``), calls one query function and serializes its answer.
+See ``docs/compare.md`` for the shapes and ``docs/api.md`` for the table of routes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import require_scope
+from api.errors import error_responses
+from archiver.archive import Archive
+from archiver.layout import check_id
+from query.diff import check_version_ref, compare_executions, compare_workflow_versions
+
+__all__ = ["DiffBody", "router"]
+
+router = APIRouter()
+
+_READ = "Scope: `read` (or `admin`)."
+_SNAPSHOTS = "/api/execution-snapshots"
+read = [Depends(require_scope("read"))]
+
+
+class _JSON(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _archive(request: Request) -> Archive:
+    archive: Archive = request.app.state.archive
+    return archive
+
+
+def _execution_id(
+    execution_id: Annotated[
+        str, Path(alias="executionId", description="the engine's execution id")
+    ],
+) -> str:
+    return check_id(execution_id, "executionId")
+
+
+def _other_execution_id(
+    other: Annotated[
+        str, Path(alias="otherExecutionId", description="the execution to compare with")
+    ],
+) -> str:
+    return check_id(other, "otherExecutionId")
+
+
+def _workflow_id(
+    workflow_id: Annotated[str, Path(alias="workflowId", description="the workflow's id")],
+) -> str:
+    return check_id(workflow_id, "workflowId")
+
+
+_VERSION_REF = "a semantic version (`1.2.0`), a sequence number (`3`) or `head`"
+
+
+def _v1(v1: Annotated[str, Path(description=_VERSION_REF)]) -> str:
+    return check_version_ref(v1, "v1")
+
+
+def _v2(v2: Annotated[str, Path(description=_VERSION_REF)]) -> str:
+    return check_version_ref(v2, "v2")
+
+
+ArchiveDep = Annotated[Archive, Depends(_archive)]
+ExecutionId = Annotated[str, Depends(_execution_id)]
+OtherExecutionId = Annotated[str, Depends(_other_execution_id)]
+WorkflowId = Annotated[str, Depends(_workflow_id)]
+V1 = Annotated[str, Depends(_v1)]
+V2 = Annotated[str, Depends(_v2)]
+
+
+# ---------------------------------------------------------------------------- shapes (docs)
+
+
+class DiffSideBody(BaseModel):
+    snapshotId: str  # noqa: N815
+    executionId: str | None  # noqa: N815
+    workflowId: str  # noqa: N815
+    version: str
+    versionSeq: int  # noqa: N815
+    snapshotHash: str  # noqa: N815
+    createdAt: str | None  # noqa: N815
+    triggerType: str | None  # noqa: N815
+    replayOf: str | None  # noqa: N815
+    status: str | None
+
+
+class DiffBody(BaseModel):
+    """A SnapshotDiff (`docs/compare.md`): structure, context and outcome of two sides."""
+
+    model_config = ConfigDict(extra="allow")
+
+    snapshotId1: str  # noqa: N815
+    snapshotId2: str  # noqa: N815
+    side1: DiffSideBody
+    side2: DiffSideBody
+    sameStructure: bool  # noqa: N815
+    empty: bool = Field(description="same structure, variables, trigger type and outcome")
+    summary: str
+    nodesAdded: list[str]  # noqa: N815
+    nodesRemoved: list[str]  # noqa: N815
+    nodesRenamed: list[dict[str, Any]]  # noqa: N815
+    nodesModified: list[dict[str, Any]] = Field(  # noqa: N815
+        description="per node: fieldsChanged and changes (JSON Pointer, op, old, new)"
+    )
+    connectionsAdded: list[dict[str, Any]]  # noqa: N815
+    connectionsRemoved: list[dict[str, Any]]  # noqa: N815
+    settingsChanged: list[dict[str, Any]]  # noqa: N815
+    variablesChanged: list[dict[str, Any]]  # noqa: N815
+    credentialsChanged: list[dict[str, Any]]  # noqa: N815
+    triggersChanged: list[dict[str, Any]]  # noqa: N815
+    secretsChanged: list[dict[str, Any]]  # noqa: N815
+    execution: dict[str, Any] | None = Field(
+        description="status, errors, item counts, durations and firstDivergence; null for versions"
+    )
+
+
+def _scope(scope: str) -> dict[str, Any]:
+    return {"x-required-scope": scope}
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+@router.get(
+    f"{_SNAPSHOTS}/{{executionId}}/compare/{{otherExecutionId}}",
+    dependencies=read,
+    response_model=DiffBody,
+    summary="Compare two executions",
+    description=(
+        f"{_READ} The SnapshotDiff from `executionId` to `otherExecutionId`: nodes added, "
+        "removed, renamed and modified (JSON Pointer changes), connections, settings, "
+        "variables, credential references, triggers, secrets (by marker, never a value), and "
+        "the execution side with the first divergence. See `docs/compare.md`."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["compare"],
+)
+def compare_two(
+    execution_id: ExecutionId, other: OtherExecutionId, archive: ArchiveDep
+) -> Response:
+    return _JSON(compare_executions(archive, execution_id, other).to_json())
+
+
+@router.get(
+    f"{_SNAPSHOTS}/workflow/{{workflowId}}/versions/{{v1}}/compare/{{v2}}",
+    dependencies=read,
+    response_model=DiffBody,
+    summary="Compare two versions of a workflow",
+    description=(
+        f"{_READ} The structural diff between two versions of the workflow's chain; `v1` and "
+        "`v2` are each a semantic version (`1.2.0`), a sequence number (`3`) or `head`. "
+        "`execution` is null."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["compare"],
+)
+def compare_versions(workflow_id: WorkflowId, v1: V1, v2: V2, archive: ArchiveDep) -> Response:
+    return _JSON(compare_workflow_versions(archive, workflow_id, v1, v2).to_json())

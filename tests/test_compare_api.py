@@ -1,0 +1,261 @@
+"""Compare, replay and timeline routes (api/routes_compare.py) and their CLI verbs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+from fastapi import FastAPI
+
+from api.cli import main
+from archiver.config import FIELDS
+from archiver.sanitize import MARKER_PREFIX
+from tests.helpers import HMAC_KEY
+from tests.test_api import (
+    SNAPSHOTS,
+    TOKENS,
+    TOKENS_SETTING,
+    Client,
+    asgi_raw,
+    assert_error,
+    make_app,
+)
+
+SECRET = "sk-live-4f1c2a9e8b7d6c5a4f3e2d1c"
+
+WORKFLOW: dict[str, Any] = {
+    "id": "wf-c",
+    "name": "Orders",
+    "nodes": [
+        {
+            "id": "t",
+            "name": "Hook",
+            "type": "n8n-nodes-base.webhook",
+            "typeVersion": 2,
+            "parameters": {"path": "orders"},
+        },
+        {
+            "id": "h",
+            "name": "HTTP",
+            "type": "n8n-nodes-base.httpRequest",
+            "parameters": {"url": "https://a.example.com", "apiKey": SECRET},
+            "credentials": {"httpHeaderAuth": {"id": "7", "name": "Shop"}},
+        },
+    ],
+    "connections": {"Hook": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]}},
+    "settings": {"executionOrder": "v1"},
+}
+
+
+def _changed() -> dict[str, Any]:
+    wf = copy.deepcopy(WORKFLOW)
+    wf["nodes"][1]["parameters"]["url"] = "https://b.example.com"
+    wf["nodes"][1]["parameters"]["apiKey"] = SECRET + "-rotated"
+    return wf
+
+
+def _final(fail: bool) -> dict[str, Any]:
+    http: dict[str, Any] = {
+        "status": "error" if fail else "success",
+        "outputItems": 0 if fail else 1,
+    }
+    if fail:
+        http["error"] = {"message": "401 Unauthorized", "httpCode": "401"}
+    return {
+        "status": "error" if fail else "success",
+        "startedAt": "2026-11-25T10:00:00Z",
+        "finishedAt": "2026-11-25T10:00:01Z",
+        "nodes": {"Hook": {"status": "success", "outputItems": 1}, "HTTP": http},
+    }
+
+
+def _seed(client: Client) -> None:
+    for execution_id, workflow, fail in (("e1", WORKFLOW, False), ("e2", _changed(), True)):
+        body = {
+            "executionId": execution_id,
+            "workflow": workflow,
+            "createdAt": f"2026-11-25T10:0{execution_id[1]}:00Z",
+        }
+        assert client.post(SNAPSHOTS, json=body).status_code == 201
+        response = client.post(f"{SNAPSHOTS}/{execution_id}/final-state", json=_final(fail))
+        assert response.status_code == 201
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    app, _ = make_app()
+    _seed(Client(app))
+    return app
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Client:
+    return Client(app)
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def test_compare_two_executions(client: Client) -> None:
+    response = client.get(f"{SNAPSHOTS}/e1/compare/e2")
+    assert response.status_code == 200, response.text
+    assert MARKER_PREFIX not in response.text and SECRET not in response.text
+    body = response.json()
+    assert body["snapshotId1"].startswith("es_") and body["snapshotId2"].startswith("es_")
+    assert body["side1"]["executionId"] == "e1" and body["side2"]["executionId"] == "e2"
+    assert body["side1"]["version"] == "1.0.0" and body["side2"]["version"] == "1.0.1"
+    assert body["empty"] is False and body["sameStructure"] is False
+    changes = body["nodesModified"][0]["changes"]
+    assert changes == [
+        {"path": "/parameters/apiKey", "op": "replace", "kind": "secret", "secret": "changed"},
+        {
+            "path": "/parameters/url",
+            "op": "replace",
+            "old": "https://a.example.com",
+            "new": "https://b.example.com",
+        },
+    ]
+    first = body["execution"]["firstDivergence"]
+    assert first["node"] == "HTTP"
+    assert first["error"]["message"] == "401 Unauthorized"
+
+
+def test_compare_an_execution_with_itself_is_empty(client: Client) -> None:
+    body = client.get(f"{SNAPSHOTS}/e2/compare/e2").json()
+    assert body["empty"] is True
+    assert body["summary"] == "no difference"
+
+
+def test_compare_unknown_and_bad_ids(client: Client, app: FastAPI) -> None:
+    assert_error(client.get(f"{SNAPSHOTS}/e1/compare/nope"), 404, code="not_found")
+    assert_error(client.get(f"{SNAPSHOTS}/nope/compare/e1"), 404, code="not_found")
+    assert_error(client.get(f"{SNAPSHOTS}/e1/compare/a:b~c"), 422, field="otherExecutionId")
+    assert_error(client.get(f"{SNAPSHOTS}/-x/compare/e1"), 422, field="executionId")
+    status, _, raw = asgi_raw(app, "GET", f"{SNAPSHOTS}/e1/compare/a%2Fb".encode())
+    assert status == 422 and orjson.loads(raw)["field"] == "otherExecutionId"
+    status, _, raw = asgi_raw(app, "GET", f"{SNAPSHOTS}/e1/compare/%2e%2e".encode())
+    assert status == 422 and orjson.loads(raw)["field"] == "otherExecutionId"
+
+
+def test_compare_versions(client: Client, app: FastAPI) -> None:
+    url = f"{SNAPSHOTS}/workflow/wf-c/versions"
+    for v1, v2 in (("1.0.0", "1.0.1"), ("1", "2"), ("1", "head")):
+        response = client.get(f"{url}/{v1}/compare/{v2}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["snapshotId1"] == "wf-c@1.0.0" and body["snapshotId2"] == "wf-c@1.0.1"
+        assert body["nodesModified"][0]["node"] == "HTTP"
+        assert body["execution"] is None
+        assert MARKER_PREFIX not in response.text
+    assert client.get(f"{url}/2/compare/1.0.1").json()["empty"] is True
+    assert_error(client.get(f"{url}/1/compare/3"), 404, code="not_found")
+    assert_error(client.get(f"{url}/9.9.9/compare/1"), 404, code="not_found")
+    assert_error(client.get(f"{SNAPSHOTS}/workflow/nope/versions/1/compare/2"), 404)
+    assert_error(client.get(f"{url}/1.0/compare/1"), 422, field="v1")
+    assert_error(client.get(f"{url}/1/compare/latest"), 422, field="v2")
+    assert_error(
+        client.get(f"{SNAPSHOTS}/workflow/-w/versions/1/compare/2"), 422, field="workflowId"
+    )
+    status, _, raw = asgi_raw(
+        app, "GET", f"{SNAPSHOTS}/workflow/wf-c/versions/%00/compare/1".encode()
+    )
+    assert status == 422 and orjson.loads(raw)["field"] == "v1"
+    status, _, raw = asgi_raw(
+        app, "GET", f"{SNAPSHOTS}/workflow/wf-c/versions/1/compare/..".encode()
+    )
+    assert status == 422 and orjson.loads(raw)["field"] == "v2"
+
+
+READ_ROUTES = [
+    f"{SNAPSHOTS}/e1/compare/e2",
+    f"{SNAPSHOTS}/workflow/wf-c/versions/1/compare/2",
+]
+
+
+@pytest.fixture
+def secured() -> FastAPI:
+    app, _ = make_app(tokens=TOKENS_SETTING)
+    _seed(Client(app, TOKENS["admin"]))
+    return app
+
+
+@pytest.mark.parametrize("url", READ_ROUTES)
+@pytest.mark.parametrize("holder", ["ingest", "read", "query", "admin"])
+def test_read_routes_need_the_read_scope(secured: FastAPI, url: str, holder: str) -> None:
+    response = Client(secured, TOKENS[holder]).get(url)
+    if holder in ("read", "admin"):
+        assert response.status_code == 200, response.text
+    else:
+        assert_error(response, 403, field="Authorization", code="forbidden")
+        assert 'scope="read"' in response.headers["www-authenticate"]
+    assert_error(Client(secured).get(url), 401, field="Authorization")
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for _, var, _ in FIELDS:
+        monkeypatch.delenv(var, raising=False)
+    key = tmp_path / "hmac.key"
+    key.write_text(HMAC_KEY.hex() + "\n")
+    store = f"local:{tmp_path / 'data'}"
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        return runner.invoke(main, ["--store", store, "--hmac-key-file", str(key), *args])
+
+    for n, (workflow, fail) in enumerate(((WORKFLOW, False), (_changed(), True)), start=1):
+        request = tmp_path / f"capture{n}.json"
+        request.write_bytes(orjson.dumps({"executionId": f"e{n}", "workflow": workflow}))
+        assert run("put", str(request)).exit_code == 0
+        final = tmp_path / f"final{n}.json"
+        final.write_bytes(orjson.dumps(_final(fail)))
+        assert run("final-state", f"e{n}", str(final)).exit_code == 0
+    return run
+
+
+def _ok(result: Result) -> str:
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert MARKER_PREFIX not in result.output and SECRET not in result.output
+    return result.stdout
+
+
+def test_cli_diff_text_and_json(cli: Any) -> None:
+    text = _ok(cli("diff", "e1", "e2"))
+    assert text.splitlines()[1:3] == ["--- a/e1", "+++ b/e2"]
+    assert "~ node 'HTTP' (n8n-nodes-base.httpRequest): parameters" in text
+    assert "/parameters/apiKey  (secret changed)" in text
+    assert '-   "https://a.example.com"' in text and '+   "https://b.example.com"' in text
+    assert "! first divergence: 'HTTP' (status, error, output; success → error): 401" in text
+    body = orjson.loads(_ok(cli("diff", "e1", "e2", "--json")))
+    assert body["execution"]["firstDivergence"]["node"] == "HTTP"
+    same = _ok(cli("diff", "e1", "e1"))
+    assert "# no difference" in same
+    versions = orjson.loads(_ok(cli("diff", "--workflow", "wf-c", "1", "head", "--json")))
+    assert versions["snapshotId2"] == "wf-c@1.0.1"
+
+
+def test_cli_diff_errors(cli: Any) -> None:
+    result = cli("diff", "e1", "nope")
+    assert result.exit_code == 2 and "error:" in result.output
+    result = cli("diff", "--workflow", "wf-c", "1", "1.x")
+    assert result.exit_code == 2 and "v2" in result.output
+
+
+def test_cli_show(cli: Any) -> None:
+    text = _ok(cli("show", "e2"))
+    assert text.startswith("execution e2\n")
+    assert "Version:  1.0.1 (#2)  parent 1.0.0 (#1)" in text
+    assert "patch: ~1 node(s) (HTTP)" in text
+    assert "error (0 item(s)): 401 Unauthorized" in text
+    assert "credential httpHeaderAuth Shop (7) used by HTTP" in text
+    assert "Outcome:  error" in text
+    body = orjson.loads(_ok(cli("show", "e1", "--json")))
+    assert body["executionId"] == "e1" and body["versionCommit"]["seq"] == 1
+    assert cli("show", "nope").exit_code == 2
