@@ -22,6 +22,7 @@ from api.auth import load_tokens, require_scope
 from api.errors import error_responses, install_error_handlers
 from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
 from api.routes_compare import router as compare_router
+from api.routes_query import router as query_router
 from api.schemas import (
     CaptureRequest,
     CaptureResponse,
@@ -252,7 +253,8 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     app.state.archive = arc
     app.state.index = index
     app.state.tokens = tokens
-    app.include_router(compare_router)
+    app.state.settings = settings
+    app.include_router(query_router)
 
     ingest = [Depends(require_scope("ingest"))]
     read = [Depends(require_scope("read"))]
@@ -421,4 +423,5 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         page = executions_by_hash(index.catalog(), digest, limit=limit, cursor=cursor)
         return ORJSONResponse({"snapshotHash": digest, **_page_body(page)})
 
+    app.include_router(compare_router)  # after the routes above: theirs win any tie
     return app

@@ -451,3 +451,8 @@ def rebuild_index(ctx: click.Context) -> None:
 from api.cli_compare import register_compare  # noqa: E402 - registered on the group above
 
 register_compare(main)
+
+
+from api.cli_sql import sql as _sql  # noqa: E402 - registered on the group defined above
+
+main.add_command(_sql)

@@ -47,6 +47,9 @@ class Settings:
     index_cache_dir: str | None = None
     index_flush_rows: int = 1000
     index_flush_ms: int = 2000
+    query_max_rows: int = 10_000
+    query_timeout_ms: int = 30_000
+    query_memory_limit: str = "1GB"
 
     def open_store(self) -> ObjectStore:
         from archiver.store.factory import store_from_url
@@ -179,6 +182,21 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
         "index_flush_ms",
         "EXECVAULT_INDEX_FLUSH_MS",
         "longest time an index row waits in the buffer (index freshness)",
+    ),
+    (
+        "query_max_rows",
+        "EXECVAULT_QUERY_MAX_ROWS",
+        "most rows an analyst SQL query returns (`POST /api/query`, `execvault sql`)",
+    ),
+    (
+        "query_timeout_ms",
+        "EXECVAULT_QUERY_TIMEOUT_MS",
+        "longest an analyst SQL query may run before it is interrupted",
+    ),
+    (
+        "query_memory_limit",
+        "EXECVAULT_QUERY_MEMORY_LIMIT",
+        "DuckDB memory limit of one analyst SQL query (e.g. `1GB`)",
     ),
 )
 

@@ -9,11 +9,15 @@ translated where they happen (the stores, the codec) with ``raise ... from err``
     ├── IntegrityError                               hash/digest mismatch, unknown format, zstd bomb
     ├── InvalidInput (also ValueError)               a caller's mistake; ``field`` names the culprit
     │   ├── MalformedWorkflow                        not an n8n-style workflow
-    │   └── InvalidId                                unsafe id or key segment
+    │   ├── InvalidId                                unsafe id or key segment
+    │   ├── QueryRefused                             analyst SQL the sandbox does not run
+    │   └── QueryFailed                              analyst SQL that DuckDB rejected or failed
     ├── SanitizationError                            a value that cannot be sanitized safely
     ├── StoreUnavailable                             the store failed after retries (5xx, network)
     ├── RetentionLocked                              Object Lock / legal hold refused a change
-    └── ManifestError                                an index manifest cannot be written or read
+    ├── ManifestError                                an index manifest cannot be written or read
+    ├── QueryLimitExceeded                           analyst SQL hit its time or memory limit
+    └── QueryBusy                                    too many analyst queries running at once
 
 The API maps these to status codes in one place (``api.errors``).
 """
@@ -29,6 +33,10 @@ __all__ = [
     "MalformedWorkflow",
     "ManifestError",
     "NotFound",
+    "QueryBusy",
+    "QueryFailed",
+    "QueryLimitExceeded",
+    "QueryRefused",
     "RetentionLocked",
     "SanitizationError",
     "StoreUnavailable",
@@ -85,3 +93,21 @@ class RetentionLocked(ArchiveError):
 
 class ManifestError(ArchiveError):
     """An index manifest could not be written or read."""
+
+
+class QueryRefused(InvalidInput):
+    """Analyst SQL the sandbox refuses: not exactly one SELECT, or it reaches for files, the
+    network, extensions or settings outside the index."""
+
+
+class QueryFailed(InvalidInput):
+    """Analyst SQL that DuckDB rejected (syntax, unknown table or column, types) or that failed
+    while running (a conversion or range error)."""
+
+
+class QueryLimitExceeded(ArchiveError):
+    """Analyst SQL ran into its time limit (and was interrupted) or its memory limit."""
+
+
+class QueryBusy(ArchiveError):
+    """Every analyst query slot stayed busy for longer than the query's time limit."""

@@ -932,6 +932,10 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("get", SNAPSHOTS + "/by-hash/{snapshotHash}"): "read",
         ("get", SNAPSHOTS + "/{executionId}/compare/{otherExecutionId}"): "read",
         ("get", SNAPSHOTS + "/workflow/{workflowId}/versions/{v1}/compare/{v2}"): "read",
+        ("get", SNAPSHOTS + "/{executionId}/replay-validation"): "read",
+        ("get", SNAPSHOTS + "/{executionId}/replay-context"): "read",
+        ("get", SNAPSHOTS + "/{executionId}/compare-to-original"): "read",
+        ("post", "/api/query"): "query",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]
     assert {"executionId", "workflow"} <= set(capture_schema["schema"]["properties"])
