@@ -295,7 +295,62 @@ def show_command(ctx: click.Context, execution_id: str, as_json: bool) -> None:
         click.echo(f"Outcome:  {final['status']}")
 
 
-COMMANDS = (diff_command, show_command)
+@click.command("replay-context")
+@click.argument("execution_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="File to write (- for stdout).",
+)
+@click.option(
+    "--workflow-only",
+    is_flag=True,
+    help="Write only the workflow, in n8n's import shape (n8n import:workflow --input=FILE).",
+)
+@click.option("--validate", is_flag=True, help="Also check it (exit 1 when it is not valid).")
+@click.pass_context
+def replay_context_command(
+    ctx: click.Context, execution_id: str, output: str, workflow_only: bool, validate: bool
+) -> None:
+    """Write what a re-run of EXECUTION_ID needs as a JSON file an engine can load.
+
+    The exact structure (same snapshotHash), the workflow in n8n's shape, trigger type and
+    data, non-secret variables, credential references, pinned data, the redacted values to
+    supply (mustSupply) and the original outcome. Capture the re-run with replayOf set to
+    EXECUTION_ID, then compare: execvault diff EXECUTION_ID RERUN_ID.
+
+    \b
+    Example:
+      execvault replay-context 1001 -o replay-1001.json
+      execvault replay-context 1001 --workflow-only -o wf.json && n8n import:workflow --input=wf.json
+    """
+    from query.replay import prepare_replay_context, validate_for_replay
+
+    archive = _archive(ctx)
+    context = prepare_replay_context(archive, execution_id)
+    body = context["workflow"] if workflow_only else context
+    data = orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
+    if output == "-":
+        click.echo(data.decode(), nl=False)
+    else:
+        with click.open_file(output, "wb") as handle:
+            handle.write(data)
+        click.echo(
+            f"wrote {output}: {context['executionId']} ({context['snapshotHash'][:12]}), "
+            f"{len(context['mustSupply'])} value(s) to supply",
+            err=True,
+        )
+    if validate:
+        report = validate_for_replay(archive, execution_id)
+        for item in report["issues"]:
+            click.echo(f"{item['severity']}: {item['message']}", err=True)
+        ctx.exit(0 if report["valid"] else 1)
+
+
+COMMANDS = (diff_command, show_command, replay_context_command)
 
 
 def register_compare(group: click.Group) -> None:

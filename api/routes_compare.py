@@ -19,8 +19,9 @@ from api.errors import error_responses
 from archiver.archive import Archive
 from archiver.layout import check_id
 from query.diff import check_version_ref, compare_executions, compare_workflow_versions
+from query.replay import compare_to_original, prepare_replay_context, validate_for_replay
 
-__all__ = ["DiffBody", "router"]
+__all__ = ["DiffBody", "ReplayContextBody", "ReplayValidationBody", "router"]
 
 router = APIRouter()
 
@@ -172,3 +173,100 @@ def compare_two(
 )
 def compare_versions(workflow_id: WorkflowId, v1: V1, v2: V2, archive: ArchiveDep) -> Response:
     return _JSON(compare_workflow_versions(archive, workflow_id, v1, v2).to_json())
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+class ReplayValidationBody(BaseModel):
+    """The plan's validateSnapshotForReplay (`docs/compare.md`, "Replay")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    executionId: str  # noqa: N815
+    valid: bool = Field(
+        description="record and hash verified, structure complete, no dangling edge"
+    )
+    checks: dict[str, bool]
+    issues: list[dict[str, str]] = Field(description="`{severity: error|warning, code, message}`")
+    archive: dict[str, Any] = Field(
+        description="cold-archive status; archiving is not implemented yet (always false)"
+    )
+    credentialReferences: list[dict[str, Any]] | None = None  # noqa: N815
+    mustSupply: list[dict[str, Any]] | None = Field(  # noqa: N815
+        default=None, description="redacted values a replay must fill in, by JSON Pointer"
+    )
+
+
+class ReplayContextBody(BaseModel):
+    """The plan's prepareReplayContext (`docs/compare.md`, "Replay")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    executionId: str  # noqa: N815
+    snapshotHash: str  # noqa: N815
+    structure: dict[str, Any] = Field(
+        description="exactly as stored: JCS of it hashes to snapshotHash"
+    )
+    workflow: dict[str, Any] = Field(description="the same structure in n8n's import shape")
+    trigger: dict[str, Any]
+    variables: dict[str, Any] | None
+    credentials: list[dict[str, Any]]
+    pinData: dict[str, Any] | None  # noqa: N815
+    mustSupply: list[dict[str, Any]]  # noqa: N815
+    originalOutcome: dict[str, Any] | None  # noqa: N815
+
+
+@router.get(
+    f"{_SNAPSHOTS}/{{executionId}}/replay-validation",
+    dependencies=read,
+    response_model=ReplayValidationBody,
+    summary="Check a snapshot for replay",
+    description=(
+        f"{_READ} Re-reads the record and the structure blob and re-verifies both hashes, checks "
+        "the structure is complete and every connection names a node, lists credential "
+        "references and the redacted values a replay must supply. A damaged object is reported "
+        "(`valid: false`), not an error."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["replay"],
+)
+def replay_validation(execution_id: ExecutionId, archive: ArchiveDep) -> Response:
+    return _JSON(validate_for_replay(archive, execution_id))
+
+
+@router.get(
+    f"{_SNAPSHOTS}/{{executionId}}/replay-context",
+    dependencies=read,
+    response_model=ReplayContextBody,
+    summary="Everything a re-run needs",
+    description=(
+        f"{_READ} The exact structure (its JCS hashes to `snapshotHash`), the same workflow in "
+        "n8n's import shape, trigger type and data, non-secret variables, credential "
+        "references, pinned data, what must be supplied, and the original outcome."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["replay"],
+)
+def replay_context(execution_id: ExecutionId, archive: ArchiveDep) -> Response:
+    return _JSON(prepare_replay_context(archive, execution_id))
+
+
+@router.get(
+    f"{_SNAPSHOTS}/{{executionId}}/compare-to-original",
+    dependencies=read,
+    response_model=DiffBody,
+    summary="Compare a replay with its original",
+    description=(
+        f"{_READ} For an execution captured with `replayOf`: the diff from the original "
+        "execution to this one. 404 when the execution is not a replay or its original is "
+        "unknown."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["replay"],
+)
+def replay_compare(execution_id: ExecutionId, archive: ArchiveDep) -> Response:
+    return _JSON(compare_to_original(archive, execution_id).to_json())

@@ -74,12 +74,19 @@ def _final(fail: bool) -> dict[str, Any]:
 
 
 def _seed(client: Client) -> None:
-    for execution_id, workflow, fail in (("e1", WORKFLOW, False), ("e2", _changed(), True)):
+    runs = (
+        ("e1", WORKFLOW, False, None),
+        ("e2", _changed(), True, None),
+        ("r1", WORKFLOW, True, "e1"),
+    )
+    for n, (execution_id, workflow, fail, replay_of) in enumerate(runs, start=1):
         body = {
             "executionId": execution_id,
             "workflow": workflow,
-            "createdAt": f"2026-11-25T10:0{execution_id[1]}:00Z",
+            "createdAt": f"2026-11-25T10:0{n}:00Z",
         }
+        if replay_of is not None:
+            body["replayOf"] = replay_of
         assert client.post(SNAPSHOTS, json=body).status_code == 201
         response = client.post(f"{SNAPSHOTS}/{execution_id}/final-state", json=_final(fail))
         assert response.status_code == 201
@@ -143,7 +150,7 @@ def test_compare_unknown_and_bad_ids(client: Client, app: FastAPI) -> None:
 
 def test_compare_versions(client: Client, app: FastAPI) -> None:
     url = f"{SNAPSHOTS}/workflow/wf-c/versions"
-    for v1, v2 in (("1.0.0", "1.0.1"), ("1", "2"), ("1", "head")):
+    for v1, v2 in (("1.0.0", "1.0.1"), ("1", "2"), ("1", "1.0.1")):
         response = client.get(f"{url}/{v1}/compare/{v2}")
         assert response.status_code == 200, response.text
         body = response.json()
@@ -152,7 +159,8 @@ def test_compare_versions(client: Client, app: FastAPI) -> None:
         assert body["execution"] is None
         assert MARKER_PREFIX not in response.text
     assert client.get(f"{url}/2/compare/1.0.1").json()["empty"] is True
-    assert_error(client.get(f"{url}/1/compare/3"), 404, code="not_found")
+    assert client.get(f"{url}/1/compare/head").json()["empty"] is True  # r1 restored 1.0.0
+    assert_error(client.get(f"{url}/1/compare/4"), 404, code="not_found")
     assert_error(client.get(f"{url}/9.9.9/compare/1"), 404, code="not_found")
     assert_error(client.get(f"{SNAPSHOTS}/workflow/nope/versions/1/compare/2"), 404)
     assert_error(client.get(f"{url}/1.0/compare/1"), 422, field="v1")
@@ -173,6 +181,9 @@ def test_compare_versions(client: Client, app: FastAPI) -> None:
 READ_ROUTES = [
     f"{SNAPSHOTS}/e1/compare/e2",
     f"{SNAPSHOTS}/workflow/wf-c/versions/1/compare/2",
+    f"{SNAPSHOTS}/e1/replay-validation",
+    f"{SNAPSHOTS}/e1/replay-context",
+    f"{SNAPSHOTS}/r1/compare-to-original",
 ]
 
 
@@ -193,6 +204,53 @@ def test_read_routes_need_the_read_scope(secured: FastAPI, url: str, holder: str
         assert_error(response, 403, field="Authorization", code="forbidden")
         assert 'scope="read"' in response.headers["www-authenticate"]
     assert_error(Client(secured).get(url), 401, field="Authorization")
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+def test_replay_validation(client: Client) -> None:
+    response = client.get(f"{SNAPSHOTS}/e1/replay-validation")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["valid"] is True
+    assert body["checks"]["hashVerified"] is True
+    assert body["archive"]["archivingImplemented"] is False
+    assert [e["pointer"] for e in body["mustSupply"]] == ["/workflow/nodes/1/parameters/apiKey"]
+    assert SECRET not in response.text
+
+
+def test_replay_context(client: Client) -> None:
+    response = client.get(f"{SNAPSHOTS}/e1/replay-context")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["snapshotHash"] == client.get(f"{SNAPSHOTS}/e1").json()["snapshotHash"]
+    assert body["workflow"]["connections"] == WORKFLOW["connections"]
+    assert body["credentials"][0]["id"] == "7"
+    assert body["originalOutcome"]["status"] == "success"
+    assert SECRET not in response.text
+    # the re-run, captured with replayOf, has the original's structure
+    rerun = {"executionId": "e1-again", "workflow": body["workflow"], "replayOf": "e1"}
+    again = client.post(SNAPSHOTS, json=rerun).json()
+    assert again["snapshotHash"] == body["snapshotHash"]
+    diff = client.get(f"{SNAPSHOTS}/e1-again/compare-to-original").json()
+    assert diff["side1"]["executionId"] == "e1" and diff["sameStructure"] is True
+
+
+def test_compare_to_original(client: Client) -> None:
+    body = client.get(f"{SNAPSHOTS}/r1/compare-to-original").json()
+    assert body["side1"]["executionId"] == "e1" and body["side2"]["executionId"] == "r1"
+    assert body["execution"]["firstDivergence"]["node"] == "HTTP"
+    not_replay = client.get(f"{SNAPSHOTS}/e1/compare-to-original")
+    assert "not a replay" in assert_error(not_replay, 404, code="not_found")["message"]
+
+
+@pytest.mark.parametrize("route", ["replay-validation", "replay-context", "compare-to-original"])
+def test_replay_routes_unknown_and_bad_ids(client: Client, app: FastAPI, route: str) -> None:
+    assert_error(client.get(f"{SNAPSHOTS}/nope/{route}"), 404, code="not_found")
+    assert_error(client.get(f"{SNAPSHOTS}/a~b/{route}"), 422, field="executionId")
+    status, _, raw = asgi_raw(app, "GET", f"{SNAPSHOTS}/a%2Fb/{route}".encode())
+    assert status == 422 and orjson.loads(raw)["field"] == "executionId"
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -259,3 +317,22 @@ def test_cli_show(cli: Any) -> None:
     body = orjson.loads(_ok(cli("show", "e1", "--json")))
     assert body["executionId"] == "e1" and body["versionCommit"]["seq"] == 1
     assert cli("show", "nope").exit_code == 2
+
+
+def test_cli_replay_context(cli: Any, tmp_path: Path) -> None:
+    out = tmp_path / "replay.json"
+    result = cli("replay-context", "e1", "-o", str(out), "--validate")
+    assert result.exit_code == 0, result.output
+    assert "1 value(s) to supply" in result.stderr
+    body = orjson.loads(out.read_bytes())
+    assert body["executionId"] == "e1" and body["mustSupply"][0]["node"] == "HTTP"
+    assert SECRET not in out.read_text()
+    workflow_only = cli("replay-context", "e1", "--workflow-only")
+    assert workflow_only.exit_code == 0 and SECRET not in workflow_only.output
+    printed = orjson.loads(workflow_only.stdout)  # markers stay: they are what the hash covers
+    assert printed["connections"] == WORKFLOW["connections"]
+    request = tmp_path / "rerun.json"
+    request.write_bytes(orjson.dumps({"executionId": "e1b", "workflow": printed}))
+    put = orjson.loads(_ok(cli("put", str(request))))
+    assert put["snapshotHash"] == body["snapshotHash"]
+    assert cli("replay-context", "nope").exit_code == 2

@@ -1093,3 +1093,61 @@ def test_runaway_query_is_interrupted_while_ingest_keeps_working(tmp_path: Path)
         "/api/query", json={"sql": "SELECT count(*) FROM snapshots WHERE workflow_id = 'wf-live'"}
     )
     assert after.json()["rows"] == [[15]]
+
+
+# --------------------------------------------------------------------------------------------
+# infra/athena: the DDL matches the files
+
+
+_HIVE_TYPES = {
+    pa.string(): "string",
+    pa.int16(): "smallint",
+    pa.int32(): "int",
+    pa.int64(): "bigint",
+    pa.float64(): "double",
+    pa.timestamp("ms", tz="UTC"): "timestamp",
+    pa.list_(pa.string()): "array<string>",
+}
+
+
+def test_athena_ddl_matches_the_manifests_and_its_views_run(
+    history_store: tuple[LocalStore, History],
+) -> None:
+    import duckdb
+
+    from archiver.index import SCHEMAS
+
+    folder = REPO / "infra" / "athena"
+    for table, schema in SCHEMAS.items():
+        (path,) = folder.glob(f"0?_{table}.sql")
+        ddl = path.read_text()
+        columns = re.findall(r"^  `(\w+)` ([\w<>]+),?$", ddl, re.MULTILINE)
+        assert columns == [(f.name, _HIVE_TYPES[f.type]) for f in schema], table
+        assert "PARTITIONED BY (`dt` string)" in ddl
+        assert f"s3://BUCKET/PREFIX/index/{table}/dt=${{dt}}/" in ddl
+
+    # the views' SQL is plain enough for DuckDB: run it over the generated history
+    store, h = history_store
+    con = duckdb.connect(config={"autoload_known_extensions": False})
+    con.execute("CREATE SCHEMA execvault")
+    for table in SCHEMAS:
+        glob = store.root / "index" / table / "*" / "*.parquet"
+        con.execute(
+            f"CREATE VIEW execvault.{table} AS SELECT * REPLACE (CAST(dt AS VARCHAR) AS dt) "
+            f"FROM read_parquet('{glob}', hive_partitioning = true)"
+        )
+    views = (folder / "05_views.sql").read_text()
+    for statement in duckdb.extract_statements(views):
+        con.execute(statement.query)
+    rows = con.execute(
+        "SELECT count(*), count(status), count(*) FILTER (WHERE status = 'error') "
+        "FROM execvault.executions"
+    ).fetchone()
+    finished = [e for e in h.executions if e.status is not None]
+    assert rows == (
+        len(h.executions),
+        len(finished),
+        sum(e.status == "error" for e in finished),
+    )
+    runs = con.execute("SELECT count(*) FROM execvault.node_runs_once").fetchone()
+    assert runs == (sum(1 for _ in h.runs()),)
