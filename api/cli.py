@@ -311,22 +311,6 @@ def get(ctx: click.Context, execution_id: str) -> None:
 
 @main.command()
 @click.argument("workflow_id")
-@click.pass_context
-def log(ctx: click.Context, workflow_id: str) -> None:
-    """List WORKFLOW_ID's versions, newest first (like git log --oneline).
-
-    \b
-    Example:
-      execvault log wf-42
-    """
-    for commit in reversed(_archive(ctx).version_history(workflow_id)):
-        click.echo(
-            f"{commit.version:<10} #{commit.seq:<4} {commit.snapshot_hash[:12]}  {commit.summary}"
-        )
-
-
-@main.command()
-@click.argument("workflow_id")
 @click.option("--since", help="RFC 3339 time, inclusive.")
 @click.option("--until", help="RFC 3339 time, exclusive.")
 @click.option("--status", multiple=True, help="success, error, ... (repeatable).")

@@ -350,7 +350,51 @@ def replay_context_command(
         ctx.exit(0 if report["valid"] else 1)
 
 
-COMMANDS = (diff_command, show_command, replay_context_command)
+@click.command("log")
+@click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True, help="The whole timeline as JSON (as the API).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000),
+              help="Executions on the axis (--json).")  # fmt: skip
+@click.pass_context
+def log_command(ctx: click.Context, workflow_id: str, as_json: bool, limit: int) -> None:
+    """List WORKFLOW_ID's versions, newest first (like git log --oneline), with run counts.
+
+    Each line: version, #seq, hash, runs and failures under it (from the index), the change
+    summary, and the first failing execution after the change when there is one.
+
+    \b
+    Example:
+      execvault log wf-42
+      execvault log wf-42 --json | jq '.changePoints[0].firstFailure'
+    """
+    from api.cli import _settings
+    from query.catalog import Catalog
+    from query.timeline import workflow_timeline
+
+    settings = _settings(ctx)
+    archive = settings.open_archive()
+    wf = check_id(workflow_id, "workflowId")
+    with Catalog(archive.store, settings.index_cache_dir) as catalog:
+        body = workflow_timeline(archive, catalog, wf, limit=limit, with_diffs=as_json)
+    if as_json:
+        _emit(body)
+        return
+    firsts = {c["seq"]: c["firstFailure"]["executionId"] for c in body["changePoints"]}
+    for version in body["versions"]:
+        runs = f"{version['runs']} run{'s' if version['runs'] != 1 else ''}"
+        failed = f"{version['failures']} failed"
+        line = (
+            f"{version['version']:<10} #{version['seq']:<4} {version['snapshotHash'][:12]}  "
+            f"{runs:>9} {failed:>9}  {version['summary']}"
+        )
+        if version["seq"] in firsts:
+            click.echo(line + "  ", nl=False)
+            click.secho(f"[first failure: {firsts[version['seq']]}]", fg="red")
+        else:
+            click.echo(line)
+
+
+COMMANDS = (diff_command, show_command, replay_context_command, log_command)
 
 
 def register_compare(group: click.Group) -> None:

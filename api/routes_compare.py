@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,10 +18,12 @@ from api.auth import require_scope
 from api.errors import error_responses
 from archiver.archive import Archive
 from archiver.layout import check_id
+from query.catalog import Catalog
 from query.diff import check_version_ref, compare_executions, compare_workflow_versions
 from query.replay import compare_to_original, prepare_replay_context, validate_for_replay
+from query.timeline import workflow_timeline
 
-__all__ = ["DiffBody", "ReplayContextBody", "ReplayValidationBody", "router"]
+__all__ = ["DiffBody", "ReplayContextBody", "ReplayValidationBody", "TimelineBody", "router"]
 
 router = APIRouter()
 
@@ -40,6 +42,11 @@ class _JSON(JSONResponse):
 def _archive(request: Request) -> Archive:
     archive: Archive = request.app.state.archive
     return archive
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.index.catalog()
+    return catalog
 
 
 def _execution_id(
@@ -76,6 +83,7 @@ def _v2(v2: Annotated[str, Path(description=_VERSION_REF)]) -> str:
 
 
 ArchiveDep = Annotated[Archive, Depends(_archive)]
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
 ExecutionId = Annotated[str, Depends(_execution_id)]
 OtherExecutionId = Annotated[str, Depends(_other_execution_id)]
 WorkflowId = Annotated[str, Depends(_workflow_id)]
@@ -270,3 +278,56 @@ def replay_context(execution_id: ExecutionId, archive: ArchiveDep) -> Response:
 )
 def replay_compare(execution_id: ExecutionId, archive: ArchiveDep) -> Response:
     return _JSON(compare_to_original(archive, execution_id).to_json())
+
+
+# ---------------------------------------------------------------------------- timeline
+
+
+class TimelineBody(BaseModel):
+    """Versions and executions of a workflow on one axis (`docs/compare.md`, "Timeline")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    workflowId: str  # noqa: N815
+    head: dict[str, Any]
+    totals: dict[str, int]
+    versions: list[dict[str, Any]] = Field(
+        description="newest first: each commit with runs, finished, failures, failureRate"
+    )
+    changePoints: list[dict[str, Any]] = Field(  # noqa: N815
+        description="per version: the first failing execution under it, with the version diff"
+    )
+    axis: list[dict[str, Any]] = Field(description="executions and versions, newest first")
+    nextCursor: str | None  # noqa: N815
+
+
+@router.get(
+    f"{_SNAPSHOTS}/workflow/{{workflowId}}/timeline",
+    dependencies=read,
+    response_model=TimelineBody,
+    summary="A workflow's versions and executions on one axis",
+    description=(
+        f"{_READ} Every version (newest first) with its parent, change summary and the counts "
+        "of runs and failures under it; the change points (the first failing execution after "
+        "each version change, with the diff from the parent version); and one page of the "
+        "axis, executions interleaved with the versions made in that span (`limit`, `cursor` "
+        "as for history; `diffs=false` leaves the diffs out). Counts and executions come from "
+        "the index (fresh within `index_flush_ms`)."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["read"],
+)
+def timeline(
+    workflow_id: WorkflowId,
+    archive: ArchiveDep,
+    catalog: CatalogDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    diffs: Annotated[bool, Query(description="attach the version diffs")] = True,
+) -> Response:
+    return _JSON(
+        workflow_timeline(
+            archive, catalog, workflow_id, limit=limit, cursor=cursor, with_diffs=diffs
+        )
+    )

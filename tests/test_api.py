@@ -935,6 +935,7 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("get", SNAPSHOTS + "/{executionId}/replay-validation"): "read",
         ("get", SNAPSHOTS + "/{executionId}/replay-context"): "read",
         ("get", SNAPSHOTS + "/{executionId}/compare-to-original"): "read",
+        ("get", SNAPSHOTS + "/workflow/{workflowId}/timeline"): "read",
         ("post", "/api/query"): "query",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,14 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi import FastAPI
 
+from api.app import create_app
 from api.cli import main
-from archiver.config import FIELDS
-from archiver.sanitize import MARKER_PREFIX
+from archiver.archive import Archive
+from archiver.config import FIELDS, Settings
+from archiver.index import ManifestWriter
+from archiver.sanitize import MARKER_PREFIX, Sanitizer
+from archiver.store.local import LocalStore
+from archiver.store.memory import MemoryStore
 from tests.helpers import HMAC_KEY
 from tests.test_api import (
     SNAPSHOTS,
@@ -336,3 +342,120 @@ def test_cli_replay_context(cli: Any, tmp_path: Path) -> None:
     put = orjson.loads(_ok(cli("put", str(request))))
     assert put["snapshotHash"] == body["snapshotHash"]
     assert cli("replay-context", "nope").exit_code == 2
+
+
+# ---------------------------------------------------------------------------- timeline
+
+
+def _timeline_archive() -> Archive:
+    """wf-t: 1.0.0 runs 3 times fine; 1.0.1 (url changed) fails from its second run on; 1.1.0
+    (a node added) runs once, fine."""
+    archive = Archive(MemoryStore(), Sanitizer(HMAC_KEY))
+    v1 = {**copy.deepcopy(WORKFLOW), "id": "wf-t"}
+    v2 = copy.deepcopy(v1)
+    v2["nodes"][1]["parameters"]["url"] = "https://b.example.com"
+    v3 = copy.deepcopy(v2)
+    v3["nodes"].append({"id": "n", "name": "NoOp", "type": "n8n-nodes-base.noOp", "parameters": {}})
+    plan = [(v1, False)] * 3 + [(v2, False), (v2, True), (v2, True), (v3, False)]
+    with ManifestWriter(archive.store, flush_rows=100) as writer:
+        writer.attach(archive)
+        for n, (workflow, fail) in enumerate(plan):
+            archive.capture_snapshot(
+                execution_id=f"t{n}", workflow=workflow, created_at=T0 + timedelta(hours=n)
+            )
+            archive.record_final_state(f"t{n}", _final(fail))
+    return archive
+
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def timeline_app() -> FastAPI:
+    return create_app(Settings(tokens=TOKENS_SETTING), archive=_timeline_archive())
+
+
+def test_timeline(timeline_app: FastAPI) -> None:
+    response = Client(timeline_app, TOKENS["read"]).get(f"{SNAPSHOTS}/workflow/wf-t/timeline")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["head"]["version"] == "1.1.0"
+    assert body["totals"] == {"runs": 7, "finished": 7, "failures": 2}
+    counts = [(v["version"], v["runs"], v["failures"], v["failureRate"]) for v in body["versions"]]
+    assert counts == [("1.1.0", 1, 0, 0.0), ("1.0.1", 3, 2, 0.6667), ("1.0.0", 3, 0, 0.0)]
+    assert body["versions"][1]["parent"]["version"] == "1.0.0"
+    assert body["versions"][1]["summary"] == "~1 node(s) (HTTP)"
+    [point] = body["changePoints"]
+    assert point["version"] == "1.0.1" and point["parent"]["version"] == "1.0.0"
+    assert point["firstFailure"]["executionId"] == "t4"
+    assert point["firstFailure"]["failedNodes"] == ["HTTP"]
+    assert point["newFailure"] is True and point["parentFailureRate"] == 0.0
+    assert point["diff"]["nodesModified"][0]["node"] == "HTTP"
+    assert MARKER_PREFIX not in response.text
+    axis = [(e["kind"], e.get("executionId") if e["kind"] == "execution" else e["version"])
+            for e in body["axis"]]  # fmt: skip
+    assert axis == [
+        ("execution", "t6"),
+        ("version", "1.1.0"),
+        ("execution", "t5"),
+        ("execution", "t4"),
+        ("execution", "t3"),
+        ("version", "1.0.1"),
+        ("execution", "t2"),
+        ("execution", "t1"),
+        ("execution", "t0"),
+        ("version", "1.0.0"),
+    ]
+    assert body["nextCursor"] is None
+
+
+def test_timeline_pages_and_options(timeline_app: FastAPI) -> None:
+    client = Client(timeline_app, TOKENS["read"])
+    first = client.get(f"{SNAPSHOTS}/workflow/wf-t/timeline?limit=2&diffs=false").json()
+    assert "diff" not in first["changePoints"][0]
+    assert [e.get("executionId") for e in first["axis"] if e["kind"] == "execution"] == ["t6", "t5"]
+    assert [e["version"] for e in first["axis"] if e["kind"] == "version"] == ["1.1.0"]
+    second = client.get(
+        f"{SNAPSHOTS}/workflow/wf-t/timeline?limit=2&cursor={first['nextCursor']}"
+    ).json()
+    assert [e.get("executionId") for e in second["axis"] if e["kind"] == "execution"] == [
+        "t4",
+        "t3",
+    ]
+    assert [e["version"] for e in second["axis"] if e["kind"] == "version"] == ["1.0.1"]
+
+
+def test_timeline_errors(timeline_app: FastAPI) -> None:
+    client = Client(timeline_app, TOKENS["read"])
+    assert_error(client.get(f"{SNAPSHOTS}/workflow/nope/timeline"), 404, code="not_found")
+    assert_error(client.get(f"{SNAPSHOTS}/workflow/-x/timeline"), 422, field="workflowId")
+    assert_error(client.get(f"{SNAPSHOTS}/workflow/wf-t/timeline?limit=0"), 422)
+    assert_error(client.get(f"{SNAPSHOTS}/workflow/wf-t/timeline?cursor=zzz"), 422, field="cursor")
+    for holder in ("ingest", "query"):
+        forbidden = Client(timeline_app, TOKENS[holder]).get(f"{SNAPSHOTS}/workflow/wf-t/timeline")
+        assert_error(forbidden, 403, code="forbidden")
+    assert_error(Client(timeline_app).get(f"{SNAPSHOTS}/workflow/wf-t/timeline"), 401)
+
+
+def test_cli_log_shows_runs_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _, var, _ in FIELDS:
+        monkeypatch.delenv(var, raising=False)
+    key = tmp_path / "hmac.key"
+    key.write_text(HMAC_KEY.hex() + "\n")
+    data = tmp_path / "data"
+    source = _timeline_archive()
+    target = LocalStore(data)
+    for info in source.store.list(""):
+        target.put(info.key, source.store.get(info.key))
+    args = ["--store", f"local:{data}", "--hmac-key-file", str(key), "log", "wf-t"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines] == ["1.1.0", "1.0.1", "1.0.0"]
+    assert "3 runs" in lines[1] and "2 failed" in lines[1]
+    assert lines[1].endswith("[first failure: t4]")
+    assert "1 run " in lines[0] and "0 failed" in lines[0]
+    as_json = orjson.loads(CliRunner().invoke(main, [*args, "--json"]).output)
+    assert as_json["changePoints"][0]["diff"]["summary"] == "~1 node(s) (HTTP)"
+    missing = CliRunner().invoke(main, [*args[:-1], "nope"])
+    assert missing.exit_code == 2 and "no versions" in missing.output
