@@ -133,10 +133,11 @@ def _empty_source(table: str) -> str:
     return f"(SELECT {', '.join(columns)} WHERE false)"
 
 
-def _file_source(glob: str) -> str:
+def _file_source(glob: str, *, union_by_name: bool = True) -> str:
+    union = "union_by_name = true, " if union_by_name else ""
     return (
         f"read_parquet({_quote_literal(glob)}, hive_partitioning = true, "
-        "union_by_name = true, hive_types = {'dt': DATE})"
+        f"{union}hive_types = {{'dt': DATE}})"
     )
 
 
@@ -151,15 +152,56 @@ def _dedup_sql(source: str, table: str) -> str:
     )
 
 
-def view_statements(manifests: ManifestCache, tables: frozenset[str]) -> list[str]:
+def _list_source(paths: Sequence[str], *, union_by_name: bool) -> str:
+    union = "union_by_name = true, " if union_by_name else ""
+    files = "[" + ", ".join(_quote_literal(p) for p in paths) + "]"
+    return f"read_parquet({files}, hive_partitioning = true, {union}hive_types = {{'dt': DATE}})"
+
+
+def view_statements(
+    manifests: ManifestCache,
+    tables: frozenset[str],
+    *,
+    union_by_name: bool = True,
+    day_files: Mapping[str, Mapping[date, Sequence[str]]] | None = None,
+) -> list[str]:
     """``CREATE OR REPLACE VIEW`` statements for every view in :data:`VIEWS` over ``manifests``.
 
     A table in ``tables`` reads its files (glob); any other table is an empty view with the
     right columns. Used by :class:`Catalog` and by the analyst sandbox (``query.sql``).
+    ``union_by_name`` reads every file's footer when the view is bound (files of different
+    index formats then still line up by column name); without it only the first file's schema
+    is read, which is much cheaper for a connection that lives for one query.
+
+    ``day_files`` (``table -> day -> paths``, see :meth:`Catalog.day_files`) pins each view to
+    exactly those files instead of a glob, and deduplicates only the days that have more than
+    one file: a single file never holds a row twice, so the days compaction has finished with
+    (nearly all of them) are read as they are, at the speed of a plain ``read_parquet``.
     """
     statements = []
     for table in TABLES:
-        source = _file_source(manifests.glob(table)) if table in tables else _empty_source(table)
+        if day_files is not None:
+            days = day_files.get(table, {})
+            single = [p for paths in days.values() if len(paths) == 1 for p in paths]
+            multi = [p for paths in days.values() if len(paths) > 1 for p in paths]
+            branches = []
+            if single:
+                branches.append(
+                    f"SELECT * FROM {_list_source(single, union_by_name=union_by_name)}"
+                )
+            if multi:
+                source = _list_source(multi, union_by_name=union_by_name)
+                branches.append(f"SELECT * FROM ({_dedup_sql(source, table)})")
+            if not branches:
+                branches.append(f"SELECT * FROM {_empty_source(table)}")
+            body = " UNION ALL BY NAME ".join(branches)
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS {body}")
+            continue
+        source = (
+            _file_source(manifests.glob(table), union_by_name=union_by_name)
+            if table in tables
+            else _empty_source(table)
+        )
         statements.append(f"CREATE OR REPLACE VIEW {table} AS {_dedup_sql(source, table)}")
     statements.append(_EXECUTIONS_SQL)
     return statements
@@ -255,6 +297,10 @@ class Catalog:
                 self._update_key_map()
 
     # -- day-restricted reads (the lookups' fast path) ------------------------------------------
+
+    def day_files(self) -> Mapping[str, Mapping[date, Sequence[str]]]:
+        """``table -> day -> local paths`` as of the last refresh (one consistent snapshot)."""
+        return self._by_day
 
     def files_for(
         self,

@@ -18,7 +18,9 @@
    set, no temporary directory and ``max_temp_directory_size = '0B'`` (nothing spills to disk).
 3. **The views** (``snapshots``, ``final_states``, ``versions``, ``node_runs``, ``executions``:
    :func:`query.catalog.view_statements`) over the local index directory (a LocalStore's
-   ``index/``, or the catalog's mirror of a remote store), created *before* locking.
+   ``index/``, or the catalog's mirror of a remote store), created *before* locking. They name
+   the files of the catalog's last refresh explicitly, and deduplicate only days with more than
+   one file (mid-compaction): a compacted day is read as fast as a plain ``read_parquet``.
 4. **A function check** on the parsed query (``json_serialize_sql``): table functions that change
    the connection's state or take raw pointers (``enable_logging``, ``checkpoint``,
    ``arrow_scan`` ...) and ``query()`` / ``json_execute_serialized_sql()`` (their SQL text would
@@ -53,6 +55,7 @@ import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from archiver.errors import InvalidInput, QueryBusy, QueryFailed, QueryLimitExceeded, QueryRefused
+from archiver.index import SCHEMAS
 from query.catalog import Catalog, view_statements
 
 __all__ = [
@@ -317,6 +320,15 @@ class _Vanished(Exception):
     """A manifest file disappeared under the query (a rebuild or compaction removed it)."""
 
 
+class _SchemaDrift(Exception):
+    """The files of a table do not all have the same columns (index formats mixed)."""
+
+
+_EXPECTED_COLUMNS: Final[Mapping[str, list[str]]] = {
+    table: [*schema.names, "dt"] for table, schema in SCHEMAS.items()
+}
+
+
 class SqlSandbox:
     """Runs analyst SQL over ``catalog``'s index (see the module doc for the rules).
 
@@ -349,6 +361,9 @@ class SqlSandbox:
         self.threads = threads if threads is not None else max(1, min(2, os.cpu_count() or 1))
         self.max_result_bytes = max_result_bytes
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        # Views read only the first file's schema unless the files of a table turned out to
+        # differ (then every footer, slower): sticky once seen.
+        self._union_by_name = False
 
     def run(
         self, sql: object, *, limit: int | None = None, timeout_seconds: float | None = None
@@ -373,9 +388,17 @@ class SqlSandbox:
         try:
             catalog = self._catalog if isinstance(self._catalog, Catalog) else self._catalog()
             catalog.refresh()
-            for attempt in range(3):
+            for attempt in range(4):
                 try:
                     table, columns, truncated = self._run_once(catalog, text, limit, deadline)
+                except _SchemaDrift:
+                    if self._union_by_name:
+                        raise QueryFailed(
+                            "the index files of a table disagree on their columns"
+                        ) from None
+                    _log.info("index files with different columns: views read every footer now")
+                    self._union_by_name = True
+                    continue
                 except _Vanished as err:
                     if attempt == 2 or time.monotonic() >= deadline:
                         raise QueryFailed(
@@ -400,8 +423,19 @@ class SqlSandbox:
         manifests = catalog.manifests
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")
-        for statement in view_statements(manifests, manifests.tables_with_files):
+        day_files = catalog.day_files()
+        tables = frozenset(table for table, days in day_files.items() if days)
+        union = self._union_by_name
+        for statement in view_statements(
+            manifests, tables, union_by_name=union, day_files=day_files
+        ):
             con.execute(statement)
+        if not union:
+            # the first file decides a view's columns: an older first file would hide newer ones
+            for table in sorted(tables):
+                described = con.execute(f"DESCRIBE {table}").fetchall()
+                if [row[0] for row in described] != _EXPECTED_COLUMNS[table]:
+                    raise _SchemaDrift(table)
         _check_functions(con, sql)
         allowed = str(manifests.root).rstrip(os.sep) + os.sep
         con.execute(f"SET allowed_directories = [{_literal(allowed)}]")
@@ -463,6 +497,10 @@ class SqlSandbox:
             text = str(err)
             if "No such file" in text or "not found" in text or "does not exist" in text:
                 raise _Vanished(text) from None
+            raise QueryFailed(_message(err), field="sql") from None
+        except duckdb.InvalidInputException as err:
+            if "schema mismatch" in str(err) and not self._union_by_name:
+                raise _SchemaDrift(str(err)) from None  # a later file lacks columns
             raise QueryFailed(_message(err), field="sql") from None
         except duckdb.Error as err:
             if isinstance(err, duckdb.InternalException | duckdb.FatalException):
