@@ -33,11 +33,11 @@ API_PREFIX: Final = "/api/"
 _SNAPSHOTS: Final = ("api", "execution-snapshots")
 #: The literal segment that precedes each kind of id in our paths.
 _ID_AFTER: Final = {"workflow": "workflowId", "by-hash": "snapshotHash"}
-#: Deeper ids, by the literal before them: ``{executionId}/compare/{otherExecutionId}`` and
-#: ``workflow/{workflowId}/versions/{v1}/compare/{v2}``.
+#: Deeper ids, by the literal before them: ``{executionId}/compare/{otherExecutionId}``,
+#: ``workflow/{workflowId}/versions/{v1}/compare/{v2}``, ``…/tags/{tag}`` and so on.
 _DEEP_ID_AFTER: Final = {
-    "executionId": {"compare": "otherExecutionId"},
-    "workflowId": {"versions": "v1", "compare": "v2"},
+    "executionId": {"compare": "otherExecutionId", "tags": "tag", "annotations": "annotationId"},
+    "workflowId": {"versions": "v1", "compare": "v2", "tags": "tag"},
 }
 _JSON_TYPES: Final = frozenset({"application/json"})
 

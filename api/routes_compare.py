@@ -7,23 +7,38 @@ See ``docs/compare.md`` for the shapes and ``docs/api.md`` for the table of rout
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import require_scope
+from api.auth import Principal, require_scope
 from api.errors import error_responses
+from api.limits import read_json_body
+from api.schemas import request_body
 from archiver.archive import Archive
+from archiver.errors import InvalidId, InvalidInput, NotFound
+from archiver.events import EventLog, check_event_id, check_tag
+from archiver.jsonio import loads_strict
 from archiver.layout import check_id
 from query.catalog import Catalog
 from query.diff import check_version_ref, compare_executions, compare_workflow_versions
 from query.replay import compare_to_original, prepare_replay_context, validate_for_replay
 from query.timeline import workflow_timeline
 
-__all__ = ["DiffBody", "ReplayContextBody", "ReplayValidationBody", "TimelineBody", "router"]
+__all__ = [
+    "AnnotationRequest",
+    "DiffBody",
+    "ReplayContextBody",
+    "ReplayValidationBody",
+    "TagRequest",
+    "TimelineBody",
+    "router",
+]
 
 router = APIRouter()
 
@@ -331,3 +346,341 @@ def timeline(
             archive, catalog, workflow_id, limit=limit, cursor=cursor, with_diffs=diffs
         )
     )
+
+
+# ---------------------------------------------------------------------------- tags, annotations
+
+_INGEST = "Scope: `ingest` (or `admin`)."
+Ingest = Annotated[Principal, Depends(require_scope("ingest"))]
+
+
+def _events(request: Request) -> EventLog:
+    archive: Archive = request.app.state.archive
+    return EventLog(
+        archive.store,
+        sanitize_text=archive.sanitizer.sanitize_text,
+        max_object_bytes=archive.max_object_bytes,
+    )
+
+
+EventsDep = Annotated[EventLog, Depends(_events)]
+
+
+def _tag(tag: Annotated[str, Path(description="1-64 of a-z 0-9 . _ -")]) -> str:
+    return check_tag(tag)
+
+
+def _annotation_id(
+    annotation_id: Annotated[str, Path(alias="annotationId", description="ev_ + 20 hex digits")],
+) -> str:
+    return check_event_id(annotation_id)
+
+
+TagName = Annotated[str, Depends(_tag)]
+AnnotationId = Annotated[str, Depends(_annotation_id)]
+
+
+class TagRequest(BaseModel):
+    """Tag an execution (moving the tag from another execution of its workflow)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"tag": "baseline", "description": "known good"}]},
+    )
+
+    tag: str = Field(description="1-64 lowercase letters, digits, `.`, `_`, `-`")
+    description: str | None = Field(default=None, max_length=1000)
+    userId: str | None = Field(  # noqa: N815
+        default=None, description="who tags (default: the token's name)"
+    )
+
+
+class AnnotationRequest(BaseModel):
+    """Annotate an execution or one of its nodes."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"type": "bug", "text": "times out on big orders", "node": "HTTP"}]
+        },
+    )
+
+    type: str = Field(default="note", description="note, bug, insight, warning or question")
+    text: str = Field(max_length=10_000)
+    node: str | None = Field(default=None, description="a node's name or id")
+    userId: str | None = Field(default=None)  # noqa: N815
+
+
+def _body(data: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    value = loads_strict(data, field="body")
+    if not isinstance(value, dict):
+        raise InvalidInput("the request body must be a JSON object", field="body")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        name = unknown[0]
+        raise InvalidInput(
+            "unknown field", field=name if len(name) <= 64 and name.isprintable() else "<key>"
+        )
+    return value
+
+
+def _user(body: Mapping[str, Any], principal: Principal) -> str | None:
+    user = body.get("userId")
+    if user is not None:
+        return check_id(user, "userId")
+    try:
+        return None if principal.name is None else check_id(principal.name, "userId")
+    except InvalidId:
+        return None
+
+
+def _created_responses(what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"description": f"Nothing new: the {what} was already in place."},
+        201: {"description": f"The {what} event was stored."},
+        **error_responses(401, 403, 404, 408, 409, 413, 415, 422, 503),
+    }
+
+
+def _execution_tags(events: EventLog, archive: Archive, execution_id: str) -> dict[str, Any]:
+    snap = archive.get_snapshot(execution_id)
+    history = events.tag_events(snap.workflow_id)
+    current = events.fold_tags(history)
+    return {
+        "executionId": snap.execution_id,
+        "workflowId": snap.workflow_id,
+        "tags": sorted(t for t, e in current.items() if e.execution_id == snap.execution_id),
+        "events": [e.to_json() for e in history if e.execution_id == snap.execution_id],
+    }
+
+
+@router.post(
+    f"{_SNAPSHOTS}/{{executionId}}/tags",
+    status_code=201,
+    summary="Tag an execution",
+    description=(
+        f"{_INGEST} Tags are unique within a workflow (`production`, `baseline` …): tagging "
+        "moves the tag here from the execution that had it. An event is appended; nothing is "
+        "rewritten. 200 when the execution already holds the tag."
+    ),
+    responses=_created_responses("tag"),
+    openapi_extra={**request_body(TagRequest, "the tag"), **_scope("ingest")},
+    tags=["tags"],
+)
+async def add_tag(
+    execution_id: ExecutionId,
+    request: Request,
+    principal: Ingest,
+    archive: ArchiveDep,
+    events: EventsDep,
+) -> Response:
+    body = _body(await read_json_body(request), frozenset({"tag", "description", "userId"}))
+    if "tag" not in body:
+        raise InvalidInput("tag is required", field="tag")
+
+    def run() -> Response:
+        snap = archive.get_snapshot(execution_id)
+        event, created = events.add_tag(
+            snap, body["tag"], user_id=_user(body, principal), description=body.get("description")
+        )
+        return _JSON(
+            {"event": event.to_json(), **_execution_tags(events, archive, execution_id)},
+            status_code=201 if created else 200,
+        )
+
+    return await run_in_threadpool(run)
+
+
+@router.delete(
+    f"{_SNAPSHOTS}/{{executionId}}/tags/{{tag}}",
+    summary="Untag an execution",
+    description=(
+        f"{_INGEST} Appends a `remove` event (the tag's history stays). 404 when the execution "
+        "does not hold the tag now. Optional `userId` query parameter."
+    ),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+    openapi_extra=_scope("ingest"),
+    tags=["tags"],
+)
+def remove_tag(
+    execution_id: ExecutionId,
+    tag: TagName,
+    principal: Ingest,
+    archive: ArchiveDep,
+    events: EventsDep,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=256)] = None,
+) -> Response:
+    snap = archive.get_snapshot(execution_id)
+    event = events.remove_tag(snap, tag, user_id=_user({"userId": user_id}, principal))
+    return _JSON({"event": event.to_json(), **_execution_tags(events, archive, execution_id)})
+
+
+@router.get(
+    f"{_SNAPSHOTS}/{{executionId}}/tags",
+    dependencies=read,
+    summary="An execution's tags and their history",
+    description=f"{_READ} The tags the execution holds now, and every tag event about it.",
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["tags"],
+)
+def execution_tags(execution_id: ExecutionId, archive: ArchiveDep, events: EventsDep) -> Response:
+    return _JSON(_execution_tags(events, archive, execution_id))
+
+
+def _known_workflow(archive: Archive, workflow_id: str) -> None:
+    if archive.versions.head(workflow_id) is None:
+        raise NotFound(f"workflow {workflow_id} has no versions")
+
+
+@router.get(
+    f"{_SNAPSHOTS}/workflow/{{workflowId}}/tags",
+    dependencies=read,
+    summary="A workflow's tags and their history",
+    description=(
+        f"{_READ} Each tag with the execution that holds it now (and the event that put it "
+        "there), and every tag event of the workflow, oldest first."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["tags"],
+)
+def workflow_tags(workflow_id: WorkflowId, archive: ArchiveDep, events: EventsDep) -> Response:
+    _known_workflow(archive, workflow_id)
+    history = events.tag_events(workflow_id)
+    current = events.fold_tags(history)
+    return _JSON(
+        {
+            "workflowId": workflow_id,
+            "tags": {tag: e.to_json() for tag, e in sorted(current.items())},
+            "events": [e.to_json() for e in history],
+        }
+    )
+
+
+@router.get(
+    f"{_SNAPSHOTS}/workflow/{{workflowId}}/tags/{{tag}}",
+    dependencies=read,
+    summary="The execution a tag names (e.g. the current baseline)",
+    description=(
+        f"{_READ} The execution of the workflow that holds `tag` now, with the event and the "
+        "snapshot's version, hash and outcome. 404 when no execution holds it."
+    ),
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["tags"],
+)
+def tagged_execution(
+    workflow_id: WorkflowId, tag: TagName, archive: ArchiveDep, events: EventsDep
+) -> Response:
+    _known_workflow(archive, workflow_id)
+    event = events.tagged(workflow_id, tag)
+    snap = archive.get_snapshot(event.execution_id)
+    final = archive.get_final_state(event.execution_id)
+    return _JSON(
+        {
+            "workflowId": workflow_id,
+            "tag": tag,
+            "executionId": event.execution_id,
+            "since": event.to_json()["createdAt"],
+            "event": event.to_json(),
+            "snapshotVersion": snap.snapshot_version,
+            "versionSeq": snap.version_seq,
+            "snapshotHash": snap.snapshot_hash,
+            "createdAt": snap.to_json()["createdAt"],
+            "status": None if final is None else final.status,
+        }
+    )
+
+
+def _execution_annotations(events: EventLog, archive: Archive, execution_id: str) -> dict[str, Any]:
+    snap = archive.get_snapshot(execution_id)
+    history = [
+        e for e in events.annotation_events(snap.workflow_id) if e.execution_id == execution_id
+    ]
+    active, removed = events.fold_annotations(history)
+    return {
+        "executionId": snap.execution_id,
+        "workflowId": snap.workflow_id,
+        "annotations": [a.to_json() for a in active],
+        "removed": [
+            {**a.to_json(), "removedBy": removed[a.annotation_id].to_json()}
+            for a in history
+            if a.action == "add" and a.annotation_id in removed
+        ],
+    }
+
+
+@router.post(
+    f"{_SNAPSHOTS}/{{executionId}}/annotations",
+    status_code=201,
+    summary="Annotate an execution or one of its nodes",
+    description=(
+        f"{_INGEST} Appends an annotation event: `type` (note, bug, insight, warning, "
+        "question), `text` (sanitized like everything stored), optional `node` (a node's name "
+        "or id in this snapshot), `userId` (default: the token's name)."
+    ),
+    responses=_created_responses("annotation"),
+    openapi_extra={**request_body(AnnotationRequest, "the annotation"), **_scope("ingest")},
+    tags=["annotations"],
+)
+async def annotate(
+    execution_id: ExecutionId,
+    request: Request,
+    principal: Ingest,
+    archive: ArchiveDep,
+    events: EventsDep,
+) -> Response:
+    body = _body(await read_json_body(request), frozenset({"type", "text", "node", "userId"}))
+
+    def run() -> Response:
+        snap = archive.get_snapshot(execution_id)
+        event = events.annotate(
+            snap,
+            text=body.get("text"),
+            type=body.get("type", "note"),
+            node=body.get("node"),
+            user_id=_user(body, principal),
+        )
+        return _JSON({"annotation": event.to_json()}, status_code=201)
+
+    return await run_in_threadpool(run)
+
+
+@router.get(
+    f"{_SNAPSHOTS}/{{executionId}}/annotations",
+    dependencies=read,
+    summary="An execution's annotations",
+    description=f"{_READ} The annotations in place, oldest first, and the removed ones.",
+    responses=error_responses(401, 403, 404, 422, 503),
+    openapi_extra=_scope("read"),
+    tags=["annotations"],
+)
+def list_annotations(execution_id: ExecutionId, archive: ArchiveDep, events: EventsDep) -> Response:
+    return _JSON(_execution_annotations(events, archive, execution_id))
+
+
+@router.delete(
+    f"{_SNAPSHOTS}/{{executionId}}/annotations/{{annotationId}}",
+    summary="Remove an annotation",
+    description=(
+        f"{_INGEST} Appends a `remove` event naming the annotation (which stays in the "
+        "history). 404 when the execution has no such annotation in place."
+    ),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+    openapi_extra=_scope("ingest"),
+    tags=["annotations"],
+)
+def remove_annotation(
+    execution_id: ExecutionId,
+    annotation_id: AnnotationId,
+    principal: Ingest,
+    archive: ArchiveDep,
+    events: EventsDep,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=256)] = None,
+) -> Response:
+    snap = archive.get_snapshot(execution_id)
+    event = events.remove_annotation(
+        snap, annotation_id, user_id=_user({"userId": user_id}, principal)
+    )
+    return _JSON({"event": event.to_json()})

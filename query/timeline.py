@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from archiver.archive import Archive
 from archiver.errors import NotFound
+from archiver.events import EventLog
 from archiver.layout import check_id
 from archiver.model import VersionCommit
 from archiver.timeutil import format_ts
@@ -215,8 +216,17 @@ def workflow_timeline(
         if commit.parent_seq is not None and by_seq[commit.seq].first_failure_id is not None
     ]
     page = workflow_history(catalog, wf, limit=limit, cursor=cursor)
+    tags = EventLog(archive.store, max_object_bytes=archive.max_object_bytes).current_tags(wf)
+    tags_of: dict[str, list[str]] = {}
+    for tag, event in sorted(tags.items()):
+        tags_of.setdefault(event.execution_id, []).append(tag)
     axis: list[dict[str, Any]] = [
-        {"kind": "execution", "at": format_ts(item.created_at), **item.to_json()}
+        {
+            "kind": "execution",
+            "at": format_ts(item.created_at),
+            **item.to_json(),
+            "tags": tags_of.get(item.execution_id, []),
+        }
         for item in page.items
     ]
     low = page.items[-1].created_at if page.items and page.next_cursor else None
@@ -249,6 +259,7 @@ def workflow_timeline(
         "totals": totals,
         "versions": [_version_json(c, by_seq[c.seq]) for c in reversed(commits)],
         "changePoints": change_points,
+        "tags": {tag: event.execution_id for tag, event in sorted(tags.items())},
         "axis": axis,
         "nextCursor": page.next_cursor,
     }

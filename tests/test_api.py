@@ -936,6 +936,14 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("get", SNAPSHOTS + "/{executionId}/replay-context"): "read",
         ("get", SNAPSHOTS + "/{executionId}/compare-to-original"): "read",
         ("get", SNAPSHOTS + "/workflow/{workflowId}/timeline"): "read",
+        ("post", SNAPSHOTS + "/{executionId}/tags"): "ingest",
+        ("get", SNAPSHOTS + "/{executionId}/tags"): "read",
+        ("delete", SNAPSHOTS + "/{executionId}/tags/{tag}"): "ingest",
+        ("get", SNAPSHOTS + "/workflow/{workflowId}/tags"): "read",
+        ("get", SNAPSHOTS + "/workflow/{workflowId}/tags/{tag}"): "read",
+        ("post", SNAPSHOTS + "/{executionId}/annotations"): "ingest",
+        ("get", SNAPSHOTS + "/{executionId}/annotations"): "read",
+        ("delete", SNAPSHOTS + "/{executionId}/annotations/{annotationId}"): "ingest",
         ("post", "/api/query"): "query",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]

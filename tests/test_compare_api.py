@@ -407,6 +407,7 @@ def test_timeline(timeline_app: FastAPI) -> None:
         ("version", "1.0.0"),
     ]
     assert body["nextCursor"] is None
+    assert body["tags"] == {}
 
 
 def test_timeline_pages_and_options(timeline_app: FastAPI) -> None:
