@@ -340,7 +340,7 @@ def test_flush_by_row_count_and_by_age() -> None:
         writer.attach(archive)
         archive.capture_snapshot(execution_id="x", workflow=workflow(), workflow_id="wf")
         waited = wait_for(lambda: len(list(store.list("index/snapshots/"))) == 1)
-        assert 0.1 < waited < 2.0
+        assert 0.1 < waited < 4.0  # due after 0.2 s; generous for a loaded machine
         assert [r["execution_id"] for r in index_rows(store, "snapshots")] == ["x"]
 
 
