@@ -46,12 +46,27 @@ import pytest
 # session created afterwards (ours here, and the one archiver.store.s3 shares) carries it, dormant
 # until mock_aws() is active. Import it before any session exists, or moto tests reach real AWS.
 from moto import mock_aws
+from moto.s3.responses import S3Response
 
 from archiver.store.base import ObjectStore
 from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
 from archiver.store.s3 import S3Config, S3Store
 from tests.seaweedfs import SeaweedFS, SeaweedFSError, run_seaweedfs
+
+# moto 5.2.5 answers ``If-None-Match: *`` by checking for the key and then writing it, without a
+# lock, so two racing PUTs can both "win" (real S3 and SeaweedFS give exactly one winner). Make
+# moto's PutObject atomic, as S3's is, so race tests exercise our code rather than that moto gap.
+_MOTO_PUT_LOCK = threading.Lock()
+_moto_put_object = S3Response.put_object
+
+
+def _atomic_put_object(self: S3Response) -> Any:
+    with _MOTO_PUT_LOCK:
+        return _moto_put_object(self)
+
+
+S3Response.put_object = _atomic_put_object  # type: ignore[method-assign]
 
 STORE_BACKENDS = ["memory", "local", "moto", "seaweedfs"]
 S3_BACKENDS = ["moto", "seaweedfs"]
