@@ -427,8 +427,11 @@ def test_store_from_url_memory_and_local(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_store_from_url_s3() -> None:
     s3 = store_from_url(
-        "s3://my-bucket/some/prefix/", endpoint_url="http://127.0.0.1:1", region="eu-west-1",
-        object_lock_mode="COMPLIANCE", object_lock_days=30,
+        "s3://my-bucket/some/prefix/",
+        endpoint_url="http://127.0.0.1:1",
+        region="eu-west-1",
+        object_lock_mode="COMPLIANCE",
+        object_lock_days=30,
     )
     assert isinstance(s3, S3Store)
     assert s3.url == "s3://my-bucket/some/prefix"
