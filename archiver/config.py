@@ -46,10 +46,11 @@ class Settings:
     body_timeout_seconds: int = 60
     index_cache_dir: str | None = None
     index_flush_rows: int = 1000
-    index_flush_ms: int = 2000
+    index_flush_ms: int = 1000
     query_max_rows: int = 10_000
     query_timeout_ms: int = 30_000
     query_memory_limit: str = "1GB"
+    retention_policy_file: str | None = None
 
     def open_store(self) -> ObjectStore:
         from archiver.store.factory import store_from_url
@@ -197,6 +198,11 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
         "query_memory_limit",
         "EXECVAULT_QUERY_MEMORY_LIMIT",
         "DuckDB memory limit of one analyst SQL query (e.g. `1GB`)",
+    ),
+    (
+        "retention_policy_file",
+        "EXECVAULT_RETENTION_POLICY_FILE",
+        "TOML retention policy (`docs/retention.md`); built-in defaults if unset",
     ),
 )
 
