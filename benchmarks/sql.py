@@ -37,8 +37,8 @@ Figures
 
 Through ``query.sql.SqlSandbox`` on a ``query.catalog.Catalog`` over the directory (LocalStore,
 read in place), as ``POST /api/query`` runs them: every query gets a fresh, locked DuckDB (2
-threads, 4 GB memory limit here), so "warm" means the operating system's page cache, not a DuckDB
-cache. One warm-up run, then ``--runs`` timed runs; median (``_p50``) and max (``_max``):
+threads, the default 1 GB memory limit), so "warm" means the operating system's page cache, not a
+DuckDB cache. One warm-up run, then ``--runs`` timed runs; median (``_p50``) and max (``_max``):
 
 * ``sandbox_select_1`` — the sandbox's fixed cost (connection, views, lock, ``SELECT 1``).
 * ``failure_rate_30d`` — per-workflow failure rate over the last 30 days (``final_states``, ``dt``
@@ -82,7 +82,7 @@ from archiver.index import SCHEMAS, encode_part, part_key  # noqa: E402
 from archiver.store.local import LocalStore  # noqa: E402
 from benchmarks import index_lookup  # noqa: E402
 from query.catalog import Catalog  # noqa: E402
-from query.sql import SqlSandbox  # noqa: E402
+from query.sql import DEFAULT_MEMORY_LIMIT, SqlSandbox  # noqa: E402
 
 BENCHMARK = "sql"
 TARGET_AGGREGATE_MS: Final = 2000.0
@@ -92,7 +92,7 @@ WRITER: Final = "benchnr"
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
     "execvault-bench/sql"
 )
-MEMORY_LIMIT: Final = "4GB"
+MEMORY_LIMIT: Final = DEFAULT_MEMORY_LIMIT
 
 #: (type, median duration in ms): index = position in the generated node list
 NODE_TYPES: Final = (
