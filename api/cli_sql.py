@@ -118,6 +118,7 @@ def sql(
 
     Views: snapshots, final_states, executions, versions, node_runs (columns, examples and the
     sandbox rules: docs/sql.md). Filter on dt (the UTC day) to read only the days you need.
+    A query that starts with a "--" comment goes after "--" (execvault sql -- "-- note ...").
 
     \b
     Example:

@@ -495,7 +495,7 @@ class SqlSandbox:
             ) from None
         except duckdb.IOException as err:
             text = str(err)
-            if "No such file" in text or "not found" in text or "does not exist" in text:
+            if any(m in text for m in ("No files found", "No such file", "does not exist")):
                 raise _Vanished(text) from None
             raise QueryFailed(_message(err), field="sql") from None
         except duckdb.InvalidInputException as err:

@@ -1195,3 +1195,18 @@ def test_a_day_mid_compaction_is_read_once(tmp_path: Path) -> None:
             (original,) = day.glob("*.parquet")
             (day / "part-compacted-000001.parquet").write_bytes(original.read_bytes())
     assert sandbox.run(sql).rows() == [[12, 12, 16, 4]]
+
+
+def test_a_rebuild_under_the_query_is_retried_on_the_new_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    archive = make_archive(store)
+    with ManifestWriter(store, flush_rows=3) as writer:
+        writer.attach(archive)
+        populate(archive)
+    catalog = Catalog(store, refresh_seconds=3600)  # no refresh of its own: the list goes stale
+    sandbox = SqlSandbox(catalog)
+    sql = "SELECT count(*) FROM node_runs"
+    assert sandbox.run(sql).rows() == [[16]]
+    report = rebuild_index(store)  # removes every file the catalog listed
+    assert report.parts_removed
+    assert sandbox.run(sql).rows() == [[16]]
