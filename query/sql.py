@@ -43,11 +43,13 @@ import datetime as dt
 import decimal
 import logging
 import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Final
 
 import duckdb
@@ -334,9 +336,9 @@ class SqlSandbox:
 
     ``catalog`` is a :class:`Catalog` or a function returning the current one (a service that
     reopens its catalog). ``max_rows`` / ``timeout_seconds`` are the defaults and the ceilings a
-    caller may ask for;
-    ``memory_limit`` and ``threads`` bound each query's DuckDB; ``max_concurrent`` queries run at
-    once. Thread-safe.
+    caller may ask for; ``memory_limit`` and ``threads`` bound each query's DuckDB;
+    ``max_concurrent`` queries run at once; a result stops at ``max_result_bytes`` of Arrow data.
+    Thread-safe.
     """
 
     def __init__(
@@ -419,11 +421,17 @@ class SqlSandbox:
         config["memory_limit"] = self.memory_limit
         return duckdb.connect(":memory:", config=config)
 
-    def _prepare(self, con: duckdb.DuckDBPyConnection, catalog: Catalog, sql: str) -> None:
+    def _prepare(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        catalog: Catalog,
+        day_files: Mapping[str, Mapping[date, Sequence[str]]],
+        sql: str,
+    ) -> None:
+        """The views over ``day_files``, the function check, then the lock."""
         manifests = catalog.manifests
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")
-        day_files = catalog.day_files()
         tables = frozenset(table for table, days in day_files.items() if days)
         union = self._union_by_name
         for statement in view_statements(
@@ -452,8 +460,10 @@ class SqlSandbox:
         timer = threading.Timer(remaining, con.interrupt)
         timer.daemon = True
         timer.start()
+        day_files = catalog.day_files()
+        listed = {p for days in day_files.values() for paths in days.values() for p in paths}
         try:
-            self._prepare(con, catalog, sql)
+            self._prepare(con, catalog, day_files, sql)
             result = con.execute(sql)
             description = result.description or []
             columns = tuple(QueryColumn(str(d[0]), str(d[1])) for d in description)
@@ -495,8 +505,8 @@ class SqlSandbox:
             ) from None
         except duckdb.IOException as err:
             text = str(err)
-            if any(m in text for m in ("No files found", "No such file", "does not exist")):
-                raise _Vanished(text) from None
+            if any(path in listed for path in re.findall(r'"([^"]+)"', text)):
+                raise _Vanished(text) from None  # one of the index files the views named
             raise QueryFailed(_message(err), field="sql") from None
         except duckdb.InvalidInputException as err:
             if "schema mismatch" in str(err) and not self._union_by_name:
