@@ -27,7 +27,9 @@
    escape step 1) are refused.
 5. **The lock**: ``allowed_directories = ['<index dir>/']``, ``enable_external_access = false``,
    ``lock_configuration = true``. From here on no file outside the index directory, no URL
-   (``s3://``, ``https://``), no extension and no setting can be reached.
+   (``s3://``, ``https://``), no extension and no setting can be reached. (DuckDB 1.5.6 has no
+   ``allow_extension_repositories`` setting; with autoinstall off, external access off and
+   INSTALL refused by step 1, no extension repository is ever contacted.)
 6. **Limits**: a timer calls ``con.interrupt()`` at the time limit (the connection is then closed);
    results stream through Arrow and stop at ``limit`` rows (``truncated``) or ``max_result_bytes``.
    At most ``max_concurrent`` queries run at once; the others wait for a slot within their time
