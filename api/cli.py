@@ -440,3 +440,8 @@ register_compare(main)
 from api.cli_sql import sql as _sql  # noqa: E402 - registered on the group defined above
 
 main.add_command(_sql)
+
+
+from api.cli_retention import register_retention  # noqa: E402 - registered on the group above
+
+register_retention(main)

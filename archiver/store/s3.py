@@ -532,3 +532,27 @@ class S3Store:
                 key=key,
                 lock_refusal=True,
             )
+
+    # -- bucket lifecycle (retention jobs only) ---------------------------------------------------
+
+    def put_bucket_lifecycle(self, configuration: Mapping[str, Any]) -> bool:
+        """Set the bucket's lifecycle configuration; False when the server does not implement
+        lifecycle rules (SeaweedFS answers 501 NotImplemented), any other refusal raises."""
+        client = self.client
+        try:
+            self._call(
+                "put lifecycle",
+                functools.partial(
+                    client.put_bucket_lifecycle_configuration,
+                    Bucket=self.config.bucket,
+                    LifecycleConfiguration=dict(configuration),  # type: ignore[arg-type]
+                ),
+            )
+        except ArchiveError as err:
+            cause = err.__cause__
+            if isinstance(cause, ClientError) and (
+                _error_code(cause)[0] == "NotImplemented" or _error_code(cause)[1] == 501
+            ):
+                return False
+            raise
+        return True

@@ -1,0 +1,420 @@
+"""Retention: policy, plan, lifecycle configuration."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pytest
+from click.testing import CliRunner
+
+from api.cli import main
+from archiver.archive import Archive
+from archiver.errors import InvalidInput, NotFound
+from archiver.events import EventLog
+from archiver.layout import blob_key, execution_prefix
+from archiver.retention import (
+    ExpiryReport,
+    LifecycleUnsupported,
+    RetentionPolicy,
+    Rule,
+    apply_lifecycle,
+    expire,
+    lifecycle_configuration,
+    load_policy,
+    plan,
+    read_tombstones,
+    rebuild_retention_index,
+)
+from archiver.sanitize import Sanitizer
+from archiver.store.base import ObjectStore
+from archiver.store.local import LocalStore
+from archiver.store.memory import MemoryStore
+
+REPO = Path(__file__).resolve().parent.parent
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
+DAYS = 120
+WORKFLOWS = ("wf-a", "wf-b", "wf-c")
+
+
+def _workflow(workflow_id: str, variant: int) -> dict[str, Any]:
+    return {
+        "id": workflow_id,
+        "name": f"flow {workflow_id}",
+        "nodes": [
+            {
+                "id": "t",
+                "name": "Webhook",
+                "type": "n8n-nodes-base.webhook",
+                "typeVersion": 2,
+                "position": [0, 0],
+                "parameters": {"path": "hook"},
+            },
+            {
+                "id": "h",
+                "name": "HTTP",
+                "type": "n8n-nodes-base.httpRequest",
+                "typeVersion": 4.2,
+                "position": [200, 0],
+                "parameters": {"url": f"https://example.com/{workflow_id}/{variant}"},
+            },
+        ],
+        "connections": {"Webhook": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]}},
+    }
+
+
+@dataclass(frozen=True)
+class History:
+    archive: Archive
+    #: execution id -> (workflow id, age in days, status)
+    executions: dict[str, tuple[str, int, str]]
+
+
+def make_history(store: ObjectStore) -> History:
+    """One execution a day for 120 days, round robin over three workflows; every 5th fails;
+    the structure of each workflow changes every 40 days; wf-a's execution of day 100 is tagged
+    ``baseline``."""
+    archive = Archive(store, Sanitizer(bytes(range(32))))
+    executions: dict[str, tuple[str, int, str]] = {}
+    for age in range(DAYS, 0, -1):
+        workflow_id = WORKFLOWS[age % 3]
+        execution_id = f"ex-{age:03d}"
+        when = NOW - timedelta(days=age, hours=1)
+        archive.capture_snapshot(
+            execution_id=execution_id,
+            workflow=_workflow(workflow_id, age // 40),
+            created_at=when.isoformat(),
+        )
+        status = "error" if age % 5 == 0 else "success"
+        archive.record_final_state(
+            execution_id,
+            {
+                "status": status,
+                "startedAt": when.isoformat(),
+                "finishedAt": (when + timedelta(seconds=2)).isoformat(),
+                "nodes": {"Webhook": {"status": "success"}, "HTTP": {"status": status}},
+            },
+        )
+        executions[execution_id] = (workflow_id, age, status)
+    EventLog(store).add_tag(archive.get_snapshot("ex-102"), "baseline")
+    return History(archive, executions)
+
+
+@pytest.fixture(params=["memory", "local"])
+def history(request: pytest.FixtureRequest, tmp_path: Path) -> History:
+    store: ObjectStore = MemoryStore() if request.param == "memory" else LocalStore(tmp_path / "s")
+    return make_history(store)
+
+
+POLICY_TOML = """
+[retention]
+name = "test"
+hot_days = 30
+keep_days = 90
+cold_storage_class = "GLACIER_IR"
+
+[retention.statuses.error]
+keep_days = 110
+
+[retention.workflows.wf-c]
+hot_days = 60
+
+[retention.tags.baseline]
+keep_days = "never"
+
+[retention.legal_hold]
+executions = ["ex-099"]
+workflows = []
+tags = []
+"""
+
+
+def _policy(tmp_path: Path) -> Path:
+    path = tmp_path / "retention.toml"
+    path.write_text(POLICY_TOML)
+    return path
+
+
+def _expected(executions: dict[str, tuple[str, int, str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {"expire": set(), "held": set(), "cold": set(), "hot": set()}
+    for eid, (wf, age, status) in executions.items():
+        keep = 110 if status == "error" else 90
+        hot = 60 if wf == "wf-c" else 30
+        if eid == "ex-102":  # baseline: never expires
+            keep = 10**9
+        if age >= keep:
+            out["held" if eid == "ex-099" else "expire"].add(eid)
+        elif age >= hot:
+            out["cold"].add(eid)
+        else:
+            out["hot"].add(eid)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# policy
+
+
+def test_policy_from_toml(tmp_path: Path) -> None:
+    policy = load_policy(_policy(tmp_path))
+    assert policy.name == "test"
+    assert policy.hot_days == 30 and policy.keep_days == 90
+    assert policy.statuses["error"] == Rule(None, 110)
+    assert policy.workflows["wf-c"] == Rule(60, None)
+    assert policy.tags["baseline"].keep_days == "never"
+    assert policy.hold_executions == frozenset({"ex-099"})
+    assert load_policy(None) == RetentionPolicy()
+
+
+def test_overrides_resolve_to_the_longest() -> None:
+    policy = RetentionPolicy(
+        keep_days=90,
+        statuses={"error": Rule(keep_days=200)},
+        workflows={"w": Rule(hot_days=10, keep_days=120)},
+        tags={"baseline": Rule(keep_days="never")},
+    )
+    assert policy.resolve("x", "success", []) == (30, 90)
+    assert policy.resolve("w", "success", []) == (10, 120)
+    assert policy.resolve("w", "error", []) == (10, 200)
+    assert policy.resolve("w", "error", ["baseline"]) == (10, "never")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[retention]\nhot_days = -1\n",
+        "[retention]\nkeep_days = 'forever'\n",
+        "[retention]\ncold_storage_class = 'STANDARD'\n",
+        "[retention]\nbogus = 1\n",
+        "[retention.statuses.error]\nkeep = 3\n",
+        "[retention.legal_hold]\nexecutions = 'x'\n",
+        "[retention]\ntransitions = [{days = 1}]\n",
+    ],
+)
+def test_bad_policies_are_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidInput):
+        load_policy(path)
+
+
+# --------------------------------------------------------------------------------------------
+# plan
+
+
+def test_plan_over_120_days(history: History, tmp_path: Path) -> None:
+    store = history.archive.store
+    before = sorted((i.key, i.size) for i in store.list(""))
+    result = plan(store, load_policy(_policy(tmp_path)), NOW)
+    assert sorted((i.key, i.size) for i in store.list("")) == before  # nothing changed
+    got: dict[str, set[str]] = {"expire": set(), "held": set(), "cold": set(), "hot": set()}
+    for decision in result.decisions:
+        got[decision.action].add(decision.execution_id)
+    assert got == _expected(history.executions)
+    assert got["expire"] and got["cold"] and got["hot"]
+    assert "ex-102" not in got["expire"] and "ex-099" in got["held"]
+    summary = result.summary()
+    sizes = {
+        eid: sum(i.size for i in store.list(execution_prefix(eid))) for eid in history.executions
+    }
+    assert summary["toExpire"]["executions"] == len(got["expire"])
+    assert summary["toExpire"]["bytes"] == sum(sizes[e] for e in got["expire"])
+    assert summary["toCold"]["bytes"] == sum(sizes[e] for e in got["cold"])
+    # the oldest structure (days 120..81) is only referenced by expiring executions, except
+    # wf-*'s held / baseline / failed-and-younger-than-110 ones
+    for key in result.expiring_blobs:
+        assert key not in result.retained_blobs
+    assert summary["toExpire"]["blobs"] == len(result.expiring_blobs)
+
+
+def test_blobs_of_retained_snapshots_never_expire(tmp_path: Path) -> None:
+    store = MemoryStore()
+    archive = Archive(store, Sanitizer(bytes(range(32))))
+    for n, age in enumerate((200, 10)):
+        archive.capture_snapshot(
+            execution_id=f"e{n}",
+            workflow=_workflow("w", 0),
+            created_at=(NOW - timedelta(days=age)).isoformat(),
+        )
+    result = plan(store, RetentionPolicy(keep_days=90), NOW)
+    assert [d.action for d in result.decisions] == ["expire", "hot"]
+    assert result.expiring_blobs == {}
+    assert len(result.retained_blobs) == 1
+
+
+def test_cli_plan(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    make_history(store)
+    runner = CliRunner()
+    args = ["--store", f"local:{store.root}", "retention", "plan", "--policy"]
+    out = runner.invoke(main, [*args, str(_policy(tmp_path)), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["policy"] == "test"
+    assert data["executions"] == DAYS
+    text = runner.invoke(main, [*args, str(_policy(tmp_path))])
+    assert text.exit_code == 0, text.output
+    assert "expire" in text.output and "move to cold" in text.output
+
+
+# --------------------------------------------------------------------------------------------
+# lifecycle configuration
+
+
+def test_lifecycle_configuration_shape() -> None:
+    policy = RetentionPolicy(transitions=((30, "GLACIER_IR"), (180, "DEEP_ARCHIVE")))
+    config = lifecycle_configuration(policy, "archive/")
+    rules = {r["ID"]: r for r in config["Rules"]}
+    cold = rules["execvault-default-executions-to-cold"]
+    assert cold["Filter"] == {"Prefix": "archive/executions/"}
+    assert cold["Transitions"] == [
+        {"Days": 30, "StorageClass": "GLACIER_IR"},
+        {"Days": 180, "StorageClass": "DEEP_ARCHIVE"},
+    ]
+    assert "Expiration" not in cold
+    abort = rules["execvault-default-abort-incomplete-multipart"]
+    assert abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert not any("blobs/" in r["Filter"]["Prefix"] for r in config["Rules"])
+
+
+def test_infra_lifecycle_json_is_the_default_policy() -> None:
+    stored = json.loads((REPO / "infra" / "lifecycle.json").read_text())
+    assert stored == lifecycle_configuration(RetentionPolicy())
+    out = CliRunner().invoke(main, ["retention", "lifecycle-json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == stored
+
+
+def test_moto_accepts_the_lifecycle(s3_bucket_factory: Callable[[str], Any]) -> None:
+    bucket = s3_bucket_factory("moto")
+    client = bucket.client()
+    config = lifecycle_configuration(RetentionPolicy(transitions=((30, "GLACIER_IR"),)))
+    client.put_bucket_lifecycle_configuration(Bucket=bucket.name, LifecycleConfiguration=config)
+    got = client.get_bucket_lifecycle_configuration(Bucket=bucket.name)
+    assert {r["ID"] for r in got["Rules"]} == {r["ID"] for r in config["Rules"]}
+
+
+def test_apply_lifecycle_on_moto(s3_store_factory: Callable[..., Any]) -> None:
+    store = s3_store_factory("moto")
+    applied = apply_lifecycle(store, RetentionPolicy())
+    assert applied["Rules"][0]["Filter"]["Prefix"] == f"{store.config.prefix}/executions/"
+    got = store.client.get_bucket_lifecycle_configuration(Bucket=store.config.bucket)
+    assert {r["ID"] for r in got["Rules"]} == {r["ID"] for r in applied["Rules"]}
+
+
+def test_seaweedfs_501_on_transitions_is_reported_clearly(
+    s3_store_factory: Callable[..., Any],
+) -> None:
+    store = s3_store_factory("seaweedfs")
+    with pytest.raises(LifecycleUnsupported, match=r"501 NotImplemented.*does not run lifecycle"):
+        apply_lifecycle(store, RetentionPolicy())
+
+
+def test_apply_lifecycle_needs_an_s3_store() -> None:
+    with pytest.raises(InvalidInput, match="not an S3 bucket"):
+        apply_lifecycle(MemoryStore(), RetentionPolicy())
+
+
+# --------------------------------------------------------------------------------------------
+# expiry
+
+
+def _check_expired(history: History, report: ExpiryReport, tmp_path: Path) -> None:
+    store = history.archive.store
+    expected = _expected(history.executions)
+    assert {e["executionId"] for e in report.expired} == expected["expire"]
+    assert sorted(report.held) == sorted(expected["held"])
+    assert report.retained_locked == []
+    tombstoned = {
+        body["executionId"]
+        for _, body in read_tombstones(store)
+        if body["objectKind"] == "execution"
+    }
+    assert tombstoned == expected["expire"]
+    for execution_id in history.executions:
+        if execution_id in expected["expire"]:
+            assert list(store.list(execution_prefix(execution_id))) == []
+        else:  # every retained execution still reads, blob included
+            history.archive._blob_cache.clear()
+            assert history.archive.get_snapshot(execution_id).execution_id == execution_id
+    remaining = {
+        blob_key(history.archive.get_snapshot(e).snapshot_hash)
+        for e in history.executions
+        if e not in expected["expire"]
+    }
+    assert remaining <= {i.key for i in store.list("blobs/")}
+    for key in report.expired_blobs:
+        assert key not in remaining
+    # one index row per tombstone, under index/retention_events/dt=.../
+    parts = [i.key for i in store.list("index/retention_events/")]
+    assert parts and all(k.startswith("index/retention_events/dt=") for k in parts)
+    rows = sum(pq.read_table(io.BytesIO(store.get(k))).num_rows for k in parts)
+    assert rows == len(report.tombstones)
+    row = pq.read_table(io.BytesIO(store.get(parts[0]))).to_pylist()[0]
+    assert row["policy"] == "test" and row["action"] == "expire" and row["reason"]
+
+
+def test_expire_local(history: History, tmp_path: Path) -> None:
+    policy = load_policy(_policy(tmp_path))
+    report = expire(history.archive.store, policy, NOW)
+    _check_expired(history, report, tmp_path)
+    assert report.expired_blobs  # the oldest wf-b structure is referenced by nothing retained
+    again = expire(history.archive.store, policy, NOW)
+    assert again.expired == [] and again.expired_blobs == [] and again.tombstones == []
+    assert rebuild_retention_index(history.archive.store) == len(report.tombstones)
+
+
+@pytest.mark.parametrize("backend", ["moto", "seaweedfs"])
+def test_expire_on_s3(backend: str, s3_store_factory: Callable[..., Any], tmp_path: Path) -> None:
+    history = make_history(s3_store_factory(backend))
+    report = expire(history.archive.store, load_policy(_policy(tmp_path)), NOW)
+    _check_expired(history, report, tmp_path)
+
+
+def test_locked_objects_are_retained_not_errors(
+    s3_bucket_factory: Callable[[str], Any],
+) -> None:
+    """SeaweedFS enforces Object Lock COMPLIANCE: expiry reports the locked execution as
+    retained, keeps the structure blob it shares with expired ones, and expires the rest."""
+    bucket = s3_bucket_factory("seaweedfs")
+    plain = bucket.store(prefix="arch")
+    locked = bucket.store(prefix="arch", object_lock_mode="COMPLIANCE", object_lock_days=1)
+    old = (NOW - timedelta(days=200)).isoformat()
+    Archive(locked, Sanitizer(bytes(range(32)))).capture_snapshot(
+        execution_id="locked-1", workflow=_workflow("w", 0), created_at=old
+    )
+    archive = Archive(plain, Sanitizer(bytes(range(32))))
+    for n in range(2):
+        archive.capture_snapshot(
+            execution_id=f"free-{n}", workflow=_workflow("w", 0), created_at=old
+        )
+    report = expire(plain, RetentionPolicy(name="p", keep_days=90), NOW)
+    assert {e["executionId"] for e in report.expired} == {"free-0", "free-1"}
+    assert [r["object"] for r in report.retained_locked] == ["locked-1"]
+    assert "Object Lock" in report.retained_locked[0]["reason"]
+    assert report.expired_blobs == []
+    assert archive.get_snapshot("locked-1").execution_id == "locked-1"  # blob kept as well
+    with pytest.raises(NotFound):
+        archive.get_snapshot("free-0")
+
+
+def test_cli_expire(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    history = make_history(store)
+    base = ["--store", f"local:{store.root}", "expire", "--policy", str(_policy(tmp_path))]
+    dry = CliRunner().invoke(main, [*base, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["toExpire"]["executions"] > 0
+    assert len(list(store.list("executions/"))) == 2 * DAYS  # nothing deleted
+    out = CliRunner().invoke(main, base)
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["expired"] == json.loads(dry.output)["toExpire"]["executions"]
+    assert data["tombstones"] >= data["expired"]
+    assert history.executions
