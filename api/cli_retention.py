@@ -15,10 +15,12 @@ import orjson
 from archiver.retention import (
     RetentionPolicy,
     apply_lifecycle,
+    archive_cold,
     expire,
     lifecycle_configuration,
     load_policy,
     plan,
+    restore_execution,
 )
 
 __all__ = ["register_retention"]
@@ -154,6 +156,57 @@ def expire_command(ctx: click.Context, policy_file: str | None, dry_run: bool) -
     click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
 
 
+@click.command("archive")
+@click.option("--policy", "policy_file", help="TOML retention policy (else the setting).")
+@click.pass_context
+def archive_command(ctx: click.Context, policy_file: str | None) -> None:
+    """Move executions past their hot period to the cold storage class (S3 stores).
+
+    Verified copies onto the same key with the new storage class; blobs stay hot. Each move is
+    recorded as a tier event. Safe to re-run after an interruption. Prints a JSON report.
+
+    \b
+    Example:
+      execvault --store s3://bucket/archive archive --policy retention.toml
+    """
+    from api.cli import _end_progress, _settings
+
+    settings = _settings(ctx)
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\rarchive: {done}/{total}\x1b[K", nl=False, err=True)
+
+    report = archive_cold(
+        settings.open_store(),
+        _policy(ctx, policy_file),
+        progress=progress,
+        max_object_bytes=settings.max_object_bytes,
+    )
+    _end_progress()
+    click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+
+
+@click.command("restore")
+@click.argument("execution_id")
+@click.option("--days", default=7, show_default=True, type=int, help="Days the copy stays.")
+@click.pass_context
+def restore_command(ctx: click.Context, execution_id: str, days: int) -> None:
+    """Start restoring an archived execution (GLACIER / DEEP_ARCHIVE); prints its state.
+
+    States: hot (nothing to do), restoring (run again later), restored (readable now).
+
+    \b
+    Example:
+      execvault --store s3://bucket/archive restore 1001 --days 3
+    """
+    from api.cli import _settings
+
+    state = restore_execution(_settings(ctx).open_store(), execution_id, days=days)
+    click.echo(orjson.dumps({"executionId": execution_id, "state": state}))
+
+
 def register_retention(group: click.Group) -> None:
     group.add_command(retention)
     group.add_command(expire_command)
+    group.add_command(archive_command)
+    group.add_command(restore_command)

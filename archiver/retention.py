@@ -45,6 +45,7 @@ from archiver.timeutil import format_ts, parse_ts, utcnow
 __all__ = [
     "COLD_STORAGE_CLASSES",
     "RETENTION_EVENTS_SCHEMA",
+    "ArchiveReport",
     "ExecutionInfo",
     "ExpiryReport",
     "LifecycleUnsupported",
@@ -52,11 +53,13 @@ __all__ = [
     "RetentionPolicy",
     "Rule",
     "apply_lifecycle",
+    "archive_cold",
     "expire",
     "lifecycle_configuration",
     "load_policy",
     "plan",
     "rebuild_retention_index",
+    "restore_execution",
     "scan",
 ]
 
@@ -66,6 +69,8 @@ HOT_STORAGE_CLASSES: Final = frozenset(
 )
 TOMBSTONE_KIND: Final = "tombstone"
 TOMBSTONE_PREFIX: Final = "events/tombstones/"
+TIER_KIND: Final = "tier-event"
+TIER_PREFIX: Final = "events/tiers/"
 RETENTION_TABLE: Final = "retention_events"
 _SNAPSHOT_KIND: Final = "execution-snapshot"
 _FINAL_STATE_KIND: Final = "final-state"
@@ -81,6 +86,7 @@ RETENTION_EVENTS_SCHEMA: Final = pa.schema(
         ("workflow_id", pa.string()),
         ("snapshot_hash", pa.string()),
         ("deleted_keys", pa.list_(pa.string())),
+        ("storage_class", pa.string()),
         ("stored_bytes", pa.int64()),
         ("reason", pa.string()),
         ("policy", pa.string()),
@@ -310,6 +316,33 @@ class Scan:
     blobs: Mapping[str, int]
     #: final-state objects whose snapshot is gone (an expiry interrupted or refused part-way)
     orphans: Mapping[str, int] = field(default_factory=dict)
+    #: archived (GLACIER / DEEP_ARCHIVE) executions without an archive event to describe them:
+    #: neither moved nor expired (restore them, or rebuild their events, first)
+    unreadable: tuple[str, ...] = ()
+
+
+_NEEDS_RESTORE: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def _last_archive_event(
+    store: ObjectStore, execution_id: str, max_object_bytes: int
+) -> dict[str, Any] | None:
+    """The snapshot facts the latest ``archive`` tier event of the execution recorded."""
+    where = execution_prefix(execution_id).split("/", 1)[1]
+    found = None
+    for info in sorted(store.list(f"{TIER_PREFIX}executions/{where}"), key=lambda i: i.key):
+        with contextlib.suppress(NotFound):
+            body = decode_record(store.get(info.key), TIER_KIND, max_size=max_object_bytes)
+            if body.get("action") == "archive" and body.get("snapshotCreatedAt"):
+                found = body
+    if found is None:
+        return None
+    return {
+        "workflowId": found["workflowId"],
+        "createdAt": found["snapshotCreatedAt"],
+        "snapshotHash": found["snapshotHash"],
+        "status": found.get("status"),
+    }
 
 
 def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> Scan:
@@ -325,23 +358,34 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     tag_cache: dict[str, dict[str, list[str]]] = {}
     out: list[ExecutionInfo] = []
     orphans: dict[str, int] = {}
+    unreadable: list[str] = []
     for execution_id, keys in sorted(objects.items()):
         snap_key = next((k for k in keys if k.endswith("/snapshot.json.zst")), None)
         if snap_key is None:
             orphans.update({k: size for k, (size, _) in keys.items()})
             continue
-        try:
-            body = decode_record(store.get(snap_key), _SNAPSHOT_KIND, max_size=max_object_bytes)
-        except NotFound:
-            continue
         status = None
         res_key = next((k for k in keys if k.endswith("/result.json.zst")), None)
-        if res_key is not None:
-            with contextlib.suppress(NotFound):
-                final = decode_record(
-                    store.get(res_key), _FINAL_STATE_KIND, max_size=max_object_bytes
-                )
-                status = str(final.get("status")) if final.get("status") is not None else None
+        if keys[snap_key][1] in _NEEDS_RESTORE:
+            # not readable without a restore: what the archive job recorded when it moved it
+            recorded = _last_archive_event(store, execution_id, max_object_bytes)
+            if recorded is None:
+                unreadable.append(execution_id)
+                continue
+            body = recorded
+            status = recorded.get("status")
+        else:
+            try:
+                body = decode_record(store.get(snap_key), _SNAPSHOT_KIND, max_size=max_object_bytes)
+            except NotFound:
+                continue
+            if res_key is not None:
+                with contextlib.suppress(NotFound):
+                    final = decode_record(
+                        store.get(res_key), _FINAL_STATE_KIND, max_size=max_object_bytes
+                    )
+                    if final.get("status") is not None:
+                        status = str(final["status"])
         workflow_id = str(body["workflowId"])
         if workflow_id not in tag_cache:
             by_exec: dict[str, list[str]] = {}
@@ -359,7 +403,7 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
                 objects=keys,
             )
         )
-    return Scan(tuple(out), blobs, orphans)
+    return Scan(tuple(out), blobs, orphans, tuple(unreadable))
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,6 +439,8 @@ class RetentionPlan:
     expiring_blobs: Mapping[str, int]
     #: blobs some retained execution references (they stay, and stay hot)
     retained_blobs: Mapping[str, int]
+    #: archived executions the plan cannot describe (no archive event): left alone
+    unreadable: tuple[str, ...] = ()
 
     def _of(self, action: str) -> list[Decision]:
         return [d for d in self.decisions if d.action == action]
@@ -417,6 +463,7 @@ class RetentionPlan:
             "heldByLegalHold": block("held"),
             "alreadyCold": block("keep"),
             "hot": block("hot"),
+            "archivedWithoutEvent": len(self.unreadable),
             "blobsRetained": {
                 "blobs": len(self.retained_blobs),
                 "bytes": sum(self.retained_blobs.values()),
@@ -488,6 +535,7 @@ def plan_from_scan(policy: RetentionPolicy, scanned: Scan, now: datetime) -> Ret
         decisions=decisions,
         expiring_blobs={k: scanned.blobs[k] for k in sorted(expiring) if k in scanned.blobs},
         retained_blobs={k: scanned.blobs[k] for k in sorted(retained) if k in scanned.blobs},
+        unreadable=scanned.unreadable,
     )
 
 
@@ -698,12 +746,13 @@ def _row(body: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {
         "event_id": body["eventId"],
         "action": body["action"],
-        "object_kind": body["objectKind"],
-        "execution_id": body["executionId"],
-        "workflow_id": body["workflowId"],
-        "snapshot_hash": body["snapshotHash"],
-        "deleted_keys": list(body["deletedKeys"]),
-        "stored_bytes": body["storedBytes"],
+        "object_kind": body.get("objectKind", "execution"),
+        "execution_id": body.get("executionId"),
+        "workflow_id": body.get("workflowId"),
+        "snapshot_hash": body.get("snapshotHash"),
+        "deleted_keys": list(body.get("deletedKeys") or body.get("keys") or []),
+        "storage_class": body.get("storageClass"),
+        "stored_bytes": body.get("storedBytes"),
         "reason": body["reason"],
         "policy": body["policy"],
         "created_at": parse_ts(body["createdAt"], "createdAt"),
@@ -821,6 +870,9 @@ def rebuild_retention_index(
     rows = [
         _row(body, key) for key, body in read_tombstones(store, max_object_bytes=max_object_bytes)
     ]
+    rows += [
+        _row(body, key) for key, body in read_tier_events(store, max_object_bytes=max_object_bytes)
+    ]
     by_day: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_day.setdefault(row["created_at"].date().isoformat(), []).append(row)
@@ -834,3 +886,168 @@ def rebuild_retention_index(
         if key not in new:
             store.delete(key)
     return len(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# cold archiving by storage class, and restore
+
+
+def read_tier_events(
+    store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+) -> list[tuple[str, dict[str, Any]]]:
+    """(key, body) of every tier event (archive, restore), in key order."""
+    out = []
+    for info in store.list(TIER_PREFIX):
+        with contextlib.suppress(NotFound):
+            out.append(
+                (
+                    info.key,
+                    decode_record(store.get(info.key), TIER_KIND, max_size=max_object_bytes),
+                )
+            )
+    return out
+
+
+def _tier_event(
+    job: _Expirer,
+    action: str,
+    ex_id: str,
+    wf_id: str | None,
+    keys: list[str],
+    cls: str,
+    why: str,
+    ex: ExecutionInfo | None = None,
+) -> str:
+    event_id = "ev_" + secrets.token_hex(10)
+    now = job.clock()
+    body = {
+        "eventId": event_id,
+        "action": action,
+        "objectKind": "execution",
+        "executionId": ex_id,
+        "workflowId": wf_id,
+        "keys": keys,
+        "storageClass": cls,
+        "reason": why,
+        "policy": job.policy.name,
+        "createdAt": format_ts(now),
+    }
+    if ex is not None:  # what a later scan needs when the snapshot itself is not readable
+        body.update(
+            snapshotCreatedAt=format_ts(ex.created_at),
+            snapshotHash=ex.snapshot_hash,
+            status=ex.status,
+        )
+    where = execution_prefix(ex_id).split("/", 1)[1]
+    key = f"{TIER_PREFIX}executions/{where}{_stamp(now)}-{event_id}.json.zst"
+    job.store.put(key, encode_record(TIER_KIND, body))
+    job.rows.append(_row(body, key))
+    return key
+
+
+@dataclass(slots=True)
+class ArchiveReport:
+    policy: str
+    #: {executionId, storageClass, keys, event}
+    moved: list[dict[str, Any]] = field(default_factory=list)
+    already_cold: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "moved": len(self.moved),
+            "alreadyCold": self.already_cold,
+            "executions": self.moved,
+        }
+
+
+def _storage(store: ObjectStore, method: str) -> Callable[..., Any]:
+    fn = getattr(store, method, None)
+    if fn is None:
+        raise InvalidInput(
+            f"{store.url} has no storage classes (only S3 stores can archive to cold)",
+            field="store",
+        )
+    result: Callable[..., Any] = fn
+    return result
+
+
+def archive_cold(
+    store: ObjectStore,
+    policy: RetentionPolicy,
+    now: datetime | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    progress: Callable[[int, int], None] | None = None,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+) -> ArchiveReport:
+    """Move every execution past its hot period to its cold storage class (S3 stores).
+
+    Each object is copied onto itself with the new class and verified (S3Store.set_storage_class);
+    blobs are never moved. A move is recorded as a tier event object and an index row
+    (``index/retention_events``, action ``archive``). Re-running skips what is already cold, so a
+    killed run is simply run again.
+    """
+    set_class = _storage(store, "set_storage_class")
+    scanned = scan(store, max_object_bytes=max_object_bytes)
+    result = plan_from_scan(policy, scanned, clock() if now is None else now)
+    by_id = {ex.execution_id: ex for ex in scanned.executions}
+    job = _Expirer(store, policy, clock)
+    report = ArchiveReport(policy.name)
+    todo = [d for d in result.decisions if d.action == "cold"]
+    report.already_cold = sum(1 for d in result.decisions if d.action == "keep")
+    for n, decision in enumerate(todo, 1):
+        ex = by_id[decision.execution_id]
+        target = decision.target_class
+        assert target is not None
+        moved = [
+            k for k in sorted(ex.objects) if ex.objects[k][1] != target and set_class(k, target)
+        ]
+        event = _tier_event(
+            job, "archive", ex.execution_id, ex.workflow_id, moved, target, decision.reason, ex
+        )
+        report.moved.append(
+            {
+                "executionId": ex.execution_id,
+                "storageClass": target,
+                "keys": moved,
+                "event": event,
+            }
+        )
+        if progress is not None:
+            progress(n, len(todo))
+    job.write_index()
+    return report
+
+
+def restore_execution(
+    store: ObjectStore,
+    execution_id: str,
+    *,
+    days: int = 7,
+    clock: Callable[[], datetime] = utcnow,
+    policy_name: str = "default",
+) -> str:
+    """Start restoring an archived execution's objects; the overall state after:
+
+    ``hot`` (nothing to restore), ``restoring`` (come back later) or ``restored`` (readable).
+    Idempotent; the first request that starts a restore records a tier event (``restore``).
+    """
+    restore = _storage(store, "restore")
+    state_of = _storage(store, "restore_state")
+    keys = [i.key for i in store.list(execution_prefix(execution_id))]
+    if not any(k.endswith("/snapshot.json.zst") for k in keys):
+        raise NotFound(f"no snapshot for execution {execution_id}")
+    before = {k: state_of(k) for k in keys}
+    after = {k: (restore(k, days) if s == "archived" else s) for k, s in before.items()}
+    started = [k for k, s in before.items() if s == "archived"]
+    if started:
+        job = _Expirer(store, RetentionPolicy(name=policy_name), clock)
+        _tier_event(job, "restore", execution_id, None, started, "STANDARD", f"restore {days} days")
+        job.write_index()
+    states = set(after.values())
+    if "restoring" in states or "archived" in states:
+        return "restoring"
+    if "restored" in states:
+        return "restored"
+    return "hot"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from api.cli import main
 from archiver.archive import Archive
-from archiver.errors import InvalidInput, NotFound
+from archiver.errors import ArchiveError, InvalidInput, NotFound
 from archiver.events import EventLog
 from archiver.layout import blob_key, execution_prefix
 from archiver.retention import (
@@ -25,12 +25,15 @@ from archiver.retention import (
     RetentionPolicy,
     Rule,
     apply_lifecycle,
+    archive_cold,
     expire,
     lifecycle_configuration,
     load_policy,
     plan,
+    read_tier_events,
     read_tombstones,
     rebuild_retention_index,
+    restore_execution,
 )
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectStore
@@ -418,3 +421,71 @@ def test_cli_expire(tmp_path: Path) -> None:
     assert data["expired"] == json.loads(dry.output)["toExpire"]["executions"]
     assert data["tombstones"] >= data["expired"]
     assert history.executions
+
+
+# --------------------------------------------------------------------------------------------
+# cold archiving by storage class, restore (moto emulates storage classes and RestoreObject)
+
+
+def test_archive_and_restore_on_moto(s3_store_factory: Callable[..., Any], tmp_path: Path) -> None:
+    store = s3_store_factory("moto")
+    history = make_history(store)
+    policy = RetentionPolicy(
+        name="cold",
+        keep_days="never",
+        transitions=((30, "GLACIER_IR"), (90, "GLACIER")),
+    )
+    report = archive_cold(store, policy, NOW)
+    moved = {m["executionId"]: m["storageClass"] for m in report.moved}
+    expected = {
+        e: ("GLACIER" if age >= 90 else "GLACIER_IR")
+        for e, (_, age, _) in history.executions.items()
+        if age >= 30
+    }
+    assert moved == expected
+    classes = {i.key: i.storage_class for i in store.list("")}
+    for execution_id, cls in expected.items():
+        for key in (k for k in classes if k.startswith(execution_prefix(execution_id))):
+            assert classes[key] == cls
+    assert {c for k, c in classes.items() if k.startswith("blobs/")} == {"STANDARD"}
+    # GLACIER_IR reads at once; GLACIER needs a restore first
+    history.archive._blob_cache.clear()
+    assert history.archive.get_snapshot("ex-050").execution_id == "ex-050"
+    with pytest.raises(ArchiveError, match="InvalidObjectState"):
+        history.archive.get_snapshot("ex-100")
+    # re-running moves nothing; the plan now sees them as already cold
+    again = archive_cold(store, policy, NOW)
+    assert again.moved == [] and again.already_cold == len(expected)
+    assert plan(store, policy, NOW).summary()["toCold"]["executions"] == 0
+    # restore: idempotent, then readable
+    assert restore_execution(store, "ex-100") == "restored"  # moto restores at once
+    assert restore_execution(store, "ex-100") == "restored"
+    assert history.archive.get_snapshot("ex-100").execution_id == "ex-100"
+    assert restore_execution(store, "ex-010") == "hot"
+    with pytest.raises(NotFound):
+        restore_execution(store, "nope")
+    # every move and the one restore are events in the index
+    events = read_tier_events(store)
+    assert sorted(b["action"] for _, b in events).count("restore") == 1
+    assert sum(1 for _, b in events if b["action"] == "archive") == len(expected)
+    rows = [
+        r
+        for i in store.list("index/retention_events/")
+        for r in pq.read_table(io.BytesIO(store.get(i.key))).to_pylist()
+    ]
+    assert len(rows) == len(events)
+    assert {r["storage_class"] for r in rows if r["action"] == "archive"} == {
+        "GLACIER",
+        "GLACIER_IR",
+    }
+    # expiry still knows archived executions (from their archive events) and deletes them
+    expired = expire(store, RetentionPolicy(name="short", keep_days=110), NOW)
+    assert {e["executionId"] for e in expired.expired} == {
+        e for e, (_, age, _) in history.executions.items() if age >= 110
+    }
+    assert plan(store, policy, NOW).summary()["archivedWithoutEvent"] == 0
+
+
+def test_archive_needs_storage_classes() -> None:
+    with pytest.raises(InvalidInput, match="no storage classes"):
+        archive_cold(MemoryStore(), RetentionPolicy())

@@ -27,6 +27,7 @@ locked version raises :class:`~archiver.errors.RetentionLocked` and the object s
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import logging
@@ -556,3 +557,113 @@ class S3Store:
                 return False
             raise
         return True
+
+    # -- storage classes (retention jobs only) ------------------------------------------------------
+
+    def set_storage_class(self, key: str, storage_class: str) -> bool:
+        """Move ``key`` to ``storage_class`` by copying it onto itself, verified (same length and
+        SHA-256, new class) before older versions are removed where Object Lock allows.
+        False when it already was in that class."""
+        full = self._full_key(key)
+        bucket = self.config.bucket
+        client = self.client
+
+        def head() -> Any:
+            return self._call(
+                "head",
+                lambda: client.head_object(Bucket=bucket, Key=full, ChecksumMode="ENABLED"),
+                key=key,
+            )
+
+        before = head()
+        if before.get("StorageClass", "STANDARD") == storage_class:
+            return False
+        source: dict[str, str] = {"Bucket": bucket, "Key": full}
+        if before.get("VersionId") and before["VersionId"] != "null":
+            source["VersionId"] = before["VersionId"]
+        params: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": full,
+            "CopySource": source,
+            "StorageClass": storage_class,
+            "MetadataDirective": "COPY",
+            "ChecksumAlgorithm": "SHA256",
+        }
+        if self.config.object_lock_mode is not None and self.config.object_lock_days:
+            params["ObjectLockMode"] = self.config.object_lock_mode
+            params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
+                days=self.config.object_lock_days
+            )
+        self._call("copy", functools.partial(client.copy_object, **params), key=key)
+        after = head()
+        old_sum = _full_object_checksum(before.get("ChecksumSHA256"))
+        new_sum = _full_object_checksum(after.get("ChecksumSHA256"))
+        if (
+            after.get("StorageClass", "STANDARD") != storage_class
+            or after.get("ContentLength") != before.get("ContentLength")
+            or (old_sum is not None and new_sum is not None and old_sum != new_sum)
+        ):
+            raise IntegrityError(f"copy {key} to {storage_class}: the copy does not verify")
+        page = self._call(
+            "versions",
+            functools.partial(client.list_object_versions, Bucket=bucket, Prefix=full),
+            key=key,
+        )
+        for version in page.get("Versions", []):
+            if version.get("Key") == full and not version.get("IsLatest"):
+                with contextlib.suppress(RetentionLocked):
+                    self._call(
+                        "delete",
+                        functools.partial(
+                            client.delete_object,
+                            Bucket=bucket,
+                            Key=full,
+                            VersionId=version.get("VersionId") or "null",
+                        ),
+                        key=key,
+                        lock_refusal=True,
+                    )
+        return True
+
+    def restore_state(self, key: str) -> str:
+        """``hot`` (readable as it is), ``archived``, ``restoring`` or ``restored``."""
+        full = self._full_key(key)
+        bucket = self.config.bucket
+        client = self.client
+        meta = self._call("head", lambda: client.head_object(Bucket=bucket, Key=full), key=key)
+        if meta.get("StorageClass") not in ("GLACIER", "DEEP_ARCHIVE"):
+            return "hot"
+        restore = str(meta.get("Restore") or "")
+        if 'ongoing-request="true"' in restore:
+            return "restoring"
+        if 'ongoing-request="false"' in restore:
+            return "restored"
+        return "archived"
+
+    def restore(self, key: str, days: int = 7, tier: str = "Standard") -> str:
+        """Start restoring an archived object (idempotent); its :meth:`restore_state` after."""
+        state = self.restore_state(key)
+        if state != "archived":
+            return state
+        full = self._full_key(key)
+        client = self.client
+        request = {"Days": days, "GlacierJobParameters": {"Tier": tier}}
+        try:
+            self._call(
+                "restore",
+                functools.partial(
+                    client.restore_object,
+                    Bucket=self.config.bucket,
+                    Key=full,
+                    RestoreRequest=request,  # type: ignore[arg-type]
+                ),
+                key=key,
+            )
+        except ArchiveError as err:
+            cause = err.__cause__
+            if not (
+                isinstance(cause, ClientError)
+                and _error_code(cause)[0] == "RestoreAlreadyInProgress"
+            ):
+                raise
+        return self.restore_state(key)
