@@ -1027,11 +1027,12 @@ def restore_execution(
     days: int = 7,
     clock: Callable[[], datetime] = utcnow,
     policy_name: str = "default",
+    dry_run: bool = False,
 ) -> str:
     """Start restoring an archived execution's objects; the overall state after:
 
-    ``hot`` (nothing to restore), ``restoring`` (come back later) or ``restored`` (readable).
-    Idempotent; the first request that starts a restore records a tier event (``restore``).
+    ``hot`` (nothing to restore), ``restoring`` (come back later) or ``restored`` (readable);
+    with ``dry_run`` the state now (``archived`` too) and nothing is started. Idempotent; the first request that starts a restore records a tier event (``restore``).
     """
     restore = _storage(store, "restore")
     state_of = _storage(store, "restore_state")
@@ -1039,6 +1040,12 @@ def restore_execution(
     if not any(k.endswith("/snapshot.json.zst") for k in keys):
         raise NotFound(f"no snapshot for execution {execution_id}")
     before = {k: state_of(k) for k in keys}
+    if dry_run:  # the state now, ``archived`` included; nothing is started
+        now_states = set(before.values())
+        for state in ("archived", "restoring", "restored"):
+            if state in now_states:
+                return state
+        return "hot"
     after = {k: (restore(k, days) if s == "archived" else s) for k, s in before.items()}
     started = [k for k, s in before.items() if s == "archived"]
     if started:

@@ -945,6 +945,8 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("get", SNAPSHOTS + "/{executionId}/annotations"): "read",
         ("delete", SNAPSHOTS + "/{executionId}/annotations/{annotationId}"): "ingest",
         ("post", "/api/query"): "query",
+        ("post", "/api/retention/archive"): "retention",
+        ("post", SNAPSHOTS + "/{executionId}/restore"): "retention",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]
     assert {"executionId", "workflow"} <= set(capture_schema["schema"]["properties"])

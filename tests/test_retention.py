@@ -489,3 +489,83 @@ def test_archive_and_restore_on_moto(s3_store_factory: Callable[..., Any], tmp_p
 def test_archive_needs_storage_classes() -> None:
     with pytest.raises(InvalidInput, match="no storage classes"):
         archive_cold(MemoryStore(), RetentionPolicy())
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP routes (scope retention)
+
+
+def _http(app: Any, method: str, url: str, body: Any, token: str | None = None) -> Any:
+    import asyncio
+
+    import httpx
+
+    async def go() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.request(method, url, json=body, headers=headers)
+
+    return asyncio.run(go())
+
+
+def test_routes_archive_and_restore_on_moto(
+    s3_store_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    from api.app import create_app
+    from archiver.config import Settings
+
+    store = s3_store_factory("moto")
+    archive = Archive(store, Sanitizer(bytes(range(32))))
+    old = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+    archive.capture_snapshot(execution_id="old-1", workflow=_workflow("w", 0), created_at=old)
+    archive.capture_snapshot(execution_id="new-1", workflow=_workflow("w", 0))
+    policy = tmp_path / "p.toml"
+    policy.write_text('[retention]\nhot_days = 30\ncold_storage_class = "GLACIER"\n')
+    app = create_app(Settings(retention_policy_file=str(policy)), archive=archive)
+    dry = _http(app, "POST", "/api/retention/archive", {"dryRun": True})
+    assert dry.status_code == 200 and dry.json()["toCold"]["executions"] == 1
+    first = _http(app, "POST", "/api/retention/archive", {})
+    assert first.status_code == 201, first.text
+    assert [m["executionId"] for m in first.json()["executions"]] == ["old-1"]
+    assert _http(app, "POST", "/api/retention/archive", {}).status_code == 200  # idempotent
+    url = "/api/execution-snapshots/old-1/restore"
+    started = _http(app, "POST", url, {"days": 2})
+    assert started.status_code == 201 and started.json()["state"] == "restored"
+    again = _http(app, "POST", url, {})
+    assert again.status_code == 200 and again.json()["state"] == "restored"
+    hot = _http(app, "POST", "/api/execution-snapshots/new-1/restore", {})
+    assert hot.status_code == 200 and hot.json()["state"] == "hot"
+    assert _http(app, "POST", "/api/execution-snapshots/nope/restore", {}).status_code == 404
+    bad = _http(app, "POST", url, {"days": 0})
+    assert bad.status_code == 422 and bad.json()["field"] == "days"
+
+
+def test_restore_in_progress_is_202_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.routes_retention as routes
+    from api.app import create_app
+    from archiver.config import Settings
+
+    states = iter(["archived", "restoring"])
+    monkeypatch.setattr(routes, "restore_execution", lambda *a, **k: next(states))
+    app = create_app(Settings(), archive=Archive(MemoryStore(), Sanitizer(bytes(range(32)))))
+    answer = _http(app, "POST", "/api/execution-snapshots/x-1/restore", {})
+    assert answer.status_code == 202
+    assert answer.headers["retry-after"] == str(routes.RESTORE_RETRY_AFTER_SECONDS)
+    assert answer.json() == {"executionId": "x-1", "state": "restoring"}
+
+
+def test_routes_need_the_retention_scope() -> None:
+    import hashlib
+
+    from api.app import create_app
+    from archiver.config import Settings
+
+    digest = hashlib.sha256(b"evt_reader").hexdigest()
+    app = create_app(
+        Settings(tokens=f"{digest}:read"),
+        archive=Archive(MemoryStore(), Sanitizer(bytes(range(32)))),
+    )
+    for url in ("/api/retention/archive", "/api/execution-snapshots/e/restore"):
+        assert _http(app, "POST", url, {}).status_code == 401
+        assert _http(app, "POST", url, {}, "evt_reader").status_code == 403
