@@ -89,8 +89,6 @@ class Archive:
         self._clock = clock
         self._blob_cache: OrderedDict[str, bytes] = OrderedDict()
         self._blob_cache_size = blob_cache_size
-        self._stored_blobs: OrderedDict[str, None] = OrderedDict()
-        self._stored_blobs_limit = 100_000
         self._prepared = PreparedCache()
         self._cache_lock = threading.Lock()
         self.versions = VersionChains(store, self._structure_by_hash)
@@ -122,12 +120,13 @@ class Archive:
         return parsed
 
     def _write_blob(self, prepared: PreparedWorkflow) -> WrittenObject:
-        """Store the structure once (``stored_bytes`` is 0 when it was already stored)."""
+        """Store the structure once (``stored_bytes`` is 0 when it was already stored).
+
+        Asked of the store every time (one HEAD), never of a memory of earlier captures: retention
+        may have expired the blob since, and a record must never point at a missing object.
+        """
         key = blob_key(prepared.snapshot_hash)
-        with self._cache_lock:
-            known = prepared.snapshot_hash in self._stored_blobs
-        if known or self.store.head(key) is not None:
-            self._stored_blobs_add(prepared.snapshot_hash)
+        if self.store.head(key) is not None:
             return WrittenObject(key, 0, len(prepared.structure_jcs))
         data = encode_blob(prepared.structure_jcs)
         try:
@@ -136,16 +135,7 @@ class Archive:
             # Same content compressed by another zstd build: fine if the stored blob verifies.
             decode_blob(self.store.get(key), prepared.snapshot_hash, max_size=self.max_object_bytes)
         self._remember(prepared.snapshot_hash, prepared.structure_jcs)
-        self._stored_blobs_add(prepared.snapshot_hash)
         return WrittenObject(key, len(data), len(prepared.structure_jcs))
-
-    def _stored_blobs_add(self, snapshot_hash: str) -> None:
-        # Blobs are immutable and never expire while a retained snapshot references them, so a
-        # hash seen stored once stays stored: later captures of it skip compression and the PUT.
-        with self._cache_lock:
-            self._stored_blobs[snapshot_hash] = None
-            while len(self._stored_blobs) > self._stored_blobs_limit:
-                self._stored_blobs.popitem(last=False)
 
     # ------------------------------------------------------------------ capture
 

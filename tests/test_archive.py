@@ -344,3 +344,14 @@ def test_triggers_and_trigger_type_are_extracted() -> None:
     assert [t.to_json()["kind"] for t in snap.triggers_snapshot] == ["webhook"]
     assert snap.trigger_type == "webhook"
     assert snap.triggers_snapshot[0].webhook_id == "0b7d"
+
+
+def test_a_blob_removed_by_retention_is_written_again_by_the_next_capture(
+    store: ObjectStore,
+) -> None:
+    archive = _archive(store)
+    first = archive.capture_snapshot(execution_id="e1", workflow=_workflow()).snapshot
+    store.delete(blob_key(first.snapshot_hash))  # what `execvault expire` does to an unused blob
+    archive.capture_snapshot(execution_id="e2", workflow=_workflow())
+    assert store.head(blob_key(first.snapshot_hash)) is not None
+    assert _archive(store).get_snapshot("e2").snapshot_hash == first.snapshot_hash
