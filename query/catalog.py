@@ -39,11 +39,21 @@ from typing import Any, Final, TypeVar
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from archiver.index import SCHEMAS, TABLES
+from archiver.events import EVENT_TABLES
+from archiver.index import SCHEMAS
 from archiver.store.base import ObjectStore
 from query.manifests import ManifestCache
 
-__all__ = ["DEDUP_COLUMNS", "KEY_KINDS", "VIEWS", "Catalog", "view_statements"]
+__all__ = [
+    "DEDUP_COLUMNS",
+    "EVENT_VIEWS",
+    "KEY_KINDS",
+    "VIEWS",
+    "VIEW_SCHEMAS",
+    "VIEW_TABLES",
+    "Catalog",
+    "view_statements",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -62,15 +72,26 @@ DEDUP_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "final_states": ("execution_id", "workflow_id", "status", "finished_at", "dt"),
     "versions": ("workflow_id", "seq", "snapshot_hash", "version", "execution_id", "dt"),
     "node_runs": ("execution_id", "node_name", "run_index", "workflow_id", "dt"),
+    "tag_events": ("event_id", "workflow_id", "dt"),
+    "annotations": ("event_id", "workflow_id", "dt"),
 }
 _DEDUP_ORDER: Final[Mapping[str, str]] = {
     "snapshots": "object_key",
     "final_states": "recorded_at",
     "versions": "created_at",
     "node_runs": "object_key",
+    "tag_events": "object_key",
+    "annotations": "object_key",
 }
 
-VIEWS: Final = (*TABLES, "executions")
+#: the append-only tag and annotation events (``archiver.events``): their own parts under
+#: ``index/``, outside rebuild_index/verify (``rebuild_event_index`` regenerates them)
+EVENT_VIEWS: Final = tuple(EVENT_TABLES)
+#: every table a view reads: the index tables and the event tables
+VIEW_SCHEMAS: Final[Mapping[str, pa.Schema]] = {**SCHEMAS, **EVENT_TABLES}
+VIEW_TABLES: Final = tuple(VIEW_SCHEMAS)
+
+VIEWS: Final = (*VIEW_TABLES, "executions")
 
 #: key map kinds per table: kind -> the SQL expression of its key
 KEY_KINDS: Final[Mapping[str, Mapping[str, str]]] = {
@@ -127,7 +148,7 @@ def _quote_literal(text: str) -> str:
 
 
 def _empty_source(table: str) -> str:
-    columns = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in SCHEMAS[table]] + [
+    columns = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in VIEW_SCHEMAS[table]] + [
         "CAST(NULL AS DATE) AS dt"
     ]
     return f"(SELECT {', '.join(columns)} WHERE false)"
@@ -179,7 +200,7 @@ def view_statements(
     (nearly all of them) are read as they are, at the speed of a plain ``read_parquet``.
     """
     statements = []
-    for table in TABLES:
+    for table in VIEW_TABLES:
         if day_files is not None:
             days = day_files.get(table, {})
             single = [p for paths in days.values() if len(paths) == 1 for p in paths]
@@ -257,7 +278,7 @@ class Catalog:
         self._view_lock = threading.Lock()
         self._view_tables: frozenset[str] | None = None
         self._mapped: set[str] = set()
-        self._by_day: dict[str, dict[date, list[str]]] = {t: {} for t in TABLES}
+        self._by_day: dict[str, dict[date, list[str]]] = {t: {} for t in VIEW_TABLES}
         self._con.execute(
             "CREATE TABLE _key_days (file VARCHAR, kind VARCHAR, key VARCHAR, dt DATE, n BIGINT)"
         )
@@ -286,7 +307,7 @@ class Catalog:
             if tables != self._view_tables:
                 self._create_views(tables)
             if changed or force:
-                by_day: dict[str, dict[date, list[str]]] = {t: {} for t in TABLES}
+                by_day: dict[str, dict[date, list[str]]] = {t: {} for t in VIEW_TABLES}
                 root = self.manifests.root
                 for rel in sorted(self.manifests.files):
                     day = _day_of(rel)

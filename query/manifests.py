@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Final
 
 from archiver.errors import ArchiveError, NotFound
+from archiver.events import EVENT_TABLES
 from archiver.index import INDEX_PREFIX, TABLES
 from archiver.store.base import ObjectStore
 from archiver.store.local import LocalStore
@@ -47,7 +48,7 @@ _log = logging.getLogger(__name__)
 #: any Parquet file of a table's day partition (parts, compacted or rebuilt files alike)
 _MANIFEST_RE: Final = re.compile(
     r"(?P<table>"
-    + "|".join(TABLES)
+    + "|".join((*TABLES, *EVENT_TABLES))
     + r")/dt=\d{4}-\d{2}-\d{2}/[A-Za-z0-9][A-Za-z0-9._=-]*\.parquet"
 )
 _TMP_PREFIX: Final = ".tmp-"
@@ -178,7 +179,7 @@ class ManifestCache:
 
     def _scan_local(self) -> dict[str, int]:
         found: dict[str, int] = {}
-        for table in TABLES:
+        for table in (*TABLES, *EVENT_TABLES):
             for path in (self.root / table).glob("*/*"):
                 rel = path.relative_to(self.root).as_posix()
                 if path.name.startswith(_TMP_PREFIX):

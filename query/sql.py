@@ -59,8 +59,7 @@ import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from archiver.errors import InvalidInput, QueryBusy, QueryFailed, QueryLimitExceeded, QueryRefused
-from archiver.index import SCHEMAS
-from query.catalog import Catalog, view_statements
+from query.catalog import VIEW_SCHEMAS, Catalog, view_statements
 
 __all__ = [
     "DEFAULT_MAX_RESULT_BYTES",
@@ -329,7 +328,7 @@ class _SchemaDrift(Exception):
 
 
 _EXPECTED_COLUMNS: Final[Mapping[str, list[str]]] = {
-    table: [*schema.names, "dt"] for table, schema in SCHEMAS.items()
+    table: [*schema.names, "dt"] for table, schema in VIEW_SCHEMAS.items()
 }
 
 
