@@ -327,8 +327,11 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         dependencies=read,
         response_model=SnapshotResponse,
         summary="Get a snapshot (and its final state)",
-        description=f"{_READ} Two object reads, both re-verified against their hashes.",
-        responses=error_responses(401, 403, 404, 422, 503),
+        description=(
+            f"{_READ} Two object reads, both re-verified against their hashes. A snapshot in a "
+            "cold storage class answers 409 `archived` with the restore route to call."
+        ),
+        responses=error_responses(401, 403, 404, 409, 422, 503),
         openapi_extra=_scope("read"),
         tags=["read"],
     )

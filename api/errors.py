@@ -40,6 +40,7 @@ from archiver.errors import (
     InvalidInput,
     ManifestError,
     NotFound,
+    ObjectArchived,
     QueryBusy,
     QueryFailed,
     QueryLimitExceeded,
@@ -123,6 +124,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str | None], ...] = (
     (NotFound, 404, "not_found", None),
     (ImmutableConflict, 409, "immutable_conflict", None),
     (RetentionLocked, 409, "retention_locked", None),
+    (ObjectArchived, 409, "archived", None),
     (StoreUnavailable, 503, "store_unavailable", "the object store is unavailable; retry later"),
     (IntegrityError, 500, "integrity_error", "a stored object failed verification"),
     (ManifestError, 500, "manifest_error", "the index could not be read or written"),
@@ -176,6 +178,10 @@ def response_for(err: Exception) -> JSONResponse:
     else:
         field = getattr(err, "field", None)
     body = error_body(code, _message_for(err), field if isinstance(field, str) else None)
+    if isinstance(err, ObjectArchived):
+        body["state"] = "archived"
+        if err.execution_id is not None:
+            body["restore"] = f"POST /api/execution-snapshots/{err.execution_id}/restore"
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 

@@ -25,7 +25,7 @@ from archiver.codec import (
     encode_blob,
     encode_record,
 )
-from archiver.errors import ImmutableConflict, InvalidInput, NotFound
+from archiver.errors import ImmutableConflict, InvalidInput, NotFound, ObjectArchived
 from archiver.final_state import FinalState, parse_final_state
 from archiver.layout import blob_key, check_id, result_key, snapshot_key
 from archiver.model import ExecutionSnapshot, VersionCommit, WorkflowSnapshot
@@ -315,6 +315,11 @@ class Archive:
             data = self.store.get(snapshot_key(exec_id))
         except NotFound:
             raise NotFound(f"no snapshot for execution {exec_id}") from None
+        except ObjectArchived:
+            raise ObjectArchived(
+                f"execution {exec_id} is archived in cold storage; restore it first",
+                execution_id=exec_id,
+            ) from None
         body = decode_record(data, SNAPSHOT_KIND, max_size=self.max_object_bytes)
         structure = self._structure_by_hash(body["snapshotHash"])
         return ExecutionSnapshot.from_record(body, structure)

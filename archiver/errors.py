@@ -15,6 +15,7 @@ translated where they happen (the stores, the codec) with ``raise ... from err``
     ├── SanitizationError                            a value that cannot be sanitized safely
     ├── StoreUnavailable                             the store failed after retries (5xx, network)
     ├── RetentionLocked                              Object Lock / legal hold refused a change
+    ├── ObjectArchived                               in a cold storage class: restore it first
     ├── ManifestError                                an index manifest cannot be written or read
     ├── QueryLimitExceeded                           analyst SQL hit its time or memory limit
     └── QueryBusy                                    too many analyst queries running at once
@@ -33,6 +34,7 @@ __all__ = [
     "MalformedWorkflow",
     "ManifestError",
     "NotFound",
+    "ObjectArchived",
     "QueryBusy",
     "QueryFailed",
     "QueryLimitExceeded",
@@ -89,6 +91,14 @@ class StoreUnavailable(ArchiveError):
 
 class RetentionLocked(ArchiveError):
     """Object Lock retention or a legal hold refused a delete or change."""
+
+
+class ObjectArchived(ArchiveError):
+    """The object sits in a cold storage class (GLACIER, DEEP_ARCHIVE): it needs a restore first."""
+
+    def __init__(self, message: str, *, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
 
 
 class ManifestError(ArchiveError):

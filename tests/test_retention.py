@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from api.cli import main
 from archiver.archive import Archive
-from archiver.errors import ArchiveError, InvalidInput, NotFound
+from archiver.errors import InvalidInput, NotFound, ObjectArchived
 from archiver.events import EventLog
 from archiver.layout import blob_key, execution_prefix
 from archiver.retention import (
@@ -451,8 +451,21 @@ def test_archive_and_restore_on_moto(s3_store_factory: Callable[..., Any], tmp_p
     # GLACIER_IR reads at once; GLACIER needs a restore first
     history.archive._blob_cache.clear()
     assert history.archive.get_snapshot("ex-050").execution_id == "ex-050"
-    with pytest.raises(ArchiveError, match="InvalidObjectState"):
+    with pytest.raises(ObjectArchived) as archived:
         history.archive.get_snapshot("ex-100")
+    assert archived.value.execution_id == "ex-100"
+    # over HTTP: 409 saying how to restore, never a 500
+    from api.app import create_app
+    from archiver.config import Settings
+    from tests.test_api import Client
+
+    response = Client(create_app(Settings(), archive=history.archive)).get(
+        "/api/execution-snapshots/ex-100"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "archived"
+    assert response.json()["state"] == "archived"
+    assert response.json()["restore"] == "POST /api/execution-snapshots/ex-100/restore"
     # re-running moves nothing; the plan now sees them as already cold
     again = archive_cold(store, policy, NOW)
     assert again.moved == [] and again.already_cold == len(expected)

@@ -56,6 +56,7 @@ from archiver.errors import (
     IntegrityError,
     InvalidInput,
     NotFound,
+    ObjectArchived,
     RetentionLocked,
     StoreUnavailable,
 )
@@ -159,7 +160,7 @@ _ERROR_TABLE: Mapping[str, tuple[type[ArchiveError], bool]] = {
     "ServiceUnavailable": (StoreUnavailable, True),
     "ConditionalRequestConflict": (StoreUnavailable, True),  # 409: concurrent conditional write
     # archived objects: retention jobs must restore them first
-    "InvalidObjectState": (ArchiveError, False),
+    "InvalidObjectState": (ObjectArchived, False),
     "NotImplemented": (ArchiveError, False),  # 501: retrying cannot help
 }
 
