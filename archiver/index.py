@@ -1269,6 +1269,31 @@ def rebuild_index(
 # --------------------------------------------------------------------------------------------
 
 
+#: where retention leaves its write-once tombstones (``archiver.retention``)
+_TOMBSTONE_PREFIX: Final = "events/tombstones/"
+
+
+def _tombstoned_names(store: ObjectStore) -> frozenset[str]:
+    """Execution ids and blob hashes that retention deleted on purpose, from the tombstone keys
+    (``events/tombstones/executions/<s>/<executionId>/…``, ``…/blobs/<h2>/<hash>/…``)."""
+    names = set()
+    for info in store.list(_TOMBSTONE_PREFIX):
+        parts = info.key[len(_TOMBSTONE_PREFIX) :].split("/")
+        if len(parts) >= 4 and parts[0] in ("executions", "blobs"):
+            names.add(f"{parts[0]}/{parts[2]}")
+    return frozenset(names)
+
+
+def _tombstoned(key: str, tombstones: frozenset[str]) -> bool:
+    """Whether the object ``key`` belongs to an execution or blob that has a tombstone."""
+    parts = key.split("/")
+    if parts[0] == "executions" and len(parts) >= 3:
+        return f"executions/{parts[2]}" in tombstones
+    if parts[0] == "blobs" and len(parts) >= 4:
+        return f"blobs/{parts[3].split('.', 1)[0]}" in tombstones
+    return False
+
+
 @dataclass(slots=True)
 class VerifyReport:
     """What :func:`verify` found. ``ok`` when nothing is missing, broken or inconsistent.
@@ -1286,6 +1311,8 @@ class VerifyReport:
     row_mismatches: list[RowProblem] = field(default_factory=list)
     duplicate_rows: list[RowProblem] = field(default_factory=list)
     unreadable_parts: list[ObjectProblem] = field(default_factory=list)
+    #: rows whose objects retention deleted on purpose (a tombstone says so): not a problem
+    expired_rows: list[RowProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -1309,6 +1336,7 @@ class VerifyReport:
             "rowMismatches": len(self.row_mismatches),
             "duplicateRows": len(self.duplicate_rows),
             "unreadableParts": len(self.unreadable_parts),
+            "expiredRows": len(self.expired_rows),
         }
 
 
@@ -1389,6 +1417,7 @@ def verify(
     # 2. the objects, each verified, turned into the rows they should have
     problems: list[ObjectProblem] = []
     blobs = _BlobCache(store, max_object_bytes)
+    tombstones = _tombstoned_names(store)
     present: set[str] = set()
     young: set[str] = set()
     cutoff = time.time() - grace_seconds
@@ -1474,7 +1503,11 @@ def verify(
                 report.row_mismatches.append(RowProblem(table, identity, part, "malformed row"))
                 continue
             missing = [k for k in keys if k not in present]
-            if missing:
+            if missing and all(_tombstoned(k, tombstones) for k in missing):
+                report.expired_rows.append(
+                    RowProblem(table, identity, part, f"expired by retention: {missing}")
+                )
+            elif missing:
                 report.rows_without_objects.append(
                     RowProblem(table, identity, part, f"missing object(s): {missing}")
                 )

@@ -18,7 +18,7 @@ from api.cli import main
 from archiver.archive import Archive
 from archiver.errors import InvalidInput, NotFound, ObjectArchived
 from archiver.events import EventLog
-from archiver.layout import blob_key, execution_prefix
+from archiver.layout import blob_key, execution_prefix, snapshot_key
 from archiver.retention import (
     ExpiryReport,
     LifecycleUnsupported,
@@ -582,3 +582,23 @@ def test_routes_need_the_retention_scope() -> None:
     for url in ("/api/retention/archive", "/api/execution-snapshots/e/restore"):
         assert _http(app, "POST", url, {}).status_code == 401
         assert _http(app, "POST", url, {}, "evt_reader").status_code == 403
+
+
+def test_verify_counts_expired_rows_as_expired_not_missing(
+    history: History, tmp_path: Path
+) -> None:
+    from archiver.index import rebuild_index, verify
+
+    store = history.archive.store
+    assert rebuild_index(store).ok  # the index as it was before expiry: a row per execution
+    report = expire(store, load_policy(_policy(tmp_path)), NOW)
+    assert report.expired
+    checked = verify(store)
+    assert checked.rows_without_objects == []
+    expired_ids = {e["executionId"] for e in report.expired}
+    assert {p.key for p in checked.expired_rows if p.table == "snapshots"} == expired_ids
+    assert checked.ok
+    # an object deleted without a tombstone is still a problem
+    survivor = next(e for e in history.executions if e not in expired_ids)
+    store.delete(snapshot_key(survivor))
+    assert not verify(store).ok
