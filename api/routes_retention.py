@@ -159,3 +159,29 @@ async def restore(
         return _json(answer, 201 if before == "archived" else 200)
 
     return await run_in_threadpool(run)
+
+
+@router.get(
+    "/api/retention/plan",
+    dependencies=[Depends(require_scope("retention"))],
+    summary="What the retention policy would move and expire now",
+    description=(
+        f"{_SCOPE} The configured policy's plan, computed from the objects; changes nothing. "
+        "Counts and bytes for: to cold, to expire, held by legal hold, already cold, staying hot, "
+        "and the blobs that would expire or are retained."
+    ),
+    responses={
+        200: {"description": "The plan."},
+        **error_responses(401, 403, 422, 503),
+    },
+    openapi_extra={"x-required-scope": "retention"},
+    tags=["retention"],
+)
+async def retention_plan(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    store = _store(request)
+
+    def run() -> Response:
+        return _json(plan(store, load_policy(settings.retention_policy_file)).to_json(), 200)
+
+    return await run_in_threadpool(run)

@@ -946,6 +946,7 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("delete", SNAPSHOTS + "/{executionId}/annotations/{annotationId}"): "ingest",
         ("post", "/api/query"): "query",
         ("post", "/api/retention/archive"): "retention",
+        ("get", "/api/retention/plan"): "retention",
         ("post", SNAPSHOTS + "/{executionId}/restore"): "retention",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]

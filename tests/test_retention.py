@@ -538,6 +538,8 @@ def test_routes_archive_and_restore_on_moto(
     app = create_app(Settings(retention_policy_file=str(policy)), archive=archive)
     dry = _http(app, "POST", "/api/retention/archive", {"dryRun": True})
     assert dry.status_code == 200 and dry.json()["toCold"]["executions"] == 1
+    planned = _http(app, "GET", "/api/retention/plan", None)
+    assert planned.status_code == 200 and planned.json()["toCold"]["executions"] == 1
     first = _http(app, "POST", "/api/retention/archive", {})
     assert first.status_code == 201, first.text
     assert [m["executionId"] for m in first.json()["executions"]] == ["old-1"]
@@ -582,6 +584,8 @@ def test_routes_need_the_retention_scope() -> None:
     for url in ("/api/retention/archive", "/api/execution-snapshots/e/restore"):
         assert _http(app, "POST", url, {}).status_code == 401
         assert _http(app, "POST", url, {}, "evt_reader").status_code == 403
+    assert _http(app, "GET", "/api/retention/plan", None).status_code == 401
+    assert _http(app, "GET", "/api/retention/plan", None, "evt_reader").status_code == 403
 
 
 def test_verify_counts_expired_rows_as_expired_not_missing(
