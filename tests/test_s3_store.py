@@ -24,6 +24,7 @@ from archiver.errors import (
     IntegrityError,
     InvalidInput,
     NotFound,
+    ObjectArchived,
     RetentionLocked,
     StoreUnavailable,
 )
@@ -120,7 +121,7 @@ def test_importing_the_factory_does_not_load_botocore() -> None:
         ("AccessDenied", 403, False, ArchiveError),
         ("SignatureDoesNotMatch", 403, False, ArchiveError),
         ("NoSuchBucket", 404, False, ArchiveError),
-        ("InvalidObjectState", 403, False, ArchiveError),
+        ("InvalidObjectState", 403, False, ObjectArchived),
         ("SlowDown", 503, False, StoreUnavailable),
         ("InternalError", 500, False, StoreUnavailable),
         ("503", 503, False, StoreUnavailable),
