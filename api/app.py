@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import load_tokens, require_scope
 from api.errors import error_responses, install_error_handlers
 from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
+from api.params import ExecutionId, WorkflowId
 from api.routes_compare import router as compare_router
 from api.routes_query import router as query_router
 from api.routes_retention import router as retention_router
@@ -42,7 +43,7 @@ from archiver.errors import InvalidInput, NotFound
 from archiver.final_state import summarize
 from archiver.index import ManifestWriter
 from archiver.jsonio import loads_strict
-from archiver.layout import check_hash, check_id
+from archiver.layout import check_hash
 from archiver.timeutil import format_ts
 from query.catalog import Catalog
 from query.history import HistoryPage, executions_by_hash, workflow_history
@@ -61,27 +62,6 @@ class ORJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
-
-
-# ---------------------------------------------------------------------------- path parameters
-
-
-def _execution_id(
-    execution_id: Annotated[
-        str, Path(alias="executionId", description="the engine's execution id")
-    ],
-) -> str:
-    return check_id(execution_id, "executionId")
-
-
-def _workflow_id(
-    workflow_id: Annotated[str, Path(alias="workflowId", description="the workflow's id")],
-) -> str:
-    return check_id(workflow_id, "workflowId")
-
-
-ExecutionId = Annotated[str, Depends(_execution_id)]
-WorkflowId = Annotated[str, Depends(_workflow_id)]
 
 
 # ---------------------------------------------------------------------------- bodies

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, require_scope
 from api.errors import error_responses
 from api.limits import read_json_body
+from api.params import ExecutionId, WorkflowId
 from api.schemas import request_body
 from archiver.archive import Archive
 from archiver.errors import InvalidId, InvalidInput, NotFound
@@ -64,26 +65,12 @@ def _catalog(request: Request) -> Catalog:
     return catalog
 
 
-def _execution_id(
-    execution_id: Annotated[
-        str, Path(alias="executionId", description="the engine's execution id")
-    ],
-) -> str:
-    return check_id(execution_id, "executionId")
-
-
 def _other_execution_id(
     other: Annotated[
         str, Path(alias="otherExecutionId", description="the execution to compare with")
     ],
 ) -> str:
     return check_id(other, "otherExecutionId")
-
-
-def _workflow_id(
-    workflow_id: Annotated[str, Path(alias="workflowId", description="the workflow's id")],
-) -> str:
-    return check_id(workflow_id, "workflowId")
 
 
 _VERSION_REF = "a semantic version (`1.2.0`), a sequence number (`3`) or `head`"
@@ -99,9 +86,7 @@ def _v2(v2: Annotated[str, Path(description=_VERSION_REF)]) -> str:
 
 ArchiveDep = Annotated[Archive, Depends(_archive)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
-ExecutionId = Annotated[str, Depends(_execution_id)]
 OtherExecutionId = Annotated[str, Depends(_other_execution_id)]
-WorkflowId = Annotated[str, Depends(_workflow_id)]
 V1 = Annotated[str, Depends(_v1)]
 V2 = Annotated[str, Depends(_v2)]
 
