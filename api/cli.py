@@ -445,3 +445,8 @@ main.add_command(_sql)
 from api.cli_retention import register_retention  # noqa: E402 - registered on the group above
 
 register_retention(main)
+
+
+from api.cli_index import register_index  # noqa: E402 - registered on the group above
+
+register_index(main)
