@@ -11,7 +11,8 @@ translated where they happen (the stores, the codec) with ``raise ... from err``
     │   ├── MalformedWorkflow                        not an n8n-style workflow
     │   ├── InvalidId                                unsafe id or key segment
     │   ├── QueryRefused                             analyst SQL the sandbox does not run
-    │   └── QueryFailed                              analyst SQL that DuckDB rejected or failed
+    │   ├── QueryFailed                              analyst SQL that DuckDB rejected or failed
+    │   └── ObjectLockUnsupported                    the store cannot put Object Lock / legal holds
     ├── SanitizationError                            a value that cannot be sanitized safely
     ├── StoreUnavailable                             the store failed after retries (5xx, network)
     ├── RetentionLocked                              Object Lock / legal hold refused a change
@@ -35,6 +36,7 @@ __all__ = [
     "ManifestError",
     "NotFound",
     "ObjectArchived",
+    "ObjectLockUnsupported",
     "QueryBusy",
     "QueryFailed",
     "QueryLimitExceeded",
@@ -113,6 +115,14 @@ class QueryRefused(InvalidInput):
 class QueryFailed(InvalidInput):
     """Analyst SQL that DuckDB rejected (syntax, unknown table or column, types) or that failed
     while running (a conversion or range error)."""
+
+
+class ObjectLockUnsupported(InvalidInput):
+    """The store cannot put a legal hold or retention on objects (a local or memory store, or an
+    S3 bucket without Object Lock); ``field`` is ``store``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="store")
 
 
 class QueryLimitExceeded(ArchiveError):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
 from archiver.errors import ArchiveError, InvalidInput, NotFound, RetentionLocked
 from archiver.events import EventLog
+from archiver.holds import HoldSet, active_holds
 from archiver.layout import blob_key, execution_prefix
 from archiver.store.base import ObjectStore
 from archiver.timeutil import format_ts, parse_ts, utcnow
@@ -159,8 +161,13 @@ class RetentionPolicy:
     hold_workflows: frozenset[str] = frozenset()
     hold_tags: frozenset[str] = frozenset()
     abort_multipart_days: int = 7
+    #: a second store execution objects are copied to when they go cold (``s3://bucket/prefix``,
+    #: ``local:/path``, ``file:///path``); None: storage classes on the hot store (S3) instead
+    cold_store: str | None = None
 
     def __post_init__(self) -> None:
+        if self.cold_store is not None:
+            normalize_cold_url(self.cold_store)
         if self.cold_storage_class not in COLD_STORAGE_CLASSES:
             raise InvalidInput(
                 f"cold_storage_class must be one of {', '.join(COLD_STORAGE_CLASSES)}",
@@ -200,6 +207,7 @@ class RetentionPolicy:
             "tags",
             "legal_hold",
             "abort_multipart_days",
+            "cold_store",
         }
         unknown = set(section) - known
         if unknown:
@@ -248,6 +256,7 @@ class RetentionPolicy:
             hold_workflows=ids("workflows"),
             hold_tags=ids("tags"),
             abort_multipart_days=int(section.get("abort_multipart_days", 7)),
+            cold_store=_cold_setting(section.get("cold_store")),
         )
 
     def resolve(
@@ -275,6 +284,35 @@ class RetentionPolicy:
             if tag in self.hold_tags:
                 return f"legal hold on tag {tag}"
         return None
+
+
+def _cold_setting(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("cold_store must be a store URL string", field="cold_store")
+    return value
+
+
+def normalize_cold_url(url: str) -> str:
+    """The store URL of a ``cold_store`` setting: ``file:///path`` becomes ``local:/path``;
+    ``s3://bucket/prefix``, ``local:/path`` and plain paths are kept (see store_from_url)."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput("cold_store must be a non-empty store URL", field="cold_store")
+    url = url.strip()
+    if url.startswith("file:"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not parts.path or parts.query:
+            raise InvalidInput(
+                f"cold_store {url!r}: expected file:///absolute/path", field="cold_store"
+            )
+        return "local:" + parts.path
+    if "://" in url and not url.startswith("s3://"):
+        raise InvalidInput(
+            f"cold_store {url!r}: use s3://bucket/prefix, local:/path or file:///path",
+            field="cold_store",
+        )
+    return url
 
 
 def load_policy(path: str | Path | None) -> RetentionPolicy:
@@ -482,10 +520,14 @@ def _age_days(now: datetime, created: datetime) -> float:
     return (now - created) / timedelta(days=1)
 
 
-def _decide(policy: RetentionPolicy, ex: ExecutionInfo, now: datetime) -> Decision:
+def _decide(
+    policy: RetentionPolicy, ex: ExecutionInfo, now: datetime, holds: HoldSet | None = None
+) -> Decision:
     age = _age_days(now, ex.created_at)
     hot, keep = policy.resolve(ex.workflow_id, ex.status, ex.tags)
     held = policy.hold_reason(ex.execution_id, ex.workflow_id, ex.tags)
+    if held is None and holds is not None:  # hold events (archiver.holds): the union
+        held = holds.reason_for(ex.execution_id, ex.workflow_id, ex.tags)
     size = ex.stored_bytes
     expired = keep != _NEVER and isinstance(keep, int) and age >= keep
     if expired and held is not None:
@@ -520,8 +562,10 @@ def _decide(policy: RetentionPolicy, ex: ExecutionInfo, now: datetime) -> Decisi
     )
 
 
-def plan_from_scan(policy: RetentionPolicy, scanned: Scan, now: datetime) -> RetentionPlan:
-    decisions = tuple(_decide(policy, ex, now) for ex in scanned.executions)
+def plan_from_scan(
+    policy: RetentionPolicy, scanned: Scan, now: datetime, holds: HoldSet | None = None
+) -> RetentionPlan:
+    decisions = tuple(_decide(policy, ex, now, holds) for ex in scanned.executions)
     by_id = {ex.execution_id: ex for ex in scanned.executions}
     retained: set[str] = set()
     expiring: set[str] = set()
@@ -548,7 +592,8 @@ def plan(
 ) -> RetentionPlan:
     """What would move to cold storage and what would expire under ``policy``; changes nothing."""
     when = utcnow() if now is None else now
-    return plan_from_scan(policy, scan(store, max_object_bytes=max_object_bytes), when)
+    holds = active_holds(store, max_object_bytes=max_object_bytes)
+    return plan_from_scan(policy, scan(store, max_object_bytes=max_object_bytes), when, holds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -776,7 +821,8 @@ def expire(
     final state left) is finished.
     """
     scanned = scan(store, max_object_bytes=max_object_bytes)
-    result = plan_from_scan(policy, scanned, clock() if now is None else now)
+    holds = active_holds(store, max_object_bytes=max_object_bytes)
+    result = plan_from_scan(policy, scanned, clock() if now is None else now, holds)
     job = _Expirer(store, policy, clock)
     by_id = {ex.execution_id: ex for ex in scanned.executions}
     still_referenced: set[str] = set()

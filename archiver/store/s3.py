@@ -18,6 +18,13 @@ backoff and jitter, then surface as :class:`~archiver.errors.StoreUnavailable`. 
 attempt reached the server but whose answer was lost comes back as 412 on the retry; the comparison
 above turns that into ``False`` (nothing new created by *this* attempt), never into a conflict.
 
+Object Lock: with ``object_lock_mode`` set, every write outside ``object_lock_exempt_prefixes``
+(``index/``) carries retention until now + ``object_lock_days``, unless the caller chooses the
+object's own date (:meth:`S3Store.put_locked`: the archive locks execution records until their
+policy lets them expire). Legal holds are set and cleared on the current version of an object
+(:meth:`S3Store.set_legal_hold`); a bucket without Object Lock answers ``InvalidRequest``, raised as
+:class:`~archiver.errors.ObjectLockUnsupported`. A storage-class move keeps the object's lock.
+
 ``delete`` removes every version of the key (in a versioned / Object Lock bucket a plain DELETE
 would only add a delete marker: the bytes would stay and readers would wrongly see the record as
 gone). Versions are removed oldest first, so a retention refusal never resurrects older content; a
@@ -57,11 +64,12 @@ from archiver.errors import (
     InvalidInput,
     NotFound,
     ObjectArchived,
+    ObjectLockUnsupported,
     RetentionLocked,
     StoreUnavailable,
 )
 from archiver.layout import check_key
-from archiver.store.base import ObjectInfo
+from archiver.store.base import ObjectInfo, ObjectLockState
 
 if TYPE_CHECKING:
     import boto3.session
@@ -167,6 +175,14 @@ _ERROR_TABLE: Mapping[str, tuple[type[ArchiveError], bool]] = {
 # Codes that mean "Object Lock / legal hold said no" when the request was a versioned delete or a
 # retention change. AccessDenied elsewhere is a permissions problem (plain ArchiveError).
 _LOCK_REFUSAL_CODES = frozenset({"AccessDenied", "ObjectLocked"})
+
+# Codes that mean "this bucket (or server) has no Object Lock" on a legal hold request.
+_NO_OBJECT_LOCK_CODES = frozenset(
+    {"InvalidRequest", "NotImplemented", "ObjectLockConfigurationNotFoundError"}
+)
+
+#: a retain-until date closer than this is not worth a lock (and S3 refuses dates in the past)
+_MIN_RETENTION = timedelta(minutes=1)
 
 
 def _error_code(err: ClientError) -> tuple[str, int]:
@@ -358,7 +374,35 @@ class S3Store:
 
     # -- protocol ----------------------------------------------------------------------------------
 
+    @property
+    def object_lock_enabled(self) -> bool:
+        """True when every write carries Object Lock retention (``object_lock_mode`` is set)."""
+        return self.config.object_lock_mode is not None
+
+    def _locks(self, key: str) -> bool:
+        return self.config.object_lock_mode is not None and not key.startswith(
+            self.config.object_lock_exempt_prefixes
+        )
+
     def put(self, key: str, data: bytes) -> bool:
+        return self.put_locked(key, data)
+
+    def put_locked(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        retain_until: datetime | None = None,
+        legal_hold: bool = False,
+    ) -> bool:
+        """``put`` with this object's own Object Lock.
+
+        ``retain_until`` replaces the default retain-until date (now + ``object_lock_days``) when
+        the store is configured with a lock mode; a date that is not in the future means no
+        retention at all (the policy already lets the object expire). ``legal_hold`` sets a legal
+        hold in the same request (the bucket must have Object Lock). Keys under
+        ``object_lock_exempt_prefixes`` are never locked nor held.
+        """
         full = self._full_key(key)
         data = bytes(data)
         checksum = _sha256_b64(data)
@@ -377,15 +421,21 @@ class S3Store:
         client = self.client
         # A key that exists (412) but vanishes before we can compare it (a concurrent delete) is
         # tried again, a bounded number of times.
+        exempt = key.startswith(self.config.object_lock_exempt_prefixes)
+        if legal_hold and not exempt:
+            params["ObjectLockLegalHoldStatus"] = "ON"
         for _ in range(self.config.max_attempts):
-            if self.config.object_lock_mode is not None and not key.startswith(
-                self.config.object_lock_exempt_prefixes
-            ):
+            if self._locks(key):
                 assert self.config.object_lock_days is not None  # checked by S3Config
-                params["ObjectLockMode"] = self.config.object_lock_mode
-                params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
-                    days=self.config.object_lock_days
+                now = datetime.now(UTC)
+                until = (
+                    now + timedelta(days=self.config.object_lock_days)
+                    if retain_until is None
+                    else retain_until
                 )
+                if until > now + _MIN_RETENTION:
+                    params["ObjectLockMode"] = self.config.object_lock_mode
+                    params["ObjectLockRetainUntilDate"] = until
             try:
                 self._call("put", functools.partial(client.put_object, **params), key=key)
             except _PreconditionFailedError:
@@ -590,11 +640,20 @@ class S3Store:
             "MetadataDirective": "COPY",
             "ChecksumAlgorithm": "SHA256",
         }
-        if self.config.object_lock_mode is not None and self.config.object_lock_days:
+        # the copy keeps the source's own Object Lock (its retain-until date from the policy,
+        # its legal hold), not the store's default
+        source_until = before.get("ObjectLockRetainUntilDate")
+        if before.get("ObjectLockMode") and source_until is not None:
+            if source_until > datetime.now(UTC) + _MIN_RETENTION:
+                params["ObjectLockMode"] = before["ObjectLockMode"]
+                params["ObjectLockRetainUntilDate"] = source_until
+        elif self._locks(key) and self.config.object_lock_days:
             params["ObjectLockMode"] = self.config.object_lock_mode
             params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
                 days=self.config.object_lock_days
             )
+        if before.get("ObjectLockLegalHoldStatus") == "ON":
+            params["ObjectLockLegalHoldStatus"] = "ON"
         self._call("copy", functools.partial(client.copy_object, **params), key=key)
         after = head()
         old_sum = _full_object_checksum(before.get("ChecksumSHA256"))
@@ -668,3 +727,55 @@ class S3Store:
             ):
                 raise
         return self.restore_state(key)
+
+    # -- Object Lock: legal holds (retention jobs and legal holds only) --------------------------
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Set (``on``) or clear the legal hold of the current version of ``key``.
+
+        Older versions (left by a storage-class move whose source was still locked) are not
+        touched: they hold the same bytes and are removed oldest first by ``delete`` anyway.
+        NotFound when the key does not exist; ObjectLockUnsupported when the bucket has no Object
+        Lock (S3 ``InvalidRequest``) or the server does not implement legal holds (501).
+        """
+        full = self._full_key(key)
+        bucket = self.config.bucket
+        client = self.client
+        # asked first: SeaweedFS answers a legal hold on a missing key with a 500 (retried in vain)
+        meta = self._call("head", lambda: client.head_object(Bucket=bucket, Key=full), key=key)
+        params: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": full,
+            "LegalHold": {"Status": "ON" if on else "OFF"},
+        }
+        if meta.get("VersionId") and meta["VersionId"] != "null":
+            params["VersionId"] = meta["VersionId"]
+        try:
+            self._call(
+                "legal hold", functools.partial(client.put_object_legal_hold, **params), key=key
+            )
+        except ArchiveError as err:
+            cause = err.__cause__
+            if isinstance(cause, ClientError) and (
+                _error_code(cause)[0] in _NO_OBJECT_LOCK_CODES or _error_code(cause)[1] == 501
+            ):
+                raise ObjectLockUnsupported(
+                    f"{self.url}: the bucket has no Object Lock (or the server no legal holds); "
+                    "the hold is recorded as data only"
+                ) from err
+            raise
+
+    def object_lock(self, key: str) -> ObjectLockState:
+        """Retention mode, retain-until date and legal hold of the current version of ``key``.
+
+        Read with HEAD (moto 5.2.5 answers GetObjectRetention with a 500); NotFound if absent.
+        """
+        full = self._full_key(key)
+        bucket = self.config.bucket
+        client = self.client
+        meta = self._call("head", lambda: client.head_object(Bucket=bucket, Key=full), key=key)
+        return ObjectLockState(
+            mode=meta.get("ObjectLockMode"),
+            retain_until=meta.get("ObjectLockRetainUntilDate"),
+            legal_hold=meta.get("ObjectLockLegalHoldStatus") == "ON",
+        )
