@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import itertools
 import logging
 import re
@@ -40,7 +41,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -56,8 +57,30 @@ from archiver.archive import (
     CaptureResult,
     FinalStateResult,
 )
-from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_blob, decode_record
-from archiver.errors import ArchiveError, ImmutableConflict, ManifestError, NotFound
+from archiver.chain import (
+    ChainProblem,
+    check_day,
+    day_digests,
+    index_day_parts,
+    load_chain,
+    read_part_rows,
+)
+from archiver.codec import (
+    DEFAULT_MAX_OBJECT_BYTES,
+    KNOWN_FORMAT_VERSIONS,
+    decode_blob,
+    decode_record,
+    decompress,
+    record_digest,
+)
+from archiver.errors import (
+    ArchiveError,
+    ImmutableConflict,
+    IntegrityError,
+    InvalidInput,
+    ManifestError,
+    NotFound,
+)
 from archiver.final_state import FinalState, summarize
 from archiver.layout import blob_key, snapshot_key, version_key
 from archiver.model import ExecutionSnapshot, VersionCommit
@@ -87,10 +110,12 @@ __all__ = [
     "final_state_row",
     "node_run_rows",
     "parse_part_key",
+    "parse_subset",
     "part_key",
     "rebuild_index",
     "row_day",
     "snapshot_row",
+    "subset_bucket",
     "verify",
     "version_row",
 ]
@@ -1271,6 +1296,17 @@ def rebuild_index(
 
 #: where retention leaves its write-once tombstones (``archiver.retention``)
 _TOMBSTONE_PREFIX: Final = "events/tombstones/"
+#: write-once event records (tags, annotations, tombstones, tier events), checked by --read-data
+_EVENTS_PREFIX: Final = "events/"
+#: storage classes whose objects cannot be read without a restore
+_ARCHIVED_CLASSES: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+#: how codec.decompress words a frame that is cut short or damaged: a truncated object
+_FRAME_ERRORS: Final = (
+    "not a zstd frame",
+    "corrupt zstd frame",
+    "one complete zstd frame",
+    "content size does not match",
+)
 
 
 def _tombstoned_names(store: ObjectStore) -> frozenset[str]:
@@ -1294,25 +1330,65 @@ def _tombstoned(key: str, tombstones: frozenset[str]) -> bool:
     return False
 
 
+def subset_bucket(key: str, total: int) -> int:
+    """The 0-based bucket (of ``total``) that ``key`` falls in for ``verify(subset=…)``.
+
+    Stable: SHA-256 of the key, except that both objects of an execution share the bucket of
+    ``executions/<executionId>`` (a final state is read together with its snapshot).
+    """
+    parts = key.split("/")
+    unit = f"executions/{parts[2]}" if parts[0] == "executions" and len(parts) >= 3 else key
+    return int.from_bytes(hashlib.sha256(unit.encode()).digest()[:8], "big") % total
+
+
+def parse_subset(text: str, field_name: str = "subset") -> tuple[int, int]:
+    """``"N/T"`` → (N, T) with 1 ≤ N ≤ T; InvalidInput naming ``field_name`` otherwise."""
+    match = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", text)
+    if match is None:
+        raise InvalidInput("subset must be N/T, e.g. 1/7", field=field_name)
+    n, t = int(match[1]), int(match[2])
+    if not 1 <= n <= t:
+        raise InvalidInput("subset N/T needs 1 <= N <= T", field=field_name)
+    return n, t
+
+
+def _in_subset(key: str, subset: tuple[int, int] | None) -> bool:
+    return subset is None or subset_bucket(key, subset[1]) == subset[0] - 1
+
+
 @dataclass(slots=True)
 class VerifyReport:
     """What :func:`verify` found. ``ok`` when nothing is missing, broken or inconsistent.
 
     Duplicate rows (the same execution or version in several files) are listed but do not make
     the report fail: readers return each row once, and compaction or a rebuild removes them.
+    :meth:`findings` names every problem (``corrupt_object``, ``truncated_object``,
+    ``deleted_object``, ``day_removed``, ``day_altered``, ``chain_broken`` …).
     """
 
+    read_data: bool = True
+    subset: tuple[int, int] | None = None
     objects: dict[str, int] = field(default_factory=dict)  # kind -> objects checked
+    objects_read: int = 0  # object bodies read and verified (0 without read_data)
+    archived_not_read: int = 0  # objects in GLACIER / DEEP_ARCHIVE: need a restore to be read
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows read
     parts: int = 0
     objects_without_rows: list[str] = field(default_factory=list)
     rows_without_objects: list[RowProblem] = field(default_factory=list)
     hash_mismatches: list[ObjectProblem] = field(default_factory=list)
+    #: objects whose stored size differs from their index row's ``stored_bytes``
+    size_mismatches: list[ObjectProblem] = field(default_factory=list)
     row_mismatches: list[RowProblem] = field(default_factory=list)
     duplicate_rows: list[RowProblem] = field(default_factory=list)
     unreadable_parts: list[ObjectProblem] = field(default_factory=list)
     #: rows whose objects retention deleted on purpose (a tombstone says so): not a problem
     expired_rows: list[RowProblem] = field(default_factory=list)
+    #: the index chain (``archiver.chain``): broken links, removed or altered sealed days
+    chain_problems: list[ChainProblem] = field(default_factory=list)
+    #: informational: days that gained late rows, expired rows dropped by a rebuild, unsealed days
+    chain_notes: list[ChainProblem] = field(default_factory=list)
+    chain_entries: int = 0
+    chain_head: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -1320,23 +1396,77 @@ class VerifyReport:
             self.objects_without_rows
             or self.rows_without_objects
             or self.hash_mismatches
+            or self.size_mismatches
             or self.row_mismatches
             or self.unreadable_parts
+            or self.chain_problems
         )
+
+    def findings(self) -> list[dict[str, str]]:
+        """Every problem, named: ``{"problem", "key", "detail"}`` (an object once, by its worst)."""
+        out: list[dict[str, str]] = []
+        seen: set[str] = set()
+        for p in self.hash_mismatches:
+            if "without a readable snapshot" in p.reason:
+                name = "snapshot_unreadable"
+            elif any(text in p.reason for text in _FRAME_ERRORS):
+                name = "truncated_object"
+            else:
+                name = "corrupt_object"
+            out.append({"problem": name, "key": p.key, "detail": p.reason})
+            seen.add(p.key)
+        for p in self.size_mismatches:
+            if p.key not in seen:
+                name = "truncated_object" if "truncated" in p.reason else "corrupt_object"
+                out.append({"problem": name, "key": p.key, "detail": p.reason})
+        for r in self.rows_without_objects:
+            out.append(
+                {"problem": "deleted_object", "key": f"{r.table}/{r.key}", "detail": r.reason}
+            )
+        for key in self.objects_without_rows:
+            out.append({"problem": "object_without_row", "key": key, "detail": "no index row"})
+        for r in self.row_mismatches:
+            out.append({"problem": "row_mismatch", "key": f"{r.table}/{r.key}", "detail": r.reason})
+        for p in self.unreadable_parts:
+            out.append({"problem": "unreadable_part", "key": p.key, "detail": p.reason})
+        for c in self.chain_problems:
+            out.append({"problem": c.problem, "key": c.where, "detail": c.detail})
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "readData": self.read_data,
+            "subset": None if self.subset is None else f"{self.subset[0]}/{self.subset[1]}",
             "objects": dict(self.objects),
+            "objectsRead": self.objects_read,
+            "archivedNotRead": self.archived_not_read,
             "rows": dict(self.rows),
             "parts": self.parts,
             "objectsWithoutRows": len(self.objects_without_rows),
             "rowsWithoutObjects": len(self.rows_without_objects),
             "hashMismatches": len(self.hash_mismatches),
+            "sizeMismatches": len(self.size_mismatches),
             "rowMismatches": len(self.row_mismatches),
             "duplicateRows": len(self.duplicate_rows),
             "unreadableParts": len(self.unreadable_parts),
             "expiredRows": len(self.expired_rows),
+            "chainProblems": len(self.chain_problems),
+            "chainNotes": len(self.chain_notes),
+            "chainEntries": self.chain_entries,
+            "chainHead": self.chain_head,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary, every finding by name, and the informational lists."""
+        return {
+            **self.summary(),
+            "findings": self.findings(),
+            "chainNotes": [
+                {"problem": c.problem, "key": c.where, "detail": c.detail} for c in self.chain_notes
+            ],
+            "expiredRows": [f"{r.table}/{r.key}" for r in self.expired_rows],
+            "duplicateRows": [f"{r.table}/{r.key}: {r.reason}" for r in self.duplicate_rows],
         }
 
 
@@ -1364,6 +1494,31 @@ def _row_identity(table: str, row: Mapping[str, Any]) -> str:
     return "/".join(str(row[k]) for k in ROW_KEYS[table])
 
 
+def _row_object_key(table: str, row: Mapping[str, Any]) -> str:
+    if table == "versions":
+        return version_key(row["workflow_id"], row["seq"])
+    key: str = row["object_key"]
+    return key
+
+
+def _check_event(store: ObjectStore, max_size: int, key: str) -> ObjectProblem | None:
+    """Verify one event record (tag, annotation, tombstone, tier event): envelope and digest."""
+    try:
+        body = orjson.loads(decompress(store.get(key), max_size=max_size))
+        if not isinstance(body, dict):
+            raise IntegrityError("not a JSON object")
+        if body.get("formatVersion") not in KNOWN_FORMAT_VERSIONS:
+            raise IntegrityError(f"unknown formatVersion {body.get('formatVersion')!r}")
+        digest = body.pop("digest", None)
+        if digest != record_digest(body):
+            raise IntegrityError(f"{body.get('kind')} record digest mismatch")
+    except NotFound:
+        return None  # removed meanwhile
+    except (ArchiveError, orjson.JSONDecodeError) as err:
+        return ObjectProblem(key, f"event record does not verify: {err}")
+    return None
+
+
 def verify(
     store: ObjectStore,
     *,
@@ -1371,41 +1526,85 @@ def verify(
     workers: int = 16,
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
     grace_seconds: float = 0.0,
+    read_data: bool = True,
+    subset: tuple[int, int] | None = None,
+    today: date | None = None,
 ) -> VerifyReport:
-    """Check the index against the objects, and every object against its hash or digest.
+    """Check the index against the objects, the index chain, and (``read_data``) every object.
 
-    * objects without rows: execution snapshot, final-state and version objects with no row, and
-      final states missing any of their ``node_runs`` rows (each object listed once; objects
-      younger than ``grace_seconds`` are skipped: live writers may still buffer them);
-    * rows without objects: rows whose object (or, for snapshots, structure blob) is gone;
-    * hash mismatches: records whose digest, blobs whose SHA-256 does not verify, and objects
-      that are not where their content says they belong;
-    * row mismatches: rows whose columns disagree with their object;
-    * duplicate rows: the same execution / version in more than one row (informational).
+    Always (structural, no object bodies read):
+
+    * objects without rows: execution snapshot, final-state and version objects with no row
+      (objects younger than ``grace_seconds`` are skipped: live writers may still buffer them);
+    * rows without objects (deleted objects): rows whose object (or, for snapshots, structure
+      blob) is gone and that no tombstone explains;
+    * size mismatches: objects whose listed size differs from their row's ``stored_bytes``;
+    * the chain (``archiver.chain``): broken links or gaps, sealed days whose rows are gone
+      (``day_removed``) or differ (``day_altered``);
+    * duplicate rows (informational).
+
+    With ``read_data`` (the library default) every object is read too: hash mismatches (record
+    digests, blob SHA-256, zstd frames, objects not where their content says they belong), rows
+    that disagree with their object, final states missing node runs. ``subset=(N, T)`` reads
+    only the objects in bucket N of T (:func:`subset_bucket`): T runs with N = 1…T read
+    everything once; the structural checks still cover everything.
     """
-    report = VerifyReport()
-    # 1. the index as it is now
+    if subset is not None and not (1 <= subset[0] <= subset[1]):
+        raise InvalidInput("subset N/T needs 1 <= N <= T", field="subset")
+    report = VerifyReport(read_data=read_data, subset=subset if read_data else None)
+    sel = subset if read_data else None
+    tombstones = _tombstoned_names(store)
+    chain = load_chain(store)
+    report.chain_problems.extend(chain.problems)
+    report.chain_entries = len(chain.entries)
+    report.chain_head = chain.head
+    latest = chain.latest()
+    last_complete = (today or utcnow().date()) - timedelta(days=1)
+
+    # 1. the index as it is now, day by day: rows of the core tables, digests of every table
     indexed: dict[str, dict[str, tuple[Row, str]]] = {t: {} for t in SCHEMAS}
     counts: dict[str, Counter[str]] = {t: Counter() for t in SCHEMAS}
-    parts = _list_parts(store)
-    report.parts = len(parts)
-    for i, info in enumerate(parts, 1):
-        parsed = parse_part_key(info.key)
-        assert parsed is not None
-        table = parsed[0]
-        try:
-            data = pq.read_table(pa.BufferReader(store.get(info.key)))
-            rows: list[Row] = data.to_pylist()
-            for row in rows:
-                identity = _row_identity(table, row)
-                counts[table][identity] += 1
-                indexed[table].setdefault(identity, (row, info.key))
-        except NotFound:
-            continue  # removed meanwhile (a rebuild or compaction)
-        except Exception as err:
-            report.unreadable_parts.append(ObjectProblem(info.key, f"unreadable part: {err}"))
-        if progress is not None and (i % 100 == 0 or i == len(parts)):
-            progress("parts", i, len(parts))
+    by_day = index_day_parts(store.list(INDEX_PREFIX))
+    total_parts = sum(len(parts) for parts in by_day.values())
+    report.parts = sum(1 for parts in by_day.values() for t, _ in parts if t in SCHEMAS)
+    done = 0
+    for day in sorted(set(by_day) | set(latest)):
+        day_rows: dict[str, list[Row]] = {}
+        for table, info in by_day.get(day, []):
+            done += 1
+            try:
+                rows = read_part_rows(store, info.key)
+            except NotFound:
+                continue  # removed meanwhile (a rebuild or compaction)
+            except Exception as err:
+                report.unreadable_parts.append(ObjectProblem(info.key, f"unreadable part: {err}"))
+                continue
+            day_rows.setdefault(table, []).extend(rows)
+            if table in SCHEMAS:
+                for row in rows:
+                    try:
+                        identity = _row_identity(table, row)
+                    except KeyError:
+                        report.unreadable_parts.append(
+                            ObjectProblem(info.key, f"part lacks the {table} key columns")
+                        )
+                        break
+                    counts[table][identity] += 1
+                    indexed[table].setdefault(identity, (row, info.key))
+            if progress is not None and (done % 100 == 0 or done == total_parts):
+                progress("parts", done, total_parts)
+        entry = latest.get(day)
+        current = day_digests(
+            day_rows,
+            tombstoned=tombstones,
+            sealed_at=None if entry is None else entry.created_at,
+        )
+        findings, _ = check_day(day, entry, current)
+        for finding in findings:
+            if finding.problem in ("day_removed", "day_altered"):
+                report.chain_problems.append(finding)
+            elif finding.problem != "day_unsealed" or day <= last_complete:
+                report.chain_notes.append(finding)
     for table in TABLES:
         report.rows[table] = sum(counts[table].values())
         for identity, n in counts[table].items():
@@ -1414,72 +1613,156 @@ def verify(
                     RowProblem(table, identity, indexed[table][identity][1], f"{n} rows")
                 )
 
-    # 2. the objects, each verified, turned into the rows they should have
+    # 2. the listing: every object there is, with its size and storage class
     problems: list[ObjectProblem] = []
-    blobs = _BlobCache(store, max_object_bytes)
-    tombstones = _tombstoned_names(store)
-    present: set[str] = set()
+    present: dict[str, ObjectInfo] = {}
     young: set[str] = set()
     cutoff = time.time() - grace_seconds
-    object_counts: Counter[str] = Counter()
 
-    def seen(info: ObjectInfo) -> None:
-        present.add(info.key)
-        modified = info.last_modified
-        if grace_seconds > 0 and modified is not None and modified.timestamp() > cutoff:
-            young.add(info.key)
+    def listing(prefix: str) -> Iterator[ObjectInfo]:
+        for info in store.list(prefix):
+            present[info.key] = info
+            modified = info.last_modified
+            if grace_seconds > 0 and modified is not None and modified.timestamp() > cutoff:
+                young.add(info.key)
+            yield info
 
+    executions = list(_executions(listing("executions/"), problems))
+    version_infos = [i for i in listing("refs/workflows/") if _is_version_key(i.key)]
+    blob_infos = [i for i in listing("blobs/sha256/") if i.key.endswith(".json.zst")]
+    report.hash_mismatches.extend(problems)  # objects not where their execution id puts them
+    if progress is not None:
+        progress("listing", len(present), len(present))
+
+    # 3. structural: rows -> objects (deleted, sizes), objects -> rows
+    indexed_keys: set[str] = set()
+    for table in TABLES:
+        for identity, (row, part) in indexed[table].items():
+            try:
+                object_key = _row_object_key(table, row)
+                keys = [object_key]
+                if table == "snapshots":
+                    keys.append(row["blob_key"])
+            except (ArchiveError, KeyError, TypeError):
+                report.row_mismatches.append(RowProblem(table, identity, part, "malformed row"))
+                continue
+            indexed_keys.add(object_key)
+            missing = [k for k in keys if k not in present]
+            if missing and all(_tombstoned(k, tombstones) for k in missing):
+                report.expired_rows.append(
+                    RowProblem(table, identity, part, f"expired by retention: {missing}")
+                )
+            elif missing:
+                report.rows_without_objects.append(
+                    RowProblem(table, identity, part, f"missing object(s): {missing}")
+                )
+            elif table in ("snapshots", "final_states"):
+                size = present[object_key].size
+                stored = row.get("stored_bytes")
+                if isinstance(stored, int) and size != stored:
+                    cut = " (truncated)" if size < stored else ""
+                    report.size_mismatches.append(
+                        ObjectProblem(
+                            object_key, f"{size} bytes stored, its index row says {stored}{cut}"
+                        )
+                    )
+    without_rows: set[str] = set()
+    for objs in executions:
+        for held in (objs.snapshot, objs.result):
+            if held is not None and held.key not in indexed_keys and held.key not in young:
+                without_rows.add(held.key)
+                report.objects_without_rows.append(held.key)
+    for info in version_infos:
+        if info.key not in indexed_keys and info.key not in young:
+            without_rows.add(info.key)
+            report.objects_without_rows.append(info.key)
+    report.objects = {
+        "snapshots": sum(1 for o in executions if o.snapshot is not None),
+        "final_states": sum(1 for o in executions if o.result is not None),
+        "versions": len(version_infos),
+        "blobs": len(blob_infos),
+    }
+    if not read_data:
+        return report
+
+    # 4. read the objects (all, or the subset), each verified, turned into the rows they imply
+    def cold(info: ObjectInfo | None) -> bool:
+        return info is not None and info.storage_class in _ARCHIVED_CLASSES
+
+    blobs = _BlobCache(store, max_object_bytes)
     expected: dict[str, dict[str, Row]] = {t: {} for t in SCHEMAS}
-    lock = threading.Lock()
-
-    def on_rows(rows: list[tuple[str, Row]]) -> None:
-        with lock:
-            for table, row in rows:
-                expected[table][_row_identity(table, row)] = row
-                if table not in _DERIVED:
-                    object_counts[table] += 1
-
-    _scan_objects(
-        store,
-        workers=workers,
-        max_size=max_object_bytes,
-        progress=progress,
-        on_rows=on_rows,
-        problems=problems,
-        blobs=blobs,
-        seen=seen,
-    )
-    report.hash_mismatches.extend(problems)
-    broken = {p.key for p in problems}
-
-    # blobs nobody references (crash leftovers) are still checked: compliance verifies everything
-    checked = blobs.checked()
-    for info in store.list("blobs/sha256/"):
-        present.add(info.key)
-        name = info.key.rsplit("/", 1)[-1]
-        digest = name.removesuffix(".json.zst")
-        if digest in checked or not name.endswith(".json.zst"):
+    object_counts: Counter[str] = Counter()
+    chosen: list[_ExecutionObjects] = []
+    for objs in executions:
+        key = (objs.snapshot or objs.result or ObjectInfo("", 0)).key
+        if not _in_subset(key, sel):
             continue
-        result = blobs.get(digest)
-        if isinstance(result, ObjectProblem):
-            report.hash_mismatches.append(result)
+        if cold(objs.snapshot) or cold(objs.result):
+            report.archived_not_read += (objs.snapshot is not None) + (objs.result is not None)
+            continue
+        chosen.append(objs)
+    read_ok: set[str] = set()
+
+    def take(scanned: _Scanned) -> None:
+        for table, row in scanned.rows:
+            expected[table][_row_identity(table, row)] = row
+            if table not in _DERIVED:
+                object_counts[table] += 1
+                read_ok.add(_row_object_key(table, row))
+        report.hash_mismatches.extend(scanned.problems)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify-read") as pool:
+        read = functools.partial(_read_execution, store, blobs, max_object_bytes)
+        for i, scanned in enumerate(_bounded_map(pool, read, chosen, workers * 8), 1):
+            take(scanned)
+            if progress is not None and (i % 200 == 0 or i == len(chosen)):
+                progress("executions", i, len(chosen))
+        report.objects_read += sum(
+            (o.snapshot is not None) + (o.result is not None) for o in chosen
+        )
+        versions = [i for i in version_infos if _in_subset(i.key, sel)]
+        read_v = functools.partial(_read_version, store, max_object_bytes)
+        for i, scanned in enumerate(_bounded_map(pool, read_v, versions, workers * 8), 1):
+            take(scanned)
+            if progress is not None and (i % 200 == 0 or i == len(versions)):
+                progress("versions", i, len(versions))
+        report.objects_read += len(versions)
+        # blobs of the subset not read with an execution (shared, or referenced by none)
+        checked = blobs.checked()
+        todo = [
+            info.key.rsplit("/", 1)[-1].removesuffix(".json.zst")
+            for info in blob_infos
+            if _in_subset(info.key, sel)
+        ]
+        report.objects_read += len(todo)
+        todo = [digest for digest in todo if digest not in checked]
+        for i, result in enumerate(_bounded_map(pool, blobs.get, todo, workers * 8), 1):
+            if isinstance(result, ObjectProblem):
+                report.hash_mismatches.append(result)
+            if progress is not None and (i % 200 == 0 or i == len(todo)):
+                progress("blobs", i, len(todo))
+        events = [i.key for i in store.list(_EVENTS_PREFIX) if _in_subset(i.key, sel)]
+        check = functools.partial(_check_event, store, max_object_bytes)
+        for i, problem in enumerate(_bounded_map(pool, check, events, workers * 8), 1):
+            if problem is not None:
+                report.hash_mismatches.append(problem)
+            if progress is not None and (i % 200 == 0 or i == len(events)):
+                progress("events", i, len(events))
+        report.objects_read += len(events)
     object_counts["blobs"] = len(blobs.checked())
+    if events:
+        object_counts["events"] = len(events)
     report.objects = dict(object_counts)
 
-    # 3. compare
-    missing_rows: set[str] = set()
+    # 5. compare what the objects say with the rows
     for table in TABLES:
         have = indexed[table]
         for identity, row in expected[table].items():
             found = have.get(identity)
-            object_key = (
-                row["object_key"]
-                if table != "versions"
-                else version_key(row["workflow_id"], row["seq"])
-            )
+            object_key = _row_object_key(table, row)
             if found is None:
-                if object_key not in young and object_key not in missing_rows:
-                    missing_rows.add(object_key)  # a final state misses its node runs once
+                if object_key not in young and object_key not in without_rows:
+                    without_rows.add(object_key)  # a final state misses its node runs: once
                     report.objects_without_rows.append(object_key)
                 continue
             actual, part = found
@@ -1492,27 +1775,11 @@ def verify(
             if identity in expected[table]:
                 continue
             try:
-                keys = (
-                    [version_key(row["workflow_id"], row["seq"])]
-                    if table == "versions"
-                    else [row["object_key"]]
-                )
-                if table == "snapshots":
-                    keys.append(row["blob_key"])
+                object_key = _row_object_key(table, row)
             except (ArchiveError, KeyError, TypeError):
-                report.row_mismatches.append(RowProblem(table, identity, part, "malformed row"))
-                continue
-            missing = [k for k in keys if k not in present]
-            if missing and all(_tombstoned(k, tombstones) for k in missing):
-                report.expired_rows.append(
-                    RowProblem(table, identity, part, f"expired by retention: {missing}")
-                )
-            elif missing:
-                report.rows_without_objects.append(
-                    RowProblem(table, identity, part, f"missing object(s): {missing}")
-                )
-            elif not any(k in broken for k in keys):
-                # the object exists and verifies, yet did not produce this row
+                continue  # reported as malformed above
+            if object_key in read_ok:
+                # the object was read and verifies, yet did not produce this row
                 report.row_mismatches.append(
                     RowProblem(table, identity, part, "its object describes something else")
                 )
