@@ -12,6 +12,11 @@ the output and sent to a slow path that produces JCS exactly:
   UTF-16 code units, orjson by code points; only such keys can tell the two apart.
 
 NaN, infinities, non-string keys and lone surrogates are refused with ``InvalidInput``.
+
+Finding those cases takes a walk over every value (``_scan``), the one per-value Python cost of
+this module. A caller that has walked the value anyway (the sanitizer does, and remembers what it
+found per node) passes what it found as ``numbers`` (the OR of ``number_flags`` over every number
+in the value) and the walk is skipped; keys are then checked on the serialized bytes.
 """
 
 from __future__ import annotations
@@ -19,22 +24,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from archiver.errors import InvalidInput
 
 __all__ = [
+    "NUMBER_CONVERT",
+    "NUMBER_NONFINITE",
+    "NUMBER_SLOW",
     "canonical_hash",
     "canonicalize",
     "canonicalize_tree",
     "dumps_ecmascript_number",
+    "number_flags",
 ]
 
 _SAFE_INT = 2**53
-_CONVERT = 1  # integral floats present: print them as integers
-_SLOW = 2  # a value only the exact printer handles
+# What a number needs from ``canonicalize`` (``number_flags``); 0: orjson prints it as JCS does.
+NUMBER_CONVERT: Final = 1  # an integral float: printed as an integer
+NUMBER_SLOW: Final = 2  # only the exact printer prints it (or something else needs that printer)
+NUMBER_NONFINITE: Final = 4  # NaN or an infinity: refused
+_CONVERT = NUMBER_CONVERT
+_SLOW = NUMBER_SLOW
 
 
 def canonicalize(value: Any) -> bytes:
@@ -42,8 +55,13 @@ def canonicalize(value: Any) -> bytes:
     return canonicalize_tree(value)[0]
 
 
-def canonicalize_tree(value: Any) -> tuple[bytes, Any]:
-    """The JCS bytes of ``value`` and the value as those bytes read back (``1.0`` → ``1``)."""
+def canonicalize_tree(value: Any, *, numbers: int | None = None) -> tuple[bytes, Any]:
+    """The JCS bytes of ``value`` and the value as those bytes read back (``1.0`` → ``1``).
+
+    ``numbers``, when given, vouches for ``value``: it is made of exactly dict, list, str, int,
+    float, bool and None, and ``numbers`` is the OR of ``number_flags`` over all its numbers. The
+    walk over every value is then skipped (keys are checked on the serialized bytes instead).
+    """
     if not isinstance(value, dict | list):
         data = _slow(value)  # a lone scalar: the exact printer is cheap enough
         return data, json.loads(data)
@@ -55,7 +73,14 @@ def canonicalize_tree(value: Any) -> tuple[bytes, Any]:
         out = b""
     except orjson.JSONEncodeError as err:
         raise InvalidInput(f"value is not JSON: {err}") from err
-    flags = _scan(value, check_keys=not out or _needs_utf16_sort(out))
+    if numbers is None:
+        flags = _scan(value, check_keys=not out or _needs_utf16_sort(out))
+    else:
+        if numbers & NUMBER_NONFINITE:
+            raise InvalidInput("NaN and Infinity are not JSON")
+        flags = numbers
+        if out and _needs_utf16_sort(out) and _high_keys(out):
+            flags |= _SLOW
     if not out or flags & _SLOW:
         data = _slow(value)
         return data, json.loads(data)
@@ -78,6 +103,55 @@ def _needs_utf16_sort(out: bytes) -> bool:
     return any(b in out for b in (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4"))
 
 
+def _high_keys(out: bytes) -> bool:
+    """True if an object key in ``out`` (orjson's compact output) holds a character in
+    U+E000..U+FFFF: without one, code point order and UTF-16 order agree on every key.
+
+    Their lead bytes (EE, EF) occur only inside strings, and are found at memchr speed; each
+    string holding one is followed to its closing quote (a quote after an even number of
+    backslashes) and is a key when a colon follows.
+    """
+    find = out.find
+    for lead in (0xEE, 0xEF):
+        pos = find(lead)
+        while pos >= 0:
+            end = find(b'"', pos)
+            while end > 0:
+                k = end
+                while out[k - 1] == 0x5C:  # backslash
+                    k -= 1
+                if not (end - k) % 2:
+                    break
+                end = find(b'"', end + 1)
+            if end < 0 or out[end + 1 : end + 2] == b":":
+                return True
+            pos = find(lead, end + 1)
+    return False
+
+
+def number_flags(number: Any) -> int:
+    """What ``canonicalize`` needs for one number: 0, NUMBER_CONVERT, NUMBER_SLOW or NONFINITE.
+
+    0 means orjson prints it exactly as JCS does: an int within ±2^53, or a fraction such as
+    ``4.2``. Anything but an exact int or float (a subclass, a bool) is NUMBER_SLOW.
+    """
+    kind = type(number)
+    if kind is int:
+        return _SLOW if number > _SAFE_INT or number < -_SAFE_INT else 0
+    if kind is not float:
+        return _SLOW
+    if not math.isfinite(number):
+        return NUMBER_NONFINITE
+    if number.is_integer() and abs(number) < _SAFE_INT:
+        return _CONVERT
+    if (number.is_integer() or "e" in repr(number)) and orjson.dumps(
+        number
+    ).decode() != dumps_ecmascript_number(number):
+        # A fraction without an exponent prints the same digits in repr, orjson and JS.
+        return _SLOW
+    return 0
+
+
 def _scan(value: Any, *, check_keys: bool) -> int:
     """One pass over every value: refuse NaN/Infinity, flag what orjson cannot print as JCS."""
     flags = 0
@@ -97,15 +171,10 @@ def _scan(value: Any, *, check_keys: bool) -> int:
         elif kind is str or item is None or kind is bool:
             continue
         elif kind is float:
-            if not math.isfinite(item):
+            found = number_flags(item)
+            if found & NUMBER_NONFINITE:
                 raise InvalidInput("NaN and Infinity are not JSON")
-            if item.is_integer() and abs(item) < _SAFE_INT:
-                flags |= _CONVERT
-            elif (item.is_integer() or "e" in repr(item)) and orjson.dumps(
-                item
-            ).decode() != dumps_ecmascript_number(item):
-                # A fraction without an exponent prints the same digits in repr, orjson and JS.
-                flags |= _SLOW
+            flags |= found
         elif kind is int:
             if abs(item) > _SAFE_INT:
                 flags |= _SLOW

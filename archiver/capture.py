@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from archiver.canonical import canonicalize_tree
+from archiver.canonical import NUMBER_SLOW, canonicalize_tree
 from archiver.model import CredentialRef, TriggerSnapshot
-from archiver.normalize import NormalizedWorkflow, normalize_workflow
-from archiver.sanitize import Sanitizer
+from archiver.normalize import Edge, NormalizedWorkflow, normalize_workflow
+from archiver.sanitize import NODE_KEPT_KEYS, Sanitizer
 
 __all__ = [
     "PreparedCache",
@@ -29,9 +29,8 @@ __all__ = [
 ]
 
 # Node fields that define identity and wiring: never rewritten by the sanitizer.
-_STRUCTURAL_KEYS = frozenset(
-    {"id", "name", "type", "typeVersion", "position", "credentials", "disabled", "webhookId"}
-)
+_STRUCTURAL_KEYS = NODE_KEPT_KEYS
+_SAFE_INT = 2**53
 
 _TRIGGER_KINDS: dict[str, str] = {
     "n8n-nodes-base.webhook": "webhook",
@@ -55,12 +54,9 @@ _TRIGGER_KINDS: dict[str, str] = {
 def trigger_kind(node_type: str) -> str | None:
     """The kind of trigger a node type is, or None when it is not a trigger."""
     kind = _TRIGGER_KINDS.get(node_type)
-    if kind is not None:
-        return kind
-    short = node_type.rsplit(".", 1)[-1]
-    if short.endswith("Trigger"):
+    if kind is None and node_type.endswith("Trigger"):  # the part after the last dot does
         return "event"
-    return None
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +77,16 @@ class PreparedWorkflow:
 
 def _sanitize_nodes(nodes: list[dict[str, Any]], sanitizer: Sanitizer) -> list[dict[str, Any]]:
     """Sanitize everything but identity and wiring, in one sanitizer call for all nodes."""
-    rests = [{k: v for k, v in node.items() if k not in _STRUCTURAL_KEYS} for node in nodes]
-    clean_rests = sanitizer.sanitize(rests)
-    out: list[dict[str, Any]] = []
-    for node, clean in zip(nodes, clean_rests, strict=True):
-        merged = {k: v for k, v in node.items() if k in _STRUCTURAL_KEYS}
-        merged.update(clean)
-        out.append(merged)
-    return out
+    return sanitizer.sanitize_nodes(nodes)[0]
+
+
+def edge_numbers(edges: list[Edge]) -> int:
+    """``canonical.number_flags`` of normalize's edges: exact str and int values, whose only
+    unbounded numbers are the target inputs (output indexes count list items)."""
+    if not edges:
+        return 0
+    inputs = [edge["targetInput"] for edge in edges]
+    return NUMBER_SLOW if max(inputs) > _SAFE_INT or min(inputs) < -_SAFE_INT else 0
 
 
 def extract_credential_refs(nodes: list[dict[str, Any]]) -> tuple[CredentialRef, ...]:
@@ -126,11 +124,14 @@ def extract_triggers(nodes: list[dict[str, Any]]) -> tuple[TriggerSnapshot, ...]
 def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
     """Normalize, sanitize, canonicalize and hash one workflow document."""
     wf = normalize_workflow(document)
-    nodes = _sanitize_nodes(wf.nodes, sanitizer)
-    settings = sanitizer.sanitize(wf.settings)
-    # ``structure`` becomes exactly what the stored bytes read back as (1.0 → 1 and so on).
+    nodes, node_numbers = sanitizer.sanitize_nodes(wf.nodes)
+    settings, settings_numbers = sanitizer.sanitize_json(wf.settings, where="settings")
+    # ``structure`` becomes exactly what the stored bytes read back as (1.0 → 1 and so on). The
+    # sanitizer has looked at every number of the nodes and settings (or remembers them), and
+    # normalize built the edges: canonicalize need not walk the tree again.
     jcs, structure = canonicalize_tree(
-        {"nodes": nodes, "connections": wf.connections, "settings": settings}
+        {"nodes": nodes, "connections": wf.connections, "settings": settings},
+        numbers=node_numbers | settings_numbers | edge_numbers(wf.connections),
     )
     pin_data = sanitizer.sanitize(wf.pin_data) if wf.pin_data else None
     return PreparedWorkflow(

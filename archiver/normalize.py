@@ -165,103 +165,150 @@ def _is_number(value: Any) -> bool:
     )
 
 
+def _finite(value: Any) -> bool:
+    """``_is_number`` for the exact types (the common case), without the isinstance calls."""
+    t = type(value)
+    return t is int or (t is float and value - value == 0.0)
+
+
+def _is_position(value: Any) -> bool:
+    if type(value) is list and len(value) == 2 and _finite(value[0]) and _finite(value[1]):
+        return True
+    return isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+
+
 def _normalize_node(raw: Any, index: int) -> dict[str, Any]:
-    where = f"nodes[{index}]"
-    if not isinstance(raw, dict):
-        raise MalformedWorkflow("a node must be an object", field=where)
+    # Every check has a fast path for plain dict/str/int/float values; error paths (and the field
+    # names they report) are only built when a check fails.
+    if type(raw) is not dict and not isinstance(raw, dict):
+        raise MalformedWorkflow("a node must be an object", field=f"nodes[{index}]")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise MalformedWorkflow("a node needs a non-empty string name", field=f"{where}.name")
+        raise MalformedWorkflow(
+            "a node needs a non-empty string name", field=f"nodes[{index}].name"
+        )
     node_type = raw.get("type")
     if not isinstance(node_type, str) or not node_type:
-        raise MalformedWorkflow("a node needs a non-empty string type", field=f"{where}.type")
+        raise MalformedWorkflow(
+            "a node needs a non-empty string type", field=f"nodes[{index}].type"
+        )
     node = dict(raw)
-    node_id = _as_id(raw.get("id"), f"{where}.id")
-    if node_id is None:
-        node.pop("id", None)
-    else:
-        node["id"] = node_id
-    if "typeVersion" in node and not _is_number(node["typeVersion"]):
-        raise MalformedWorkflow("typeVersion must be a number", field=f"{where}.typeVersion")
+    node_id = raw.get("id")
+    if type(node_id) is not str or not node_id:
+        node_id = _as_id(node_id, f"nodes[{index}].id")
+        if node_id is None:
+            node.pop("id", None)
+        else:
+            node["id"] = node_id
+    if "typeVersion" in node:
+        version = node["typeVersion"]
+        if not _finite(version) and not _is_number(version):
+            raise MalformedWorkflow(
+                "typeVersion must be a number", field=f"nodes[{index}].typeVersion"
+            )
     position = node.get("position")
-    if position is not None and not (
-        isinstance(position, list) and len(position) == 2 and all(map(_is_number, position))
-    ):
-        raise MalformedWorkflow("position must be [x, y] numbers", field=f"{where}.position")
+    if position is not None and not _is_position(position):
+        raise MalformedWorkflow("position must be [x, y] numbers", field=f"nodes[{index}].position")
     parameters = node.get("parameters")
     if parameters is None:
         node["parameters"] = {}
-    elif not isinstance(parameters, dict):
-        raise MalformedWorkflow("parameters must be an object", field=f"{where}.parameters")
+    elif type(parameters) is not dict and not isinstance(parameters, dict):
+        raise MalformedWorkflow("parameters must be an object", field=f"nodes[{index}].parameters")
     if "credentials" in node:
-        refs = credential_refs(raw, where)
+        refs = credential_refs(raw, f"nodes[{index}]")
         if refs:
             node["credentials"] = refs
         else:
             node.pop("credentials")
-    if "disabled" in node:
-        node["disabled"] = _as_bool(node["disabled"], f"{where}.disabled")
+    if "disabled" in node and type(node["disabled"]) is not bool:
+        node["disabled"] = _as_bool(node["disabled"], f"nodes[{index}].disabled")
     return node
 
 
+def _str(value: str) -> str:
+    """``value`` as an exact str (a subclass of str is copied)."""
+    return value if type(value) is str else str.__str__(value)
+
+
 def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], list[Edge]]:
+    """The edge list, sorted and without duplicates, and the edges that name no node.
+
+    Edges hold exact str and int values (``canonicalize`` is told so: see archiver.capture).
+    """
     if raw is None:
         return [], []
     if not isinstance(raw, dict):
         raise MalformedWorkflow(
             "connections must be an object keyed by node name", field="connections"
         )
-    edges: list[Edge] = []
+    # Equal edges listed twice are one edge: keyed by ``edge_sort_key``, the last one kept.
+    unique: dict[tuple[str, str, int, str, int, str], Edge] = {}
+    count = 0
     for source, outputs in raw.items():
-        where = f"connections.{source}"
         if outputs is None:
             continue
-        if not isinstance(outputs, dict):
-            raise MalformedWorkflow("must be an object of output types", field=where)
+        if type(outputs) is not dict and not isinstance(outputs, dict):
+            raise MalformedWorkflow(
+                "must be an object of output types", field=f"connections.{source}"
+            )
+        src = _str(str(source))
         for out_type, slots in outputs.items():
             if slots is None:
                 continue
-            if not isinstance(slots, list):
+            if type(slots) is not list and not isinstance(slots, list):
                 raise MalformedWorkflow(
-                    "must be a list of output slots", field=f"{where}.{out_type}"
+                    "must be a list of output slots", field=f"connections.{source}.{out_type}"
                 )
+            kind = _str(str(out_type))
             for slot_index, slot in enumerate(slots):
                 if slot is None:
                     continue
-                if not isinstance(slot, list):
+                if type(slot) is not list and not isinstance(slot, list):
                     raise MalformedWorkflow(
-                        "an output slot must be a list", field=f"{where}.{out_type}[{slot_index}]"
+                        "an output slot must be a list",
+                        field=f"connections.{source}.{out_type}[{slot_index}]",
                     )
                 for pos, target in enumerate(slot):
-                    twhere = f"{where}.{out_type}[{slot_index}][{pos}]"
                     if target is None:
                         continue
-                    if not isinstance(target, dict) or not isinstance(target.get("node"), str):
+                    if type(target) is dict or isinstance(target, dict):
+                        target_node = target.get("node")
+                    else:
+                        target_node = None
+                    if not isinstance(target_node, str):
                         raise MalformedWorkflow(
-                            "a connection needs a target node name", field=twhere
+                            "a connection needs a target node name",
+                            field=f"connections.{source}.{out_type}[{slot_index}][{pos}]",
                         )
                     target_input = target.get("index", 0)
-                    if isinstance(target_input, str) and target_input.isdigit():
-                        target_input = int(target_input)
-                    if not isinstance(target_input, int) or isinstance(target_input, bool):
-                        raise MalformedWorkflow("index must be an integer", field=f"{twhere}.index")
+                    if type(target_input) is not int:
+                        if isinstance(target_input, str) and target_input.isdigit():
+                            target_input = int(target_input)
+                        if not isinstance(target_input, int) or isinstance(target_input, bool):
+                            raise MalformedWorkflow(
+                                "index must be an integer",
+                                field=f"connections.{source}.{out_type}[{slot_index}][{pos}].index",
+                            )
+                        target_input = int.__int__(target_input)
+                    target_node = _str(target_node)
                     edge: Edge = {
-                        "source": str(source),
+                        "source": src,
                         "sourceOutput": slot_index,
-                        "target": target["node"],
+                        "target": target_node,
                         "targetInput": target_input,
-                        "type": str(out_type),
+                        "type": kind,
                     }
                     target_type = target.get("type", out_type)
                     if isinstance(target_type, str) and target_type != out_type:
-                        edge["targetType"] = target_type
-                    edges.append(edge)
-                    if len(edges) > _MAX_EDGES:
+                        edge["targetType"] = target_type = _str(target_type)
+                    else:
+                        target_type = ""
+                    unique[(src, kind, slot_index, target_node, target_input, target_type)] = edge
+                    count += 1
+                    if count > _MAX_EDGES:
                         raise MalformedWorkflow(
                             f"more than {_MAX_EDGES} connections", field="connections"
                         )
-    # Equal edges listed twice are one edge.
-    unique = {edge_sort_key(e): e for e in edges}
     ordered = [unique[k] for k in sorted(unique)]
     dangling = [
         e for e in ordered if e["source"] not in node_names or e["target"] not in node_names
@@ -282,8 +329,7 @@ def normalize_workflow(document: Any) -> NormalizedWorkflow:
     if "connections" not in wf:
         raise MalformedWorkflow("a workflow needs a 'connections' object", field="connections")
     nodes = [_normalize_node(n, i) for i, n in enumerate(raw_nodes)]
-    ids = [n.get("id") for n in nodes]
-    present = [i for i in ids if i is not None]
+    present = [n["id"] for n in nodes if "id" in n]
     if len(set(present)) != len(present):
         raise MalformedWorkflow("two nodes share one id", field="nodes")
     identity = "id" if len(present) == len(nodes) else ("name" if not present else "mixed")

@@ -48,18 +48,21 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import orjson
 
+from archiver.canonical import NUMBER_CONVERT, NUMBER_NONFINITE, NUMBER_SLOW, number_flags
 from archiver.errors import InvalidInput, SanitizationError
 
 __all__ = [
     "MARKER_PREFIX",
     "MARKER_RE",
     "MIN_HMAC_KEY_BYTES",
+    "NODE_KEPT_KEYS",
     "Sanitizer",
     "contains_marker",
     "find_markers",
@@ -75,9 +78,21 @@ MIN_HMAC_KEY_BYTES: Final = 16
 # below can match fewer characters. Values under secret-looking keys are replaced at any length.
 _MIN_SCAN_LEN: Final = 8
 _dumps: Final = orjson.dumps
+# The memo's keys: orjson bytes of the input. Types orjson would print but the walk refuses
+# (datetimes, dataclasses) or converts first (subclasses) are not memoised.
+_MEMO_OPTIONS: Final = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 _loads: Final = orjson.loads
 _sha256: Final = hashlib.sha256
 _DEFAULT_CACHE_BYTES: Final = 64_000_000
+_SAFE_INT: Final = 2**53
+# Node fields that define identity and wiring: ``sanitize_nodes`` keeps them as they are.
+NODE_KEPT_KEYS: Final = frozenset(
+    {"id", "name", "type", "typeVersion", "position", "credentials", "disabled", "webhookId"}
+)
 
 # --------------------------------------------------------------------------------------------
 # Key classification (rules 1 and 2)
@@ -440,21 +455,28 @@ _Patch = tuple[Any, Any, str]
 
 
 class _Call:
-    """State of one ``sanitize`` call: strings to scan in one batch, chunks to memoise."""
+    """State of one ``sanitize`` call: strings to scan in one batch, chunks to memoise, and the
+    OR of ``canonical.number_flags`` over the numbers the result keeps (``flags``)."""
 
-    __slots__ = ("chunks", "pending")
+    __slots__ = ("chunks", "flags", "pending")
 
     def __init__(self) -> None:
         self.pending: list[_Patch] = []
-        self.chunks: list[tuple[int, bytes, Any, Any]] = []
+        self.chunks: list[tuple[int, bytes, Any, Any, int]] = []
+        self.flags = 0
 
 
 # A chunk is a container one or two levels below the root (a workflow's node list, one node, its
 # connections): its sanitized form is memoised by its orjson bytes, so an unchanged workflow is
-# sanitized at the cost of serializing and parsing it. Modes: how the chunk is walked.
+# sanitized at the cost of serializing and parsing it. Modes: how the chunk is walked. With the
+# sanitized bytes the memo keeps the chunk's number flags, so a hit needs no walk at all.
 _MODE_PLAIN: Final = 0
 _MODE_NAME_MAP: Final = 1
+_MODE_NODE: Final = 2  # a workflow node; NODE_KEPT_KEYS kept as they are
 _UNCHANGED: Final = b""
+_NOT_MEMO: Final = 8  # with the number flags: a chunk not to memoise
+_FLAGS: Final = NUMBER_CONVERT | NUMBER_SLOW | NUMBER_NONFINITE  # what callers get
+_Memo = dict[bytes, tuple[bytes, int]]
 
 
 class Sanitizer:
@@ -480,7 +502,7 @@ class Sanitizer:
         self._keys: dict[str, int] = {}
         self._names: dict[str, int] = {}
         self._memo: dict[str, str] = {}
-        self._chunks: tuple[dict[bytes, bytes], dict[bytes, bytes]] = ({}, {})
+        self._chunks: tuple[_Memo, _Memo, _Memo] = ({}, {}, {})
         self._cache_limit = max(0, cache_bytes)
         self._memo_size = 0
         self._chunk_size = 0
@@ -495,6 +517,39 @@ class Sanitizer:
 
     def sanitize(self, value: Any) -> Any:
         """Return a new JSON tree with every secret replaced; ``value`` is not changed."""
+        return self._sanitize(value)[0]
+
+    def sanitize_json(self, value: Any, *, where: str = "") -> tuple[Any, int]:
+        """``sanitize``, plus what ``canonicalize_tree(..., numbers=)`` needs to skip its walk.
+
+        Returns the sanitized tree (made of exactly dict, list, str, int, float, bool and None)
+        and the OR of ``canonical.number_flags`` over its numbers. NaN and infinities the result
+        would keep are refused: InvalidInput naming the first one's path (after ``where``).
+        """
+        out, flags = self._sanitize(value)
+        if flags & NUMBER_NONFINITE:
+            raise _nonfinite(out, where)
+        return out, flags
+
+    def sanitize_nodes(self, nodes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Sanitize workflow nodes, keeping ``NODE_KEPT_KEYS`` (identity and wiring) as they are.
+
+        Like ``sanitize_json`` (numbers checked, paths ``nodes[i]...``); each node's result is
+        memoised by the node's bytes, so an unchanged node costs a serialization and a parse.
+        """
+        call = _Call()
+        try:
+            out = [self._node(node, call) for node in nodes]
+        except _NotPlain:
+            return self.sanitize_nodes(_to_plain(nodes))
+        except RecursionError as err:
+            raise SanitizationError("value is nested too deeply to be sanitized") from err
+        self._finish(call)
+        if call.flags & NUMBER_NONFINITE:
+            raise _nonfinite(out, "nodes")
+        return out, call.flags & _FLAGS
+
+    def _sanitize(self, value: Any) -> tuple[Any, int]:
         call = _Call()
         t = type(value)
         out: Any
@@ -506,14 +561,17 @@ class Sanitizer:
             else:
                 out = self._walk_list([value], call, None)  # patched below: unwrap afterwards
         except _NotPlain:
-            return self.sanitize(_to_plain(value))  # subclasses of dict, str, int...: rare
+            return self._sanitize(_to_plain(value))  # subclasses of dict, str, int...: rare
         except RecursionError as err:
             raise SanitizationError("value is nested too deeply to be sanitized") from err
+        self._finish(call)
+        return (out if t is dict or t is list or t is tuple else out[0]), call.flags & _FLAGS
+
+    def _finish(self, call: _Call) -> None:
         if call.pending:
             self._resolve(call.pending)
         if call.chunks:
             self._store_chunks(call.chunks)
-        return out if t is dict or t is list or t is tuple else out[0]
 
     def sanitize_text(self, text: str) -> str:
         """Rule 3 alone: replace the secret-looking substrings of one string."""
@@ -522,9 +580,9 @@ class Sanitizer:
     def redact_value(self, value: Any) -> Any:
         """Rule 1 alone: the replacement for ``value`` as if it stood under a secret key."""
         try:
-            return self._secret_value(value, secret_numbers=True)
+            return self._secret_value(value, _Call(), secret_numbers=True)
         except _NotPlain:
-            return self._secret_value(_to_plain(value), secret_numbers=True)
+            return self._secret_value(_to_plain(value), _Call(), secret_numbers=True)
         except RecursionError as err:
             raise SanitizationError("value is nested too deeply to be sanitized") from err
 
@@ -535,7 +593,7 @@ class Sanitizer:
     def clear_cache(self) -> None:
         """Forget memoised results (they are rebuilt on demand)."""
         self._memo = {}
-        self._chunks = ({}, {})
+        self._chunks = ({}, {}, {})
         self._memo_size = 0
         self._chunk_size = 0
 
@@ -590,7 +648,7 @@ class Sanitizer:
             t = type(v)
             if code:
                 if code == _SECRET:
-                    out[k] = self._secret_value(v, secret_numbers=True)
+                    out[k] = self._secret_value(v, call, secret_numbers=True)
                     continue
                 if code == _PAIR_VALUE:
                     code = self._pair_code(d)
@@ -599,7 +657,7 @@ class Sanitizer:
                         out[k] = self._redact_string(v)
                         continue
                 elif code == _PAIR_VALUE:
-                    out[k] = self._secret_value(v, secret_numbers=True)
+                    out[k] = self._secret_value(v, call, secret_numbers=True)
                     continue
                 elif t is dict:
                     if code == _NAME_MAP:
@@ -627,7 +685,12 @@ class Sanitizer:
                 out[k] = (
                     sub(v, call, _MODE_PLAIN) if sub is not None else self._walk_list(v, call, None)
                 )
-            elif not (v is None or t is bool or t is int or t is float):
+            elif t is int:
+                if v > _SAFE_INT or v < -_SAFE_INT:
+                    call.flags |= NUMBER_SLOW
+            elif t is float:
+                call.flags |= number_flags(v)
+            elif not (v is None or t is bool):
                 raise _not_json(v)
         return out
 
@@ -649,7 +712,12 @@ class Sanitizer:
                 out[i] = (
                     sub(v, call, _MODE_PLAIN) if sub is not None else self._walk_list(v, call, None)
                 )
-            elif not (v is None or t is bool or t is int or t is float):
+            elif t is int:
+                if v > _SAFE_INT or v < -_SAFE_INT:
+                    call.flags |= NUMBER_SLOW
+            elif t is float:
+                call.flags |= number_flags(v)
+            elif not (v is None or t is bool):
                 raise _not_json(v)
         return out
 
@@ -672,7 +740,12 @@ class Sanitizer:
                 out[k] = (
                     sub(v, call, _MODE_PLAIN) if sub is not None else self._walk_list(v, call, None)
                 )
-            elif not (v is None or t is bool or t is int or t is float):
+            elif t is int:
+                if v > _SAFE_INT or v < -_SAFE_INT:
+                    call.flags |= NUMBER_SLOW
+            elif t is float:
+                call.flags |= number_flags(v)
+            elif not (v is None or t is bool):
                 raise _not_json(v)
         return out
 
@@ -681,22 +754,67 @@ class Sanitizer:
         raw = None
         if self._cache_limit:
             try:
-                raw = _dumps(v)
+                raw = _dumps(v, option=_MEMO_OPTIONS)
             except TypeError:  # not JSON (or an integer beyond 64 bits): the walk decides
                 raw = None
         if raw is not None:
             digest = _sha256(raw).digest()
             hit = memo.get(digest)
             if hit is not None:
-                return _loads(hit or raw)
+                found = _hit(hit, raw, v)
+                if found is not None:
+                    call.flags |= hit[1]
+                    return found
+        saved = call.flags
+        call.flags = 0
         if mode == _MODE_NAME_MAP:
             out: Any = self._walk_name_map(v, call, None)
         elif type(v) is dict:
             out = self._walk_dict(v, call, sub)
         else:
             out = self._walk_list(v, call, sub)
+        flags = call.flags
+        call.flags = saved | flags
         if raw is not None:
-            call.chunks.append((mode, digest, v, out))
+            call.chunks.append((mode, digest, v, out, flags))
+        return out
+
+    def _node(self, node: Any, call: _Call) -> dict[str, Any]:
+        """One workflow node: a chunk (memoised by the whole node's bytes) whose NODE_KEPT_KEYS
+        are kept as they are and classified; the rest is walked like any object."""
+        if type(node) is not dict:
+            if isinstance(node, dict):
+                raise _NotPlain()
+            raise SanitizationError(f"a node must be an object, not {type(node).__name__}")
+        raw = None
+        if self._cache_limit:
+            try:
+                raw = _dumps(node, option=_MEMO_OPTIONS)
+            except TypeError:
+                raw = None
+        if raw is not None:
+            digest = _sha256(raw).digest()
+            hit = self._chunks[_MODE_NODE].get(digest)
+            if hit is not None:
+                found = _hit(hit, raw, node)
+                if found is not None:
+                    call.flags |= hit[1]
+                    return found  # type: ignore[no-any-return]
+        saved = call.flags
+        call.flags = 0
+        rest = {}
+        out = {}
+        for k, v in node.items():
+            if k in NODE_KEPT_KEYS:
+                out[k] = _kept(v, call)
+            else:
+                rest[k] = out[k] = v  # placeholder: keeps the node's key order
+        if rest:
+            out.update(self._walk_dict(rest, call, self._chunk2))
+        flags = call.flags
+        call.flags = saved | flags
+        if raw is not None:
+            call.chunks.append((_MODE_NODE, digest, node, out, flags))
         return out
 
     def _chunk1(self, v: Any, call: _Call, mode: int) -> Any:
@@ -705,8 +823,10 @@ class Sanitizer:
     def _chunk2(self, v: Any, call: _Call, mode: int) -> Any:
         return self._chunk(v, call, mode, None)
 
-    def _store_chunks(self, chunks: list[tuple[int, bytes, Any, Any]]) -> None:
-        for mode, digest, before, out in chunks:
+    def _store_chunks(self, chunks: list[tuple[int, bytes, Any, Any, int]]) -> None:
+        for mode, digest, before, out, flags in chunks:
+            if flags & (NUMBER_NONFINITE | _NOT_MEMO):
+                continue  # NaN prints as null: a hit would turn it into null
             if out == before:
                 result = _UNCHANGED
             else:
@@ -718,9 +838,9 @@ class Sanitizer:
             if self._chunk_size + size > self._cache_limit:
                 if size > self._cache_limit // 4:
                     continue
-                self._chunks = ({}, {})
+                self._chunks = ({}, {}, {})
                 self._chunk_size = 0
-            self._chunks[mode][digest] = result
+            self._chunks[mode][digest] = (result, flags)
             self._chunk_size += size
 
     def _walk_credentials(self, creds: dict[Any, Any], call: _Call) -> dict[str, Any]:
@@ -736,16 +856,20 @@ class Sanitizer:
                         kept[k] = v
                         if type(v) is str:
                             self._scan_later(kept, k, v, call)
+                        elif type(v) is int:
+                            call.flags |= number_flags(v)
                     else:
-                        kept[k] = self._secret_value(v, secret_numbers=True)
+                        kept[k] = self._secret_value(v, call, secret_numbers=True)
                 out[ctype] = kept
             elif type(ref) is str:
                 out[ctype] = ref
                 self._scan_later(out, ctype, ref, call)
             elif ref is None or type(ref) in (bool, int, float):
                 out[ctype] = ref
+                if type(ref) is not bool and ref is not None:
+                    call.flags |= number_flags(ref)
             else:
-                out[ctype] = self._secret_value(ref, secret_numbers=True)
+                out[ctype] = self._secret_value(ref, call, secret_numbers=True)
         return out
 
     def _scan_later(self, container: Any, key: Any, s: str, call: _Call) -> None:
@@ -768,23 +892,26 @@ class Sanitizer:
 
     # ---- rule 1: values under secret keys ----------------------------------------------------
 
-    def _secret_value(self, v: Any, *, secret_numbers: bool) -> Any:
+    def _secret_value(self, v: Any, call: _Call, *, secret_numbers: bool) -> Any:
         t = type(v)
         if t is str:
             return self._redact_string(v)
         if v is None or t is bool:
             return v
         if t is int or t is float:
-            return self.marker(repr(v)) if secret_numbers else v
+            if secret_numbers:
+                return self.marker(repr(v))
+            call.flags |= number_flags(v)
+            return v
         if t is dict:
             out: dict[str, Any] = {}
             for k, x in v.items():
                 if type(k) is not str:
                     raise _not_json(k, key=True)
-                out[k] = self._secret_value(x, secret_numbers=self._key_code(k) == _SECRET)
+                out[k] = self._secret_value(x, call, secret_numbers=self._key_code(k) == _SECRET)
             return out
         if t is list or t is tuple:
-            return [self._secret_value(x, secret_numbers=True) for x in v]
+            return [self._secret_value(x, call, secret_numbers=True) for x in v]
         raise _not_json(v)
 
     def _redact_string(self, s: str) -> str:
@@ -973,6 +1100,54 @@ def _not_json(value: Any, *, key: bool = False) -> Exception:
         return _NotPlain()
     what = "object keys must be strings" if key else "not a JSON value"
     return SanitizationError(f"{what}: {type(value).__name__}")
+
+
+def _hit(hit: tuple[bytes, int], raw: bytes, before: Any) -> Any:
+    """The memoised result of a chunk whose bytes are ``raw``, or None to walk it after all.
+
+    orjson prints NaN and infinities as null: a chunk holding one has the bytes of its twin with
+    null there, so where ``raw`` holds a null the parsed input must equal the chunk.
+    """
+    result = hit[0]
+    out = _loads(result or raw)
+    if b"null" in raw and (_loads(raw) if result else out) != before:
+        return None
+    return out
+
+
+def _kept(v: Any, call: _Call) -> Any:
+    """A node field kept as it is (NODE_KEPT_KEYS): copied, its numbers classified.
+
+    Anything but plain JSON is kept too, for ``canonicalize`` to convert or refuse as before; the
+    node is then not memoised (its bytes may not tell it from a plain twin).
+    """
+    t = type(v)
+    if t is str or v is None or t is bool:
+        return v
+    if t is int or t is float:
+        call.flags |= number_flags(v)
+        return v
+    if t is list:
+        return [_kept(x, call) for x in v]
+    if t is dict and all(type(k) is str for k in v):
+        return {k: _kept(x, call) for k, x in v.items()}
+    call.flags |= NUMBER_SLOW | _NOT_MEMO
+    return v
+
+
+def _nonfinite(value: Any, where: str) -> InvalidInput:
+    """InvalidInput naming the first NaN or infinity in ``value`` (dotted path after ``where``)."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, v = stack.pop()
+        t = type(v)
+        if t is float and not math.isfinite(v):
+            return InvalidInput("NaN and Infinity are not JSON", field=path or None)
+        if t is dict:
+            stack.extend((f"{path}.{k}" if path else k, x) for k, x in reversed(v.items()))
+        elif t is list:
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return InvalidInput("NaN and Infinity are not JSON")
 
 
 def _to_plain(value: Any) -> Any:

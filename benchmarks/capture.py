@@ -86,7 +86,7 @@ from archiver.archive import SNAPSHOT_KIND, Archive  # noqa: E402
 from archiver.canonical import canonicalize_tree  # noqa: E402
 from archiver.capture import (  # noqa: E402
     PreparedCache,
-    _sanitize_nodes,
+    edge_numbers,
     extract_credential_refs,
     extract_triggers,
     prepare_workflow,
@@ -404,12 +404,13 @@ def capture_cpu_steps(
     t0 = clock()
     wf = normalize_workflow(doc)
     t1 = clock()
-    nodes = _sanitize_nodes(wf.nodes, sanitizer)
-    settings = sanitizer.sanitize(wf.settings)
+    nodes, node_numbers = sanitizer.sanitize_nodes(wf.nodes)
+    settings, settings_numbers = sanitizer.sanitize_json(wf.settings, where="settings")
     pin_data = sanitizer.sanitize(wf.pin_data) if wf.pin_data else None
     t2 = clock()
     jcs, structure = canonicalize_tree(
-        {"nodes": nodes, "connections": wf.connections, "settings": settings}
+        {"nodes": nodes, "connections": wf.connections, "settings": settings},
+        numbers=node_numbers | settings_numbers | edge_numbers(wf.connections),
     )
     snapshot_hash = hashlib.sha256(jcs).hexdigest()
     t3 = clock()

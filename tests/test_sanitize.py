@@ -932,6 +932,6 @@ def test_the_memo_never_holds_a_secret() -> None:
         s.sanitize(workflow)
     held = [*s._memo, *s._memo.values()]
     for memo in s._chunks:
-        held += [k.hex() for k in memo] + [v.decode() for v in memo.values()]
+        held += [k.hex() for k in memo] + [v.decode() for v, _ in memo.values()]
     assert held
     assert not [h for h in held if secret in h]
