@@ -41,8 +41,11 @@ __all__ = [
 FORMAT_VERSION = 1
 KNOWN_FORMAT_VERSIONS = frozenset({1})
 DEFAULT_MAX_OBJECT_BYTES = 256 * 1024 * 1024
-# Level 3: 5 % larger than level 6 on the corpus for a third of the CPU (benchmarks/README.md).
+# Records: level 3, 5 % larger than level 6 on the corpus for a third of the CPU. Structure blobs
+# (the bulk, compressed once per new structure on the capture path): level 1, 2.6 % larger than
+# level 3 on the corpus for 35-40 % less CPU (benchmarks/README.md). Any level reads the same.
 COMPRESSION_LEVEL = 3
+BLOB_COMPRESSION_LEVEL = 1
 
 # zstd contexts are not thread-safe: one pair per thread, reused across calls.
 _contexts = threading.local()
@@ -53,6 +56,15 @@ def _compressor() -> zstandard.ZstdCompressor:
     if ctx is None:
         ctx = _contexts.compressor = zstandard.ZstdCompressor(
             level=COMPRESSION_LEVEL, write_content_size=True
+        )
+    return ctx
+
+
+def _blob_compressor() -> zstandard.ZstdCompressor:
+    ctx = getattr(_contexts, "blob_compressor", None)
+    if ctx is None:
+        ctx = _contexts.blob_compressor = zstandard.ZstdCompressor(
+            level=BLOB_COMPRESSION_LEVEL, write_content_size=True
         )
     return ctx
 
@@ -93,7 +105,7 @@ def decompress(data: bytes, *, max_size: int = DEFAULT_MAX_OBJECT_BYTES) -> byte
 
 
 def encode_blob(structure_jcs: bytes) -> bytes:
-    return compress(structure_jcs)
+    return _blob_compressor().compress(structure_jcs)
 
 
 def decode_blob(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 
 import orjson
 import pytest
@@ -51,6 +53,22 @@ def test_blob_is_rehashed() -> None:
     assert decode_blob(encode_blob(jcs), good) == jcs
     with pytest.raises(IntegrityError, match="hash mismatch"):
         decode_blob(encode_blob(jcs), "0" * 64)
+
+
+@pytest.mark.parametrize("level", [1, 3, 19])
+def test_blobs_of_any_level_read_back(level: int) -> None:
+    # Blobs are written at level 1 (earlier builds wrote level 3): the level is not the format.
+    jcs = canonicalize({"nodes": [{"name": "n", "parameters": {"x": "y" * 500}}], "settings": {}})
+    good = hashlib.sha256(jcs).hexdigest()
+    old = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(jcs)
+    assert decode_blob(old, good) == jcs
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="no zstd CLI")
+def test_zstd_cli_reads_a_blob() -> None:
+    jcs = canonicalize({"nodes": [{"name": "n", "parameters": {"x": "y" * 500}}], "settings": {}})
+    out = subprocess.run(["zstd", "-dc"], input=encode_blob(jcs), capture_output=True, check=True)
+    assert out.stdout == jcs
 
 
 def test_zstd_bomb_is_refused_before_allocation() -> None:
