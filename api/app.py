@@ -23,6 +23,7 @@ from api.errors import error_responses, install_error_handlers
 from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
 from api.params import ExecutionId, WorkflowId
 from api.routes_compare import router as compare_router
+from api.routes_compliance import router as compliance_router
 from api.routes_query import router as query_router
 from api.routes_retention import router as retention_router
 from api.schemas import (
@@ -241,6 +242,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     app.state.settings = settings
     app.include_router(query_router)
     app.include_router(retention_router)
+    app.include_router(compliance_router)
 
     ingest = [Depends(require_scope("ingest"))]
     read = [Depends(require_scope("read"))]

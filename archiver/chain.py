@@ -485,9 +485,9 @@ def _tombstones(store: ObjectStore) -> tuple[frozenset[str], datetime | None]:
     names: set[str] = set()
     newest: datetime | None = None
     for info in store.list("events/tombstones/executions/"):
-        parts = info.key.split("/")
-        if len(parts) >= 5:
-            names.add(f"executions/{parts[3]}")
+        parts = info.key.split("/")  # events/tombstones/executions/<s>/<executionId>/<file>
+        if len(parts) >= 6:
+            names.add(f"executions/{parts[4]}")
         if info.last_modified is not None and (newest is None or info.last_modified > newest):
             newest = info.last_modified
     return frozenset(names), newest

@@ -948,6 +948,11 @@ def test_openapi_documents_every_route_with_scopes_and_errors(app: FastAPI) -> N
         ("post", "/api/retention/archive"): "retention",
         ("get", "/api/retention/plan"): "retention",
         ("post", SNAPSHOTS + "/{executionId}/restore"): "retention",
+        ("post", "/api/retention/expire"): "retention",
+        ("get", "/api/retention/holds"): "retention",
+        ("post", "/api/retention/holds"): "retention",
+        ("delete", "/api/retention/holds/{scope}/{target}"): "retention",
+        ("get", "/api/compliance/export"): "compliance",
     }
     capture_schema = paths[SNAPSHOTS]["post"]["requestBody"]["content"]["application/json"]
     assert {"executionId", "workflow"} <= set(capture_schema["schema"]["properties"])
