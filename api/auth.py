@@ -76,9 +76,21 @@ class Principal:
     name: str | None
     scopes: frozenset[str]
     authenticated: bool
+    #: the first 12 hex digits of the token's configured digest (not a secret: the tokens file
+    #: holds the digests), to tell unnamed tokens apart in audit records
+    key_id: str | None = None
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+    @property
+    def label(self) -> str:
+        """Who, for an audit record: the token's name, else ``token:<key id>``; never the token."""
+        if self.name:
+            return self.name
+        if self.key_id:
+            return f"token:{self.key_id}"
+        return "anonymous (no tokens configured)"
 
 
 _OPEN: Final = Principal(name=None, scopes=frozenset(SCOPES), authenticated=False)
@@ -102,8 +114,9 @@ class TokenTable:
                 found = entry
         return found
 
-    def authorize(self, token: str | None, scope: str) -> Principal:
-        """The caller for ``token`` if it may use ``scope``; else Unauthorized or Forbidden."""
+    def authorize(self, token: str | None, scope: str, *alternatives: str) -> Principal:
+        """The caller for ``token`` if it may use ``scope`` (or one of ``alternatives``); else
+        Unauthorized or Forbidden."""
         if self.open:
             return _OPEN
         if token is None:
@@ -119,14 +132,19 @@ class TokenTable:
                 field="Authorization",
                 headers={"WWW-Authenticate": 'Bearer realm="execvault", error="invalid_token"'},
             )
-        principal = Principal(name=entry.name, scopes=entry.scopes, authenticated=True)
-        if not principal.has(scope):
+        principal = Principal(
+            name=entry.name, scopes=entry.scopes, authenticated=True, key_id=entry.digest.hex()[:12]
+        )
+        wanted = (scope, *alternatives)
+        if not any(principal.has(s) for s in wanted):
+            names = " or ".join(f"'{s}'" for s in wanted)
             raise Forbidden(
-                f"this token lacks the '{scope}' scope",
+                f"this token lacks the {names} scope",
                 field="Authorization",
                 headers={
                     "WWW-Authenticate": (
-                        f'Bearer realm="execvault", error="insufficient_scope", scope="{scope}"'
+                        'Bearer realm="execvault", error="insufficient_scope", '
+                        f'scope="{" ".join(wanted)}"'
                     )
                 },
             )
@@ -226,10 +244,12 @@ def _no_duplicates(entries: Iterable[TokenEntry]) -> None:
         seen.add(entry.digest)
 
 
-def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency: the caller, if its token carries ``scope`` (401/403 otherwise)."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}")
+def require_scope(scope: str, *alternatives: str) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency: the caller, if its token carries ``scope`` or one of
+    ``alternatives`` (401/403 otherwise)."""
+    for name in (scope, *alternatives):
+        if name not in SCOPES:
+            raise ValueError(f"unknown scope {name!r}")
 
     async def dependency(
         request: Request,
@@ -237,7 +257,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         table: TokenTable = request.app.state.tokens
         token = credentials.credentials if credentials is not None else None
-        return table.authorize(token, scope)
+        return table.authorize(token, scope, *alternatives)
 
-    dependency.__name__ = f"require_{scope}"
+    dependency.__name__ = "require_" + "_or_".join((scope, *alternatives))
     return dependency

@@ -1,4 +1,5 @@
-"""``execvault retention …``: the retention policy's plan and native lifecycle configuration.
+"""``execvault retention …``, ``expire``, ``archive``, ``restore`` and ``hold …``: the retention
+policy's plan and native lifecycle configuration, expiry, cold archiving, legal holds.
 
 The policy comes from ``--policy FILE`` or the ``retention_policy_file`` setting
 (``EXECVAULT_RETENTION_POLICY_FILE``); without either, the defaults of
@@ -12,6 +13,8 @@ from pathlib import Path
 import click
 import orjson
 
+from archiver.holds import HOLD_SCOPES, active_holds, clear_hold, cli_user, set_hold
+from archiver.holds import sync_object_holds as sync_holds
 from archiver.retention import (
     RetentionPolicy,
     apply_lifecycle,
@@ -205,8 +208,172 @@ def restore_command(ctx: click.Context, execution_id: str, days: int) -> None:
     click.echo(orjson.dumps({"executionId": execution_id, "state": state}))
 
 
+@click.group("hold")
+def hold() -> None:
+    """Legal holds: executions under a hold never expire (docs/retention.md, "Legal holds").
+
+    A hold names one execution, every execution of a workflow, or every execution that currently
+    holds a tag. Setting and clearing are write-once events; on an S3 store with Object Lock the
+    objects themselves also get their legal hold.
+
+    \b
+    Example:
+      execvault hold set workflow wf-payments --reason "case 2026-17"
+      execvault hold list
+      execvault hold clear workflow wf-payments --reason "case closed"
+    """
+
+
+def _print(value: object) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2))
+
+
+@hold.command("set")
+@click.argument("scope", type=click.Choice(HOLD_SCOPES))
+@click.argument("target")
+@click.option("--reason", required=True, help="Why (recorded with the hold).")
+@click.option("--by", default=None, help="Who places it (default: cli:<login name>).")
+@click.pass_context
+def hold_set(ctx: click.Context, scope: str, target: str, reason: str, by: str | None) -> None:
+    """Place a legal hold on an execution, a workflow or a tag; prints the result as JSON.
+
+    Idempotent: a hold already in force is reported with "created": false.
+
+    \b
+    Example:
+      execvault hold set execution 1001 --reason "audit request 42"
+      execvault hold set tag litigation --reason "all executions tagged litigation"
+    """
+    from api.cli import _settings
+
+    settings = _settings(ctx)
+    archive = settings.open_archive()
+    result = set_hold(
+        archive.store,
+        scope,
+        target,
+        reason=reason,
+        by=by or cli_user(),
+        sanitize_text=archive.sanitizer.sanitize_text,
+        max_object_bytes=settings.max_object_bytes,
+    )
+    _print(result.to_json())
+
+
+@hold.command("clear")
+@click.argument("scope", type=click.Choice(HOLD_SCOPES))
+@click.argument("target")
+@click.option("--reason", default=None, help="Why (recorded with the clear event).")
+@click.option("--by", default=None, help="Who clears it (default: cli:<login name>).")
+@click.option("--policy", "policy_file", help="TOML retention policy (else the setting).")
+@click.pass_context
+def hold_clear(
+    ctx: click.Context,
+    scope: str,
+    target: str,
+    reason: str | None,
+    by: str | None,
+    policy_file: str | None,
+) -> None:
+    """Clear a legal hold placed with `hold set` (or the API); prints the result as JSON.
+
+    Objects another hold still covers (an event, or the policy file) keep their legal hold.
+    Exit code 2 when no such hold is in force.
+
+    \b
+    Example:
+      execvault hold clear execution 1001 --reason "released by legal"
+    """
+    from api.cli import _settings
+
+    settings = _settings(ctx)
+    archive = settings.open_archive()
+    result = clear_hold(
+        archive.store,
+        scope,
+        target,
+        by=by or cli_user(),
+        reason=reason,
+        policy_hold=_policy(ctx, policy_file).hold_reason,
+        sanitize_text=archive.sanitizer.sanitize_text,
+        max_object_bytes=settings.max_object_bytes,
+    )
+    _print(result.to_json())
+
+
+@hold.command("list")
+@click.option("--policy", "policy_file", help="TOML retention policy (else the setting).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def hold_list(ctx: click.Context, policy_file: str | None, as_json: bool) -> None:
+    """List the legal holds in force: hold events and the policy file's holds.
+
+    \b
+    Example:
+      execvault hold list --json
+    """
+    from api.cli import _settings
+
+    settings = _settings(ctx)
+    holds = active_holds(settings.open_store(), max_object_bytes=settings.max_object_bytes)
+    policy = _policy(ctx, policy_file)
+    from_policy = [("execution", t) for t in sorted(policy.hold_executions)]
+    from_policy += [("workflow", t) for t in sorted(policy.hold_workflows)]
+    from_policy += [("tag", t) for t in sorted(policy.hold_tags)]
+    if as_json:
+        _print(
+            {
+                "holds": [{**e.to_json(), "source": "event"} for e in holds],
+                "policyHolds": [
+                    {"scope": s, "target": t, "source": "policy"} for s, t in from_policy
+                ],
+            }
+        )
+        return
+    if not len(holds) and not from_policy:
+        click.echo("no legal holds")
+    for event in holds:
+        click.echo(
+            f"{event.scope:<9} {event.target:<30} since {event.to_json()['createdAt']} "
+            f"by {event.by}: {event.reason}"
+        )
+    for scope, target in from_policy:
+        click.echo(f"{scope:<9} {target:<30} (retention policy file)")
+
+
+@hold.command("sync")
+@click.option("--policy", "policy_file", help="TOML retention policy (else the setting).")
+@click.pass_context
+def hold_sync(ctx: click.Context, policy_file: str | None) -> None:
+    """Make the objects' legal holds match the holds in force (S3 stores with Object Lock).
+
+    Needed after a held tag moved to another execution, or when a capture missed a hold set by
+    another process in the same instant. Reads every execution; prints a JSON report.
+
+    \b
+    Example:
+      execvault --store s3://bucket/archive hold sync
+    """
+    from api.cli import _end_progress, _settings
+
+    settings = _settings(ctx)
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\rhold sync: {done}/{total}\x1b[K", nl=False, err=True)
+
+    report = sync_holds(
+        settings.open_store(),
+        policy_hold=_policy(ctx, policy_file).hold_reason,
+        progress=progress,
+        max_object_bytes=settings.max_object_bytes,
+    )
+    _end_progress()
+    _print(report.to_json())
+
+
 def register_retention(group: click.Group) -> None:
     group.add_command(retention)
+    group.add_command(hold)
     group.add_command(expire_command)
     group.add_command(archive_command)
     group.add_command(restore_command)

@@ -1,9 +1,14 @@
-"""Retention routes (scope ``retention``): cold archiving and restore (``docs/retention.md``).
+"""Retention routes (scope ``retention``): cold archiving and restore, plan, expiry, legal holds
+(``docs/retention.md``).
 
 ``POST /api/retention/archive`` runs :func:`archiver.retention.archive_cold` with the configured
 policy (``retention_policy_file``); ``{"dryRun": true}`` answers the plan instead.
 ``POST /api/execution-snapshots/{executionId}/restore`` starts restoring an archived execution:
 202 with ``Retry-After`` while the store restores it, 200 when it is readable, idempotent.
+``POST /api/retention/expire`` runs :func:`archiver.retention.expire` (``dryRun``: the plan).
+``GET/POST /api/retention/holds`` and ``DELETE /api/retention/holds/{scope}/{target}`` list, set
+and clear legal holds (:mod:`archiver.holds`); scope ``retention`` or ``compliance``: placing a
+legal hold is a compliance officer's job, expiring data is not.
 """
 
 from __future__ import annotations
@@ -11,20 +16,28 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import require_scope
+from api.auth import Principal, require_scope
 from api.errors import error_responses
 from api.limits import read_json_body
 from api.schemas import request_body
 from archiver.config import Settings
 from archiver.errors import InvalidInput
+from archiver.holds import HOLD_SCOPES, active_holds, check_hold, clear_hold, set_hold
 from archiver.jsonio import loads_strict
 from archiver.layout import check_id
-from archiver.retention import archive_cold, load_policy, plan, restore_execution
+from archiver.retention import (
+    RetentionPolicy,
+    archive_cold,
+    expire,
+    load_policy,
+    plan,
+    restore_execution,
+)
 from archiver.store.base import ObjectStore
 
 __all__ = ["RESTORE_RETRY_AFTER_SECONDS", "router"]
@@ -33,6 +46,13 @@ router = APIRouter()
 
 RESTORE_RETRY_AFTER_SECONDS = 300
 _SCOPE = "Scope: `retention` (or `admin`)."
+_HOLD_SCOPE = "Scope: `retention` or `compliance` (or `admin`)."
+#: OpenAPI: ``x-required-scope`` names one scope; holds also accept ``compliance``
+_HOLD_EXTRA: dict[str, Any] = {
+    "x-required-scope": "retention",
+    "x-alternative-scopes": ["compliance"],
+}
+HoldCaller = Annotated[Principal, Depends(require_scope("retention", "compliance"))]
 
 
 class ArchiveRequest(BaseModel):
@@ -51,6 +71,34 @@ class RestoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"days": 3}]})
 
     days: int = Field(default=7, ge=1, le=365, description="days the restored copy stays")
+
+
+class ExpireRequest(BaseModel):
+    """Options of an expiry run."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"dryRun": True}]})
+
+    dryRun: bool = Field(  # noqa: N815 - the wire name
+        default=False, description="answer the plan (what would expire) and delete nothing"
+    )
+
+
+class HoldRequest(BaseModel):
+    """A legal hold to place."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"scope": "workflow", "target": "wf-payments", "reason": "case 2026-17"},
+                {"scope": "execution", "target": "1001", "reason": "audit request"},
+            ]
+        },
+    )
+
+    scope: str = Field(description="`execution`, `workflow` or `tag`")
+    target: str = Field(description="the execution id, workflow id or tag name")
+    reason: str = Field(description="why (1-1000 characters; sanitized like every stored text)")
 
 
 def _body(data: bytes, fields: frozenset[str]) -> dict[str, Any]:
@@ -183,5 +231,189 @@ async def retention_plan(request: Request) -> Response:
 
     def run() -> Response:
         return _json(plan(store, load_policy(settings.retention_policy_file)).to_json(), 200)
+
+    return await run_in_threadpool(run)
+
+
+def _policy(request: Request) -> RetentionPolicy:
+    settings: Settings = request.app.state.settings
+    return load_policy(settings.retention_policy_file)
+
+
+@router.post(
+    "/api/retention/expire",
+    dependencies=[Depends(require_scope("retention"))],
+    summary="Delete what the retention policy lets expire",
+    description=(
+        f"{_SCOPE} Runs expiry with the configured policy: deletes every execution past its "
+        "`keep_days` that no legal hold (hold events or the policy file) covers, leaving a "
+        "tombstone for each deletion, and the structure blobs no kept execution references. "
+        "Objects Object Lock still retains stay and are listed under `retainedLocked`. 201 with "
+        "the report when something was deleted (each deletion wrote a tombstone), 200 when "
+        'nothing had to go. `{"dryRun": true}` answers the plan (200) and deletes nothing.'
+    ),
+    responses={
+        200: {"description": "Nothing expired (the report), or the dry-run plan."},
+        201: {"description": "Executions or blobs were deleted; the report lists them."},
+        **error_responses(401, 403, 408, 409, 413, 415, 422, 503),
+    },
+    openapi_extra={
+        **request_body(ExpireRequest, "options (may be `{}`)"),
+        "x-required-scope": "retention",
+    },
+    tags=["retention"],
+)
+async def expire_route(request: Request) -> Response:
+    body = _body(await read_json_body(request), frozenset({"dryRun"}))
+    dry_run = body.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidInput("dryRun must be true or false", field="dryRun")
+    settings: Settings = request.app.state.settings
+    store = _store(request)
+
+    def run() -> Response:
+        policy = _policy(request)
+        if dry_run:
+            return _json(
+                plan(store, policy, max_object_bytes=settings.max_object_bytes).to_json(), 200
+            )
+        report = expire(store, policy, max_object_bytes=settings.max_object_bytes)
+        return _json(report.to_json(), 201 if report.tombstones else 200)
+
+    return await run_in_threadpool(run)
+
+
+def _policy_holds(policy: RetentionPolicy) -> list[dict[str, str]]:
+    out = [{"scope": "execution", "target": t} for t in sorted(policy.hold_executions)]
+    out += [{"scope": "workflow", "target": t} for t in sorted(policy.hold_workflows)]
+    out += [{"scope": "tag", "target": t} for t in sorted(policy.hold_tags)]
+    return [{**h, "source": "policy"} for h in out]
+
+
+@router.get(
+    "/api/retention/holds",
+    summary="The legal holds in force",
+    description=(
+        f"{_HOLD_SCOPE} `holds`: the holds set through the API or CLI (the `set` event of each, "
+        "with reason, who and when); `policyHolds`: those listed in the retention policy file. "
+        "Both keep executions from expiring."
+    ),
+    responses={200: {"description": "The holds."}, **error_responses(401, 403, 422, 503)},
+    openapi_extra=_HOLD_EXTRA,
+    tags=["retention"],
+)
+async def list_holds(request: Request, _caller: HoldCaller) -> Response:
+    settings: Settings = request.app.state.settings
+    store = _store(request)
+
+    def run() -> Response:
+        holds = active_holds(store, max_object_bytes=settings.max_object_bytes)
+        return _json(
+            {
+                "holds": [{**e.to_json(), "source": "event"} for e in holds],
+                "policyHolds": _policy_holds(_policy(request)),
+            },
+            200,
+        )
+
+    return await run_in_threadpool(run)
+
+
+def _forget_cached_holds(request: Request) -> None:
+    cache = getattr(request.app.state.archive, "hold_cache", None)
+    if cache is not None:
+        cache.invalidate()
+
+
+@router.post(
+    "/api/retention/holds",
+    status_code=201,
+    summary="Place a legal hold",
+    description=(
+        f"{_HOLD_SCOPE} Holds an execution, every execution of a workflow, or every execution "
+        "that currently holds a tag: none of them expires while the hold is in force. Recorded "
+        "as a write-once hold event; on an S3 store with Object Lock the covered executions' "
+        "objects also get their legal hold ON (`appliedToObjects`, `objects`); other stores keep "
+        "it as data only (`appliedToObjects: false`, `note`). 201 when placed, 200 when it was "
+        "already in force (the objects' holds are put again)."
+    ),
+    responses={
+        200: {"description": "Already in force: `{hold, created: false, ...}`."},
+        201: {"description": "Placed: `{hold, created: true, appliedToObjects, objects}`."},
+        **error_responses(401, 403, 408, 409, 413, 415, 422, 503),
+    },
+    openapi_extra={
+        **request_body(HoldRequest, "the hold"),
+        **_HOLD_EXTRA,
+    },
+    tags=["retention"],
+)
+async def place_hold(request: Request, caller: HoldCaller) -> Response:
+    body = _body(await read_json_body(request), frozenset({"scope", "target", "reason"}))
+    for required in ("scope", "target", "reason"):
+        if required not in body:
+            raise InvalidInput(f"{required} is required", field=required)
+    check_hold(body["scope"], body["target"])
+    settings: Settings = request.app.state.settings
+    archive = request.app.state.archive
+    store = _store(request)
+
+    def run() -> Response:
+        result = set_hold(
+            store,
+            body["scope"],
+            body["target"],
+            reason=body["reason"],
+            by=caller.label,
+            sanitize_text=archive.sanitizer.sanitize_text,
+            max_object_bytes=settings.max_object_bytes,
+        )
+        _forget_cached_holds(request)
+        return _json(result.to_json(), 201 if result.created else 200)
+
+    return await run_in_threadpool(run)
+
+
+@router.delete(
+    "/api/retention/holds/{scope}/{target}",
+    summary="Clear a legal hold",
+    description=(
+        f"{_HOLD_SCOPE} Clears a hold placed through the API or CLI (a write-once `clear` event; "
+        "the `set` event stays). The objects' legal holds are put OFF except where another hold "
+        "still covers the execution (`objectsKept`). 404 when no such hold is in force; holds in "
+        "the policy file are changed in the file. `reason` (query, optional) is recorded."
+    ),
+    responses={
+        200: {"description": "Cleared: `{hold, appliedToObjects, objects, objectsKept}`."},
+        **error_responses(401, 403, 404, 422, 503),
+    },
+    openapi_extra=_HOLD_EXTRA,
+    tags=["retention"],
+)
+async def remove_hold(
+    request: Request,
+    caller: HoldCaller,
+    scope: Annotated[str, Path(description=f"one of {', '.join(HOLD_SCOPES)}")],
+    target: Annotated[str, Path(description="the execution id, workflow id or tag name")],
+    reason: Annotated[str | None, Query(max_length=1000, description="why (recorded)")] = None,
+) -> Response:
+    check_hold(scope, target)
+    settings: Settings = request.app.state.settings
+    archive = request.app.state.archive
+    store = _store(request)
+
+    def run() -> Response:
+        result = clear_hold(
+            store,
+            scope,
+            target,
+            by=caller.label,
+            reason=reason,
+            policy_hold=_policy(request).hold_reason,
+            sanitize_text=archive.sanitizer.sanitize_text,
+            max_object_bytes=settings.max_object_bytes,
+        )
+        _forget_cached_holds(request)
+        return _json(result.to_json(), 200)
 
     return await run_in_threadpool(run)

@@ -3,6 +3,14 @@
 Write order (invariant 2): content blob → version commit → execution record → (index row, via the
 observers). A crash between two steps leaves at worst an unreferenced blob or version, never a
 record that points at nothing.
+
+Object Lock (stores with :class:`~archiver.store.base.LockingStore` and a lock mode configured):
+execution records (``snapshot.json.zst``, ``result.json.zst``) are locked until ``createdAt`` +
+the fewest days the retention policy can keep them (:func:`earliest_keep_days`), so expiry can
+delete them exactly when the policy allows; ``"never"`` falls back to the store's default
+(now + ``object_lock_days``), as do blobs, version commits and events. A record of an execution
+under a legal hold (its id or workflow, in a hold event or the policy file) is written with the
+legal hold ON in the same request; the hold events are read through a :class:`HoldCache`.
 """
 
 from __future__ import annotations
@@ -12,8 +20,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -27,14 +35,18 @@ from archiver.codec import (
 )
 from archiver.errors import ImmutableConflict, InvalidInput, NotFound, ObjectArchived
 from archiver.final_state import FinalState, parse_final_state
+from archiver.holds import HoldCache
 from archiver.layout import blob_key, check_id, result_key, snapshot_key
 from archiver.model import ExecutionSnapshot, VersionCommit, WorkflowSnapshot
 from archiver.sanitize import Sanitizer
-from archiver.store.base import ObjectStore
+from archiver.store.base import LockingStore, ObjectStore
 from archiver.timeutil import parse_ts, utcnow
 from archiver.versioning import VersionChains
 
-__all__ = ["Archive", "CaptureResult", "FinalStateResult", "WrittenObject"]
+if TYPE_CHECKING:
+    from archiver.retention import RetentionPolicy
+
+__all__ = ["Archive", "CaptureResult", "FinalStateResult", "WrittenObject", "earliest_keep_days"]
 
 SNAPSHOT_KIND = "execution-snapshot"
 FINAL_STATE_KIND = "final-state"
@@ -67,6 +79,39 @@ class FinalStateResult:
     record: WrittenObject | None = None
 
 
+_UNKNOWN = object()  # a status not known yet (the snapshot is written before the run ends)
+
+
+def earliest_keep_days(
+    policy: RetentionPolicy, workflow_id: str, status: object = _UNKNOWN
+) -> int | None:
+    """The fewest days ``policy`` can keep an execution of ``workflow_id`` (None: never expires).
+
+    Overrides only lengthen one another (the longest wins), but an override replaces the default,
+    so a status or tag override shorter than the default can let an execution expire earlier than
+    ``keep_days``. The lock must never outlast the policy: with the status unknown (a snapshot)
+    every status override counts as possible, and tags (added later) always do.
+    """
+
+    def keep(rule: Any) -> int | str | None:
+        return None if rule is None else rule.keep_days
+
+    fixed = [keep(policy.workflows.get(workflow_id))]
+    if status is not _UNKNOWN and status is not None:
+        fixed.append(keep(policy.statuses.get(str(status))))
+    fixed_days = [k for k in fixed if k is not None]
+    if fixed_days:  # later overrides can only lengthen these
+        if any(k == "never" for k in fixed_days):
+            return None
+        return max(int(k) for k in fixed_days)
+    possible: list[int | str] = [policy.keep_days]
+    if status is _UNKNOWN:
+        possible += [k for k in (keep(r) for r in policy.statuses.values()) if k is not None]
+    possible += [k for k in (keep(r) for r in policy.tags.values()) if k is not None]
+    days = [int(k) for k in possible if k != "never"]
+    return min(days) if days else None
+
+
 SnapshotObserver = Callable[[CaptureResult], None]
 FinalStateObserver = Callable[[ExecutionSnapshot, FinalStateResult], None]
 
@@ -82,8 +127,16 @@ class Archive:
         max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
         clock: Callable[[], datetime] = utcnow,
         blob_cache_size: int = 256,
+        retention_policy: RetentionPolicy | None = None,
+        hold_cache: HoldCache | None = None,
     ) -> None:
         self.store = store
+        #: the policy execution records are locked by (None: the store's default retention)
+        self.retention_policy = retention_policy
+        #: the legal holds in force, for records written on a locking store
+        self.hold_cache = hold_cache
+        if hold_cache is None and isinstance(store, LockingStore) and store.object_lock_enabled:
+            self.hold_cache = HoldCache(store, max_object_bytes=max_object_bytes)
         self.sanitizer = sanitizer
         self.max_object_bytes = max_object_bytes
         self._clock = clock
@@ -226,7 +279,7 @@ class Archive:
         data = encode_record(SNAPSHOT_KIND, snapshot.record_body())
         key = snapshot_key(exec_id)
         try:
-            created = self.store.put(key, data)
+            created = self._put_record(key, data, snapshot, _UNKNOWN)
         except ImmutableConflict:
             # Someone stored this execution between our read and our write.
             existing = self._existing_snapshot(exec_id)
@@ -295,7 +348,7 @@ class Archive:
         data = encode_record(FINAL_STATE_KIND, final.to_json())
         key = result_key(exec_id)
         try:
-            created = self.store.put(key, data)
+            created = self._put_record(key, data, snapshot, final.status)
         except ImmutableConflict:
             raise ImmutableConflict(
                 f"execution {exec_id} already has a different final state", key=key
@@ -305,6 +358,37 @@ class Archive:
             for observer in self.final_state_observers:
                 observer(snapshot, result)
         return result
+
+    # ------------------------------------------------------------------ Object Lock
+
+    def _put_record(
+        self, key: str, data: bytes, snapshot: ExecutionSnapshot, status: object
+    ) -> bool:
+        """Write an execution record; on a locking store with its own retain-until date (from
+        the policy) and, for a held execution, its legal hold."""
+        store = self.store
+        if not isinstance(store, LockingStore) or not store.object_lock_enabled:
+            return self.store.put(key, data)
+        retain_until = None  # the store's default: now + object_lock_days
+        policy = self.retention_policy
+        if policy is not None:
+            days = earliest_keep_days(policy, snapshot.workflow_id, status)
+            if days is not None:
+                retain_until = snapshot.created_at + timedelta(days=days)
+        return store.put_locked(
+            key, data, retain_until=retain_until, legal_hold=self._held(snapshot) is not None
+        )
+
+    def _held(self, snapshot: ExecutionSnapshot) -> str | None:
+        """Why the execution is under a legal hold now (its id or its workflow), or None."""
+        policy = self.retention_policy
+        if policy is not None:
+            reason = policy.hold_reason(snapshot.execution_id, snapshot.workflow_id, ())
+            if reason is not None:
+                return reason
+        if self.hold_cache is None:
+            return None
+        return self.hold_cache.current().reason_for(snapshot.execution_id, snapshot.workflow_id, ())
 
     # ------------------------------------------------------------------ reads
 

@@ -69,9 +69,14 @@ class Settings:
 
     def open_archive(self, store: ObjectStore | None = None) -> Archive:
         from archiver.archive import Archive
+        from archiver.retention import load_policy
 
+        # the policy locks execution records (Object Lock) until it lets them expire
         return Archive(
-            store or self.open_store(), self.sanitizer(), max_object_bytes=self.max_object_bytes
+            store or self.open_store(),
+            self.sanitizer(),
+            max_object_bytes=self.max_object_bytes,
+            retention_policy=load_policy(self.retention_policy_file),
         )
 
     def sanitizer(self) -> Sanitizer:
@@ -141,9 +146,15 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     (
         "object_lock_mode",
         "EXECVAULT_OBJECT_LOCK_MODE",
-        "`GOVERNANCE` or `COMPLIANCE`: Object Lock applied to every write",
+        "`GOVERNANCE` or `COMPLIANCE`: Object Lock on every write but the index; execution "
+        "records are locked until the retention policy lets them expire",
     ),
-    ("object_lock_days", "EXECVAULT_OBJECT_LOCK_DAYS", "Object Lock retention in days"),
+    (
+        "object_lock_days",
+        "EXECVAULT_OBJECT_LOCK_DAYS",
+        "Object Lock retention in days of blobs, version commits and events (and of records "
+        'whose `keep_days` is `"never"`)',
+    ),
     (
         "max_object_bytes",
         "EXECVAULT_MAX_OBJECT_BYTES",

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
@@ -181,6 +181,16 @@ def read_hold_events(
             body = decode_record(store.get(info.key), HOLD_KIND, max_size=max_object_bytes)
             out.append((info.key, HoldEvent.from_json(body)))
     return out
+
+
+def _latest(store: ObjectStore, scope: str, target: str, max_object_bytes: int) -> HoldEvent | None:
+    """The latest event of one (scope, target)."""
+    found = None
+    for info in sorted(store.list(f"{HOLDS_PREFIX}{scope}/{target}/"), key=lambda i: i.key):
+        with contextlib.suppress(NotFound):
+            body = decode_record(store.get(info.key), HOLD_KIND, max_size=max_object_bytes)
+            found = HoldEvent.from_json(body)
+    return found
 
 
 def fold_holds(events: Iterable[HoldEvent]) -> HoldSet:
@@ -356,7 +366,19 @@ class _Writer:
         self.clock = clock
         self.sanitize = sanitize_text or (lambda text: text)
 
-    def write(self, action: str, scope: str, target: str, reason: str | None, by: str) -> HoldEvent:
+    def write(
+        self,
+        action: str,
+        scope: str,
+        target: str,
+        reason: str | None,
+        by: str,
+        after: HoldEvent | None,
+    ) -> HoldEvent:
+        when = self.clock()
+        if after is not None and when <= after.created_at:
+            # strictly after the target's latest event, so key order is event order
+            when = after.created_at + timedelta(milliseconds=1)
         event = HoldEvent(
             event_id="ev_" + secrets.token_hex(10),
             action=action,
@@ -364,7 +386,7 @@ class _Writer:
             target=target,
             reason=None if reason is None else self.sanitize(reason),
             by=by,
-            created_at=self.clock(),
+            created_at=when,
         )
         key = hold_key(scope, target, event.created_at, event.event_id)
         self.store.put(key, encode_record(HOLD_KIND, event.to_json()))
@@ -392,11 +414,13 @@ def set_hold(
     why = _text(reason, "reason", MAX_REASON, required=True)
     who = _text(by, "by", MAX_BY, required=True)
     assert who is not None
-    current = active_holds(store, max_object_bytes=max_object_bytes).get(scope_, target_)
+    latest = _latest(store, scope_, target_, max_object_bytes)
+    current = latest if latest is not None and latest.action == "set" else None
     created = current is None
     if current is None:
         # the data hold first: from here on expiry keeps these executions
-        current = _Writer(store, clock, sanitize_text).write("set", scope_, target_, why, who)
+        writer = _Writer(store, clock, sanitize_text)
+        current = writer.write("set", scope_, target_, why, who, latest)
     result = HoldResult(current, created, applied_to_objects=False)
     if not isinstance(store, LockingStore):
         result.note = _no_object_holds(store)
@@ -429,7 +453,8 @@ def clear_hold(
     who = _text(by, "by", MAX_BY, required=True)
     assert who is not None
     holds = active_holds(store, max_object_bytes=max_object_bytes)
-    if holds.get(scope_, target_) is None:
+    current = holds.get(scope_, target_)
+    if current is None:
         raise NotFound(
             f"no legal hold is set on {scope_} {target_} (holds in the retention policy file are "
             "changed in the file)"
@@ -448,7 +473,7 @@ def clear_hold(
             else:
                 kept += [{"key": k, "reason": still} for k in item.keys]
         applied, note = _put_holds(store, to_release, False, released)
-    event = _Writer(store, clock, sanitize_text).write("clear", scope_, target_, why, who)
+    event = _Writer(store, clock, sanitize_text).write("clear", scope_, target_, why, who, current)
     return HoldResult(event, True, applied, released, kept, note)
 
 
