@@ -512,3 +512,22 @@ def test_captures_of_a_held_workflow_get_the_legal_hold(
 def test_sync_on_a_store_without_object_lock_does_nothing() -> None:
     report = sync_object_holds(MemoryStore())
     assert report.applied_to_objects is False and report.checked == 0
+
+
+def test_a_storage_class_move_keeps_the_objects_lock(
+    s3_bucket_factory: Callable[[str], Any],
+) -> None:
+    bucket = s3_bucket_factory("seaweedfs")
+    store = bucket.store(prefix="arch", object_lock_mode="GOVERNANCE", object_lock_days=1)
+    archive = Archive(store, Sanitizer(HMAC_KEY), retention_policy=RetentionPolicy(keep_days=300))
+    created = NOW - timedelta(days=100)
+    _capture(archive, "e1", "wf-a", created)
+    set_hold(store, "execution", "e1", reason="r", by="legal")
+    key = snapshot_key("e1")
+    before = store.object_lock(key)
+    assert before.legal_hold and before.retain_until is not None
+    assert abs(before.retain_until - (created + timedelta(days=300))) < timedelta(seconds=2)
+    assert store.set_storage_class(key, "GLACIER_IR") is True
+    after = store.object_lock(key)
+    assert after.mode == "GOVERNANCE" and after.legal_hold is True
+    assert after.retain_until == before.retain_until
