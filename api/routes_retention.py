@@ -364,7 +364,7 @@ async def place_hold(request: Request, caller: HoldCaller) -> Response:
             body["scope"],
             body["target"],
             reason=body["reason"],
-            by=caller.label,
+            by=caller.label[:256],
             sanitize_text=archive.sanitizer.sanitize_text,
             max_object_bytes=settings.max_object_bytes,
         )
@@ -407,7 +407,7 @@ async def remove_hold(
             store,
             scope,
             target,
-            by=caller.label,
+            by=caller.label[:256],
             reason=reason,
             policy_hold=_policy(request).hold_reason,
             sanitize_text=archive.sanitizer.sanitize_text,
