@@ -165,15 +165,7 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _finite(value: Any) -> bool:
-    """``_is_number`` for the exact types (the common case), without the isinstance calls."""
-    t = type(value)
-    return t is int or (t is float and value - value == 0.0)
-
-
 def _is_position(value: Any) -> bool:
-    if type(value) is list and len(value) == 2 and _finite(value[0]) and _finite(value[1]):
-        return True
     return isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
 
 
@@ -183,12 +175,12 @@ def _normalize_node(raw: Any, index: int) -> dict[str, Any]:
     if type(raw) is not dict and not isinstance(raw, dict):
         raise MalformedWorkflow("a node must be an object", field=f"nodes[{index}]")
     name = raw.get("name")
-    if not isinstance(name, str) or not name:
+    if (type(name) is not str and not isinstance(name, str)) or not name:
         raise MalformedWorkflow(
             "a node needs a non-empty string name", field=f"nodes[{index}].name"
         )
     node_type = raw.get("type")
-    if not isinstance(node_type, str) or not node_type:
+    if (type(node_type) is not str and not isinstance(node_type, str)) or not node_type:
         raise MalformedWorkflow(
             "a node needs a non-empty string type", field=f"nodes[{index}].type"
         )
@@ -202,13 +194,27 @@ def _normalize_node(raw: Any, index: int) -> dict[str, Any]:
             node["id"] = node_id
     if "typeVersion" in node:
         version = node["typeVersion"]
-        if not _finite(version) and not _is_number(version):
+        kind = type(version)
+        if not (kind is int or (kind is float and version - version == 0.0)) and not _is_number(
+            version
+        ):
             raise MalformedWorkflow(
                 "typeVersion must be a number", field=f"nodes[{index}].typeVersion"
             )
     position = node.get("position")
-    if position is not None and not _is_position(position):
-        raise MalformedWorkflow("position must be [x, y] numbers", field=f"nodes[{index}].position")
+    if position is not None:
+        if type(position) is list and len(position) == 2:
+            x, y = position
+            kind = type(x)
+            ok = kind is int or (kind is float and x - x == 0.0)
+            kind = type(y)
+            ok = ok and (kind is int or (kind is float and y - y == 0.0))
+        else:
+            ok = False
+        if not ok and not _is_position(position):
+            raise MalformedWorkflow(
+                "position must be [x, y] numbers", field=f"nodes[{index}].position"
+            )
     parameters = node.get("parameters")
     if parameters is None:
         node["parameters"] = {}
@@ -275,11 +281,13 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                         target_node = target.get("node")
                     else:
                         target_node = None
-                    if not isinstance(target_node, str):
-                        raise MalformedWorkflow(
-                            "a connection needs a target node name",
-                            field=f"connections.{source}.{out_type}[{slot_index}][{pos}]",
-                        )
+                    if type(target_node) is not str:
+                        if not isinstance(target_node, str):
+                            raise MalformedWorkflow(
+                                "a connection needs a target node name",
+                                field=f"connections.{source}.{out_type}[{slot_index}][{pos}]",
+                            )
+                        target_node = _str(target_node)
                     target_input = target.get("index", 0)
                     if type(target_input) is not int:
                         if isinstance(target_input, str) and target_input.isdigit():
@@ -290,7 +298,6 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                                 field=f"connections.{source}.{out_type}[{slot_index}][{pos}].index",
                             )
                         target_input = int.__int__(target_input)
-                    target_node = _str(target_node)
                     edge: Edge = {
                         "source": src,
                         "sourceOutput": slot_index,
@@ -299,7 +306,12 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                         "type": kind,
                     }
                     target_type = target.get("type", out_type)
-                    if isinstance(target_type, str) and target_type != out_type:
+                    if type(target_type) is str:
+                        if target_type == out_type:
+                            target_type = ""
+                        else:
+                            edge["targetType"] = target_type
+                    elif isinstance(target_type, str) and target_type != out_type:
                         edge["targetType"] = target_type = _str(target_type)
                     else:
                         target_type = ""

@@ -780,8 +780,8 @@ class Sanitizer:
         return out
 
     def _node(self, node: Any, call: _Call) -> dict[str, Any]:
-        """One workflow node: a chunk (memoised by the whole node's bytes) whose NODE_KEPT_KEYS
-        are kept as they are and classified; the rest is walked like any object."""
+        """One workflow node: a chunk memoised by the whole node's bytes, holding the sanitized
+        form of the fields but NODE_KEPT_KEYS (which are kept, shared, and classified)."""
         if type(node) is not dict:
             if isinstance(node, dict):
                 raise _NotPlain()
@@ -795,26 +795,27 @@ class Sanitizer:
         if raw is not None:
             digest = _sha256(raw).digest()
             hit = self._chunks[_MODE_NODE].get(digest)
-            if hit is not None:
-                found = _hit(hit, raw, node)
-                if found is not None:
-                    call.flags |= hit[1]
-                    return found  # type: ignore[no-any-return]
+            if hit is not None and (b"null" not in raw or _loads(raw) == node):
+                # (orjson prints NaN as null: a node holding one has the bytes of a null twin.)
+                out = dict(node)
+                out.update(_loads(hit[0]))
+                call.flags |= hit[1]
+                return out
         saved = call.flags
         call.flags = 0
         rest = {}
-        out = {}
         for k, v in node.items():
             if k in NODE_KEPT_KEYS:
-                out[k] = _kept(v, call)
+                _classify(v, call)
             else:
-                rest[k] = out[k] = v  # placeholder: keeps the node's key order
-        if rest:
-            out.update(self._walk_dict(rest, call, self._chunk2))
+                rest[k] = v
+        clean = self._walk_dict(rest, call, self._chunk2)
+        out = dict(node)
+        out.update(clean)
         flags = call.flags
         call.flags = saved | flags
         if raw is not None:
-            call.chunks.append((_MODE_NODE, digest, node, out, flags))
+            call.chunks.append((_MODE_NODE, digest, None, clean, flags))
         return out
 
     def _chunk1(self, v: Any, call: _Call, mode: int) -> Any:
@@ -1115,24 +1116,25 @@ def _hit(hit: tuple[bytes, int], raw: bytes, before: Any) -> Any:
     return out
 
 
-def _kept(v: Any, call: _Call) -> Any:
-    """A node field kept as it is (NODE_KEPT_KEYS): copied, its numbers classified.
+def _classify(v: Any, call: _Call) -> None:
+    """Number flags of a node field kept as it is (NODE_KEPT_KEYS).
 
     Anything but plain JSON is kept too, for ``canonicalize`` to convert or refuse as before; the
     node is then not memoised (its bytes may not tell it from a plain twin).
     """
     t = type(v)
     if t is str or v is None or t is bool:
-        return v
+        return
     if t is int or t is float:
         call.flags |= number_flags(v)
-        return v
-    if t is list:
-        return [_kept(x, call) for x in v]
-    if t is dict and all(type(k) is str for k in v):
-        return {k: _kept(x, call) for k, x in v.items()}
-    call.flags |= NUMBER_SLOW | _NOT_MEMO
-    return v
+    elif t is list:
+        for x in v:
+            _classify(x, call)
+    elif t is dict and all(type(k) is str for k in v):
+        for x in v.values():
+            _classify(x, call)
+    else:
+        call.flags |= NUMBER_SLOW | _NOT_MEMO
 
 
 def _nonfinite(value: Any, where: str) -> InvalidInput:
