@@ -407,6 +407,21 @@ def test_chain_survives_rebuild_and_records_late_rows() -> None:
     assert seal(store).appended == []
 
 
+def test_compaction_keeps_every_day_digest() -> None:
+    from archiver.compaction import compact_index
+
+    store = MemoryStore()
+    archive = make_archive(store)
+    with ManifestWriter(store, flush_rows=2) as writer:  # many small parts per day
+        writer.attach(archive)
+        populate(archive)
+    assert seal(store).appended
+    assert compact_index(store, grace_seconds=0).compacted
+    checked = verify(store, read_data=False)
+    assert checked.ok and not checked.chain_notes, checked.findings()
+    assert seal(store, full=True).appended == []
+
+
 def test_expired_executions_do_not_break_the_chain() -> None:
     store = MemoryStore()
     populate_and_seal(store)
