@@ -398,6 +398,7 @@ class Archive:
         try:
             data = self.store.get(snapshot_key(exec_id))
         except NotFound:
+            self._raise_if_cold_moved(exec_id)
             raise NotFound(f"no snapshot for execution {exec_id}") from None
         except ObjectArchived:
             raise ObjectArchived(
@@ -408,11 +409,23 @@ class Archive:
         structure = self._structure_by_hash(body["snapshotHash"])
         return ExecutionSnapshot.from_record(body, structure)
 
+    def _raise_if_cold_moved(self, exec_id: str) -> None:
+        """A missing object of an execution retention moved to its cold store is archived (409
+        with the restore route), not unknown: one LIST of its tier events (archiver.retention)."""
+        from archiver.retention import is_cold_moved  # retention builds on this module's peers
+
+        if is_cold_moved(self.store, exec_id):
+            raise ObjectArchived(
+                f"execution {exec_id} was moved to the cold store; restore it first",
+                execution_id=exec_id,
+            )
+
     def get_final_state(self, execution_id: object) -> FinalState | None:
         exec_id = check_id(execution_id, "executionId")
         try:
             data = self.store.get(result_key(exec_id))
         except NotFound:
+            self._raise_if_cold_moved(exec_id)
             return None
         body = decode_record(data, FINAL_STATE_KIND, max_size=self.max_object_bytes)
         body.pop("kind", None)

@@ -1,7 +1,7 @@
 """Retention: the policy, the plan (what would move to cold and what would expire), the native S3
 lifecycle configuration generated from the same policy, and expiry.
 
-Nothing here changes storage except :func:`expire`. The objects are the source of truth: the plan
+Only :func:`expire`, :func:`archive_cold` and :func:`restore_execution` change storage. The objects are the source of truth: the plan
 reads every execution record (``executions/…/snapshot.json.zst``, and ``result.json.zst`` for the
 final status), the current tags (``archiver.events``) and the object listing (sizes, storage
 classes). See ``docs/retention.md``.
@@ -17,13 +17,21 @@ Policy resolution for one execution:
 Expiry deletes the snapshot record first, then the final state, then structure blobs that no
 retained snapshot references any more. A store that refuses a delete because of Object Lock
 (:class:`~archiver.errors.RetentionLocked`) leaves the object in place and the execution is reported
-as *retained (locked)*, not as an error. Every deletion leaves a write-once tombstone object under
-``events/tombstones/`` and a row in ``index/retention_events/dt=YYYY-MM-DD/``.
+as *retained (locked)*, not as an error. Every deletion is announced by a write-once intent record
+and leaves a write-once tombstone under ``events/tombstones/`` and a row in
+``index/retention_events/dt=YYYY-MM-DD/``, so a run killed at any point leaves every deleted object
+explained and the next run finishes it.
+
+Cold archiving either moves objects to a cold storage class (S3) or, with a ``cold_store`` in the
+policy, copies them byte for byte to a second store, verifies the copy, records a tier event and
+only then deletes the hot copy (:func:`cold_moved_executions` names the executions moved so).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import secrets
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -37,14 +45,22 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
-from archiver.errors import ArchiveError, InvalidInput, NotFound, RetentionLocked
+from archiver.errors import (
+    ArchiveError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    ObjectArchived,
+    RetentionLocked,
+)
 from archiver.events import EventLog
 from archiver.holds import HoldSet, active_holds
-from archiver.layout import blob_key, execution_prefix
+from archiver.layout import blob_key, check_id, execution_prefix
 from archiver.store.base import ObjectStore
 from archiver.timeutil import format_ts, parse_ts, utcnow
 
 __all__ = [
+    "COLD_COPY",
     "COLD_STORAGE_CLASSES",
     "RETENTION_EVENTS_SCHEMA",
     "ArchiveReport",
@@ -56,13 +72,18 @@ __all__ = [
     "Rule",
     "apply_lifecycle",
     "archive_cold",
+    "cold_moved_executions",
     "expire",
+    "is_cold_moved",
     "lifecycle_configuration",
     "load_policy",
+    "normalize_cold_url",
+    "open_cold_store",
     "plan",
     "rebuild_retention_index",
     "restore_execution",
     "scan",
+    "sync_retention_index",
 ]
 
 COLD_STORAGE_CLASSES: Final = ("GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
@@ -73,6 +94,11 @@ TOMBSTONE_KIND: Final = "tombstone"
 TOMBSTONE_PREFIX: Final = "events/tombstones/"
 TIER_KIND: Final = "tier-event"
 TIER_PREFIX: Final = "events/tiers/"
+#: the pseudo storage class of execution objects that were moved to the cold store
+COLD_COPY: Final = "COLD_COPY"
+COLD_COPY_TIER: Final = "cold-copy"
+_COPY_SUFFIX: Final = "cold-copy"
+_UNCOPY_SUFFIX: Final = "cold-restore"
 RETENTION_TABLE: Final = "retention_events"
 _SNAPSHOT_KIND: Final = "execution-snapshot"
 _FINAL_STATE_KIND: Final = "final-state"
@@ -94,6 +120,8 @@ RETENTION_EVENTS_SCHEMA: Final = pa.schema(
         ("policy", pa.string()),
         ("created_at", _TS),
         ("object_key", pa.string()),
+        ("tier", pa.string()),
+        ("location", pa.string()),
     ]
 )
 
@@ -339,12 +367,31 @@ class ExecutionInfo:
     snapshot_hash: str
     status: str | None
     tags: tuple[str, ...]
-    #: key → (size, storage class) of the execution's objects (snapshot, result)
+    #: key → (size, storage class) of the execution's objects (snapshot, result); objects that
+    #: live only in the cold store have the pseudo class ``COLD_COPY``
     objects: Mapping[str, tuple[int, str]]
+    #: the latest cold-copy tier event of the execution (archive or restore), if any
+    copy_event: Mapping[str, Any] | None = None
+    copy_event_key: str | None = None
 
     @property
     def stored_bytes(self) -> int:
         return sum(size for size, _ in self.objects.values())
+
+    @property
+    def cold_location(self) -> str | None:
+        """The cold store that holds (or held) copies of the execution's objects."""
+        return None if self.copy_event is None else str(self.copy_event["location"])
+
+    @property
+    def cold_keys(self) -> tuple[str, ...]:
+        return () if self.copy_event is None else tuple(self.copy_event.get("keys", ()))
+
+    @property
+    def restored_until(self) -> datetime | None:
+        if self.copy_event is None or self.copy_event.get("action") != "restore":
+            return None
+        return parse_ts(self.copy_event["restoredUntil"], "restoredUntil")
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +409,76 @@ class Scan:
 _NEEDS_RESTORE: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 
+def _parse_record(key: str) -> tuple[str, str, str] | None:
+    """(execution id, ``<stamp>-<eventId>``, suffix) of an execution's tier event or tombstone key
+    ``events/<tiers|tombstones>/executions/<s>/<executionId>/<stamp>-<eventId>[.suffix].json.zst``."""
+    parts = key.split("/")
+    if len(parts) != 6 or parts[2] != "executions" or not parts[5].endswith(".json.zst"):
+        return None
+    name, _, suffix = parts[5].removesuffix(".json.zst").partition(".")
+    return parts[4], name, suffix
+
+
+def _stamp_of(name: str) -> str:
+    return name.split("-", 1)[0]
+
+
+def _event_id_of(name: str) -> str:
+    return name.split("-", 1)[1] if "-" in name else name
+
+
+def _copy_names(store: ObjectStore, prefix: str) -> dict[str, list[tuple[str, str, str]]]:
+    """execution id → its cold-copy tier events (name, suffix, key), oldest first (keys only)."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for info in store.list(prefix):
+        parsed = _parse_record(info.key)
+        if parsed is not None and parsed[2] in (_COPY_SUFFIX, _UNCOPY_SUFFIX):
+            out.setdefault(parsed[0], []).append((parsed[1], parsed[2], info.key))
+    for names in out.values():
+        names.sort()
+    return out
+
+
+def _outcome_names(store: ObjectStore, prefix: str) -> dict[str, list[str]]:
+    """execution id → names of its expiry tombstones that record a deletion (not intents)."""
+    out: dict[str, list[str]] = {}
+    for info in store.list(prefix):
+        parsed = _parse_record(info.key)
+        if parsed is not None and parsed[2] == "":
+            out.setdefault(parsed[0], []).append(parsed[1])
+    return out
+
+
+def _moved(copies: list[tuple[str, str, str]], outcomes: Iterable[str]) -> bool:
+    """Whether the latest cold-copy event is an archive the execution has not expired since."""
+    if not copies or copies[-1][1] != _COPY_SUFFIX:
+        return False
+    moved_at = _stamp_of(copies[-1][0])
+    return not any(_stamp_of(name) >= moved_at for name in outcomes)
+
+
+def cold_moved_executions(store: ObjectStore) -> set[str]:
+    """Executions whose objects were moved to a cold store (``archive_cold`` with a cold store)
+    and not restored or expired since: their hot objects are gone on purpose, the cold store holds
+    them (index rows of these executions point at objects a restore brings back). Keys only: two
+    LISTs, no object is read."""
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/")
+    if not copies:
+        return set()
+    outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/")
+    return {e for e, names in copies.items() if _moved(names, outcomes.get(e, ()))}
+
+
+def is_cold_moved(store: ObjectStore, execution_id: str) -> bool:
+    """Whether one execution is in :func:`cold_moved_executions` (one or two LISTs)."""
+    where = execution_prefix(execution_id).split("/", 1)[1]
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/{where}").get(execution_id, [])
+    if not copies or copies[-1][1] != _COPY_SUFFIX:
+        return False
+    outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/{where}")
+    return _moved(copies, outcomes.get(execution_id, ()))
+
+
 def _last_archive_event(
     store: ObjectStore, execution_id: str, max_object_bytes: int
 ) -> dict[str, Any] | None:
@@ -375,16 +492,24 @@ def _last_archive_event(
                 found = body
     if found is None:
         return None
+    return _facts(found)
+
+
+def _facts(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "workflowId": found["workflowId"],
-        "createdAt": found["snapshotCreatedAt"],
-        "snapshotHash": found["snapshotHash"],
-        "status": found.get("status"),
+        "workflowId": body["workflowId"],
+        "createdAt": body["snapshotCreatedAt"],
+        "snapshotHash": body["snapshotHash"],
+        "status": body.get("status"),
     }
 
 
 def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> Scan:
-    """Every execution (record, status, current tags, objects) and every blob of the store."""
+    """Every execution (record, status, current tags, objects) and every blob of the store.
+
+    Executions moved to a cold store are included from their archive tier event (their objects
+    have the pseudo class ``COLD_COPY``); the cold store itself is not read.
+    """
     objects: dict[str, dict[str, tuple[int, str]]] = {}
     for info in store.list("executions/"):
         parts = info.key.split("/")
@@ -392,19 +517,41 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
             continue
         objects.setdefault(parts[2], {})[info.key] = (info.size, info.storage_class or "STANDARD")
     blobs = {info.key: info.size for info in store.list("blobs/")}
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/")
+    outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/") if copies else {}
     events = EventLog(store, max_object_bytes=max_object_bytes)
     tag_cache: dict[str, dict[str, list[str]]] = {}
     out: list[ExecutionInfo] = []
     orphans: dict[str, int] = {}
     unreadable: list[str] = []
-    for execution_id, keys in sorted(objects.items()):
+    for execution_id in sorted(set(objects) | set(copies)):
+        keys = dict(objects.get(execution_id, {}))
+        ex_copies = copies.get(execution_id, [])
+        copy_event: dict[str, Any] | None = None
+        if ex_copies:
+            with contextlib.suppress(NotFound):
+                copy_event = decode_record(
+                    store.get(ex_copies[-1][2]), TIER_KIND, max_size=max_object_bytes
+                )
+        moved = copy_event is not None and _moved(ex_copies, outcomes.get(execution_id, ()))
+        if moved:
+            assert copy_event is not None
+            sizes = copy_event.get("sizes", {})
+            for key in copy_event.get("keys", ()):
+                keys.setdefault(key, (int(sizes.get(key, 0)), COLD_COPY))
+        if not keys:
+            continue
         snap_key = next((k for k in keys if k.endswith("/snapshot.json.zst")), None)
         if snap_key is None:
             orphans.update({k: size for k, (size, _) in keys.items()})
             continue
         status = None
         res_key = next((k for k in keys if k.endswith("/result.json.zst")), None)
-        if keys[snap_key][1] in _NEEDS_RESTORE:
+        if keys[snap_key][1] == COLD_COPY:
+            assert copy_event is not None
+            body = _facts(copy_event)
+            status = copy_event.get("status")
+        elif keys[snap_key][1] in _NEEDS_RESTORE:
             # not readable without a restore: what the archive job recorded when it moved it
             recorded = _last_archive_event(store, execution_id, max_object_bytes)
             if recorded is None:
@@ -417,13 +564,15 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
                 body = decode_record(store.get(snap_key), _SNAPSHOT_KIND, max_size=max_object_bytes)
             except NotFound:
                 continue
-            if res_key is not None:
+            if res_key is not None and keys[res_key][1] != COLD_COPY:
                 with contextlib.suppress(NotFound):
                     final = decode_record(
                         store.get(res_key), _FINAL_STATE_KIND, max_size=max_object_bytes
                     )
                     if final.get("status") is not None:
                         status = str(final["status"])
+            elif moved and copy_event is not None:
+                status = copy_event.get("status")
         workflow_id = str(body["workflowId"])
         if workflow_id not in tag_cache:
             by_exec: dict[str, list[str]] = {}
@@ -436,9 +585,11 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
                 workflow_id=workflow_id,
                 created_at=parse_ts(body["createdAt"], "createdAt"),
                 snapshot_hash=str(body["snapshotHash"]),
-                status=status,
+                status=None if status is None else str(status),
                 tags=tuple(sorted(tag_cache[workflow_id].get(execution_id, []))),
                 objects=keys,
+                copy_event=copy_event,
+                copy_event_key=ex_copies[-1][2] if copy_event is not None else None,
             )
         )
     return Scan(tuple(out), blobs, orphans, tuple(unreadable))
@@ -521,7 +672,12 @@ def _age_days(now: datetime, created: datetime) -> float:
 
 
 def _decide(
-    policy: RetentionPolicy, ex: ExecutionInfo, now: datetime, holds: HoldSet | None = None
+    policy: RetentionPolicy,
+    ex: ExecutionInfo,
+    now: datetime,
+    holds: HoldSet | None = None,
+    *,
+    cold_copy: bool = False,
 ) -> Decision:
     age = _age_days(now, ex.created_at)
     hot, keep = policy.resolve(ex.workflow_id, ex.status, ex.tags)
@@ -544,14 +700,25 @@ def _decide(
         return Decision(
             ex.execution_id, ex.workflow_id, "hot", f"younger than hot_days={hot}", size
         )
-    target = policy.cold_storage_class
-    shift = hot - policy.hot_days
-    for days, cls in policy.tiers:
-        if age >= days + max(shift, 0):
-            target = cls
     classes = {cls for _, cls in ex.objects.values()}
+    target = policy.cold_storage_class
+    if cold_copy:
+        target = COLD_COPY
+        until = ex.restored_until
+        if until is not None and now < until and COLD_COPY not in classes:
+            why = f"restored from the cold copy until {format_ts(until)}"
+            return Decision(ex.execution_id, ex.workflow_id, "keep", why, size, target)
+    elif COLD_COPY in classes:  # in a cold store: storage classes do not apply
+        why = f"copied to the cold store {ex.cold_location}"
+        return Decision(ex.execution_id, ex.workflow_id, "keep", why, size, COLD_COPY)
+    else:
+        shift = hot - policy.hot_days
+        for days, cls in policy.tiers:
+            if age >= days + max(shift, 0):
+                target = cls
     if classes <= {target}:
-        return Decision(ex.execution_id, ex.workflow_id, "keep", f"already {target}", size, target)
+        why = f"already {target}" if not cold_copy else f"copied to {ex.cold_location}"
+        return Decision(ex.execution_id, ex.workflow_id, "keep", why, size, target)
     return Decision(
         ex.execution_id,
         ex.workflow_id,
@@ -563,9 +730,19 @@ def _decide(
 
 
 def plan_from_scan(
-    policy: RetentionPolicy, scanned: Scan, now: datetime, holds: HoldSet | None = None
+    policy: RetentionPolicy,
+    scanned: Scan,
+    now: datetime,
+    holds: HoldSet | None = None,
+    *,
+    cold_copy: bool | None = None,
 ) -> RetentionPlan:
-    decisions = tuple(_decide(policy, ex, now, holds) for ex in scanned.executions)
+    """The plan over a scan; ``cold_copy`` (default: the policy has a ``cold_store``) makes the
+    cold target the cold store instead of a storage class."""
+    copying = policy.cold_store is not None if cold_copy is None else cold_copy
+    decisions = tuple(
+        _decide(policy, ex, now, holds, cold_copy=copying) for ex in scanned.executions
+    )
     by_id = {ex.execution_id: ex for ex in scanned.executions}
     retained: set[str] = set()
     expiring: set[str] = set()
@@ -666,14 +843,22 @@ def _stamp(when: datetime) -> str:
     return when.strftime("%Y%m%dT%H%M%S") + f"{when.microsecond // 1000:03d}Z"
 
 
-def tombstone_key(kind: str, name: str, created_at: datetime, event_id: str) -> str:
-    """``events/tombstones/executions/<s>/<executionId>/<ts>-<eventId>.json.zst`` or
-    ``events/tombstones/blobs/<h[0:2]>/<hash>/<ts>-<eventId>.json.zst``."""
+def _unstamp(stamp: str) -> datetime:
+    return datetime.strptime(stamp[:-1] + "000+0000", "%Y%m%dT%H%M%S%f%z")
+
+
+def tombstone_key(
+    kind: str, name: str, created_at: datetime, event_id: str, suffix: str = ""
+) -> str:
+    """``events/tombstones/executions/<s>/<executionId>/<ts>-<eventId>[.suffix].json.zst`` or
+    ``events/tombstones/blobs/<h[0:2]>/<hash>/<ts>-<eventId>[.suffix].json.zst``; the suffix is
+    ``intent`` (written before a deletion) or ``void`` (the intent deleted nothing)."""
     if kind == "execution":
         where = "executions/" + execution_prefix(name).split("/", 1)[1]
     else:
         where = f"blobs/{name[:2]}/{name}/"
-    return f"{TOMBSTONE_PREFIX}{where}{_stamp(created_at)}-{event_id}.json.zst"
+    dot = f".{suffix}" if suffix else ""
+    return f"{TOMBSTONE_PREFIX}{where}{_stamp(created_at)}-{event_id}{dot}.json.zst"
 
 
 def retention_part_key(day: datetime, writer: str) -> str:
@@ -703,6 +888,8 @@ class ExpiryReport:
     held: list[str] = field(default_factory=list)
     expired_blobs: list[str] = field(default_factory=list)
     tombstones: list[str] = field(default_factory=list)
+    #: intents an interrupted run left, finished by this one (their tombstones)
+    completed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -713,81 +900,222 @@ class ExpiryReport:
             "heldByLegalHold": len(self.held),
             "retainedLocked": self.retained_locked,
             "tombstones": len(self.tombstones),
+            "completedIntents": len(self.completed),
             "executions": self.expired,
         }
 
 
-class _Expirer:
+def _snapshot_first(keys: Iterable[str]) -> list[str]:
+    return sorted(keys, key=lambda k: (not k.endswith("/snapshot.json.zst"), k))
+
+
+class _Job:
+    """One retention run: the stores, the policy, the clock and what the run did."""
+
     def __init__(
-        self, store: ObjectStore, policy: RetentionPolicy, clock: Callable[[], datetime]
+        self,
+        store: ObjectStore,
+        policy: RetentionPolicy,
+        clock: Callable[[], datetime],
+        *,
+        cold_store: ObjectStore | None = None,
+        max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
-        self.rows: list[dict[str, Any]] = []
+        self.max_object_bytes = max_object_bytes
         self.report = ExpiryReport(policy.name)
+        self._colds: dict[str, ObjectStore] = {}
+        if cold_store is not None:
+            self._colds[cold_store.url] = cold_store
+            if policy.cold_store is not None:
+                self._colds[normalize_cold_url(policy.cold_store)] = cold_store
 
-    def delete_all(self, keys: Iterable[str], owner: str) -> tuple[list[str], str | None]:
-        """Delete ``keys`` in order; stop at the first one Object Lock keeps."""
-        deleted: list[str] = []
-        for key in keys:
-            try:
-                self.store.delete(key)
-            except RetentionLocked as err:
-                self.report.retained_locked.append(
-                    {"object": owner, "key": key, "reason": f"Object Lock: {err}"}
-                )
-                return deleted, key
-            deleted.append(key)
-        return deleted, None
+    def cold(self, location: str | None = None) -> ObjectStore:
+        """The cold store at ``location`` (an event's), else the policy's; opened once."""
+        where = location or self.policy.cold_store
+        if where is None:
+            raise InvalidInput("no cold store configured (policy cold_store)", field="cold_store")
+        where = normalize_cold_url(where)
+        if where not in self._colds:
+            opened = open_cold_store(where, like=self.store)
+            self._colds[where] = self._colds.setdefault(opened.url, opened)
+        return self._colds[where]
 
-    def tombstone(
+    def has_cold(self) -> bool:
+        return bool(self._colds) or self.policy.cold_store is not None
+
+    # -- expiry: intent, deletion, tombstone --------------------------------------------------
+
+    def expire_objects(
         self,
         kind: str,
         *,
         execution_id: str | None,
         workflow_id: str | None,
         snapshot_hash: str | None,
-        deleted: list[str],
-        stored_bytes: int,
+        hot_keys: list[str],
+        sizes: Mapping[str, int],
         reason: str,
-    ) -> str:
-        event_id = "ev_" + secrets.token_hex(10)
+        cold_location: str | None = None,
+        cold_keys: list[str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Write the intent, delete, write the tombstone; None when nothing was deleted."""
+        intent = self.intend(
+            kind,
+            execution_id=execution_id,
+            workflow_id=workflow_id,
+            snapshot_hash=snapshot_hash,
+            hot_keys=hot_keys,
+            sizes=sizes,
+            reason=reason,
+            cold_location=cold_location,
+            cold_keys=cold_keys,
+        )
+        return self.carry_out(intent)
+
+    def _tomb_key(self, body: Mapping[str, Any], when: datetime, suffix: str) -> str:
+        kind = "blob" if body["objectKind"] == "blob" else "execution"
+        name = body["snapshotHash"] if kind == "blob" else body["executionId"]
+        return tombstone_key(kind, str(name), when, str(body["eventId"]), suffix)
+
+    def carry_out(self, intent: Mapping[str, Any], *, note: str = "") -> dict[str, Any] | None:
+        """Delete what ``intent`` planned (the first key first: if Object Lock keeps it, nothing
+        else is deleted) and write its tombstone, or a ``void`` record when nothing was deleted."""
+        owner = intent.get("executionId") or f"blob {intent.get('snapshotHash')}"
+        plan = [(self.store, k, False) for k in intent.get("plannedKeys", [])]
+        if intent.get("plannedColdKeys"):
+            cold = self.cold(intent.get("coldStore"))
+            plan += [(cold, k, True) for k in intent["plannedColdKeys"]]
+        deleted: list[str] = []
+        deleted_cold: list[str] = []
+        refused: list[str] = []
+        for n, (where, key, is_cold) in enumerate(plan):
+            try:
+                where.delete(key)
+            except RetentionLocked as err:
+                label = f"{where.url}/{key}" if is_cold else key
+                self.report.retained_locked.append(
+                    {"object": owner, "key": label, "reason": f"Object Lock: {err}"}
+                )
+                refused.append(label)
+                if n == 0:  # the execution (or blob) itself stays: nothing else is deleted
+                    break
+                continue
+            (deleted_cold if is_cold else deleted).append(key)
         now = self.clock()
+        sizes = intent.get("sizes", {})
         body = {
-            "eventId": event_id,
+            **{k: v for k, v in intent.items() if k not in ("plannedKeys", "plannedColdKeys")},
+            "state": "done" if deleted or deleted_cold else "void",
+            "deletedKeys": deleted,
+            "deletedColdKeys": deleted_cold,
+            "storedBytes": sum(int(sizes.get(k, 0)) for k in [*deleted, *deleted_cold]),
+            "reason": str(intent["reason"])
+            + note
+            + (f"; {', '.join(refused)} retained by Object Lock" if refused else ""),
+            "createdAt": format_ts(now),
+        }
+        if not deleted and not deleted_cold:
+            self.store.put(self._tomb_key(body, now, "void"), encode_record(TOMBSTONE_KIND, body))
+            return None
+        key = self._tomb_key(body, now, "")
+        self.store.put(key, encode_record(TOMBSTONE_KIND, body))
+        self.report.tombstones.append(key)
+        return {**body, "tombstone": key}
+
+    def intend(
+        self,
+        kind: str,
+        *,
+        execution_id: str | None,
+        workflow_id: str | None,
+        snapshot_hash: str | None,
+        hot_keys: list[str],
+        sizes: Mapping[str, int],
+        reason: str,
+        cold_location: str | None = None,
+        cold_keys: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Write (and return) the intent record of a deletion, before anything is deleted."""
+        cold_keys = cold_keys or []
+        if cold_keys:
+            self.cold(cold_location)  # fail before the intent if the cold store cannot be opened
+        now = self.clock()
+        intent = {
+            "eventId": "ev_" + secrets.token_hex(10),
             "action": "expire",
+            "state": "intent",
             "objectKind": kind,
             "executionId": execution_id,
             "workflowId": workflow_id,
             "snapshotHash": snapshot_hash,
-            "deletedKeys": deleted,
-            "storedBytes": stored_bytes,
+            "plannedKeys": hot_keys,
+            "coldStore": cold_location if cold_keys else None,
+            "plannedColdKeys": cold_keys,
+            "sizes": dict(sizes),
             "reason": reason,
             "policy": self.policy.name,
             "createdAt": format_ts(now),
         }
-        name = execution_id if kind != "blob" else snapshot_hash
-        assert name is not None
-        key = tombstone_key("execution" if kind != "blob" else "blob", name, now, event_id)
-        self.store.put(key, encode_record(TOMBSTONE_KIND, body))
-        self.rows.append(_row(body, key))
-        self.report.tombstones.append(key)
-        return key
+        self.store.put(self._tomb_key(intent, now, "intent"), encode_record(TOMBSTONE_KIND, intent))
+        return intent
 
-    def write_index(self) -> None:
-        by_day: dict[str, list[dict[str, Any]]] = {}
-        for row in self.rows:
-            by_day.setdefault(row["created_at"].date().isoformat(), []).append(row)
-        writer = "ret" + secrets.token_hex(8)
-        for rows in by_day.values():
-            key = retention_part_key(rows[0]["created_at"], writer)
-            # the tombstones are what counts: rebuild_retention_index restores a lost part
-            with contextlib.suppress(ArchiveError):
-                self.store.put(key, encode_retention_part(rows))
+    def void(self, intent: Mapping[str, Any], note: str) -> None:
+        """Close an intent that deleted nothing (a ``void`` record, not a tombstone)."""
+        now = self.clock()
+        body = {
+            **intent,
+            "state": "void",
+            "deletedKeys": [],
+            "deletedColdKeys": [],
+            "reason": f"{intent['reason']} ({note})",
+            "createdAt": format_ts(now),
+        }
+        self.store.put(self._tomb_key(body, now, "void"), encode_record(TOMBSTONE_KIND, body))
+
+    def finish_intents(self) -> dict[str, dict[str, Any]]:
+        """Intents an interrupted run left without a tombstone: when the first planned object is
+        gone the deletion had begun, so it is finished and its tombstone written; otherwise a
+        ``void`` record closes the intent and this run's plan decides afresh. Blob intents whose
+        blob is still there are returned (blob key → intent): the caller decides them once it
+        knows which blobs retained executions reference."""
+        pending: dict[str, dict[str, Any]] = {}
+        groups: dict[str, dict[str, str]] = {}
+        for info in self.store.list(TOMBSTONE_PREFIX):
+            folder, _, file = info.key.rpartition("/")
+            name, _, suffix = file.removesuffix(".json.zst").partition(".")
+            groups.setdefault(f"{folder}/{_event_id_of(name)}", {})[suffix] = info.key
+        for found in groups.values():
+            if set(found) != {"intent"}:
+                continue
+            try:
+                intent = decode_record(
+                    self.store.get(found["intent"]), TOMBSTONE_KIND, max_size=self.max_object_bytes
+                )
+            except NotFound:
+                continue
+            planned = [(self.store, k) for k in intent.get("plannedKeys", [])]
+            if intent.get("plannedColdKeys"):
+                cold = self.cold(intent.get("coldStore"))
+                planned += [(cold, k) for k in intent["plannedColdKeys"]]
+            begun = bool(planned) and planned[0][0].head(planned[0][1]) is None
+            if begun:
+                done = self.carry_out(intent, note=" (finished after an interrupted run)")
+                if done is not None:
+                    self.report.completed.append(str(done["tombstone"]))
+            elif intent.get("objectKind") == "blob" and intent.get("plannedKeys"):
+                pending[str(intent["plannedKeys"][0])] = intent
+            else:
+                self.void(intent, "interrupted before deleting; re-planned")
+        return pending
 
 
 def _row(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    location = body.get("coldStore") or body.get("location")
+    deleted = list(body.get("deletedKeys") or body.get("keys") or [])
+    deleted += [f"{location}/{k}" for k in body.get("deletedColdKeys") or []]
     return {
         "event_id": body["eventId"],
         "action": body["action"],
@@ -795,14 +1123,59 @@ def _row(body: Mapping[str, Any], key: str) -> dict[str, Any]:
         "execution_id": body.get("executionId"),
         "workflow_id": body.get("workflowId"),
         "snapshot_hash": body.get("snapshotHash"),
-        "deleted_keys": list(body.get("deletedKeys") or body.get("keys") or []),
+        "deleted_keys": deleted,
         "storage_class": body.get("storageClass"),
         "stored_bytes": body.get("storedBytes"),
         "reason": body["reason"],
         "policy": body["policy"],
         "created_at": parse_ts(body["createdAt"], "createdAt"),
         "object_key": key,
+        "tier": body.get("tier") or ("cold-copy" if body.get("deletedColdKeys") else None),
+        "location": location,
     }
+
+
+def _indexed_record(key: str) -> bool:
+    """Tombstones of deletions and tier events are index rows; intents and void records not."""
+    file = key.rsplit("/", 1)[-1].removesuffix(".json.zst")
+    suffix = file.partition(".")[2]
+    return suffix in ("", _COPY_SUFFIX, _UNCOPY_SUFFIX)
+
+
+def _write_rows(store: ObjectStore, rows: list[dict[str, Any]]) -> None:
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_day.setdefault(row["created_at"].date().isoformat(), []).append(row)
+    writer = "ret" + secrets.token_hex(8)
+    for day_rows in by_day.values():
+        key = retention_part_key(day_rows[0]["created_at"], writer)
+        # the tombstones and tier events are what counts: the next run or
+        # rebuild_retention_index restores a lost part
+        with contextlib.suppress(ArchiveError):
+            store.put(key, encode_retention_part(day_rows))
+
+
+def sync_retention_index(
+    store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+) -> int:
+    """Add the rows of every tombstone and tier event that ``index/retention_events`` lacks (a run
+    killed before it wrote its part); rows added. Reads the parts' ``object_key`` column and the
+    listings; only the missing records are read."""
+    indexed: set[str] = set()
+    for info in store.list(f"index/{RETENTION_TABLE}/"):
+        with contextlib.suppress(NotFound):
+            table = pq.read_table(io.BytesIO(store.get(info.key)), columns=["object_key"])
+            indexed.update(table.column("object_key").to_pylist())
+    rows = []
+    for prefix, kind in ((TOMBSTONE_PREFIX, TOMBSTONE_KIND), (TIER_PREFIX, TIER_KIND)):
+        for info in store.list(prefix):
+            if info.key in indexed or not _indexed_record(info.key):
+                continue
+            with contextlib.suppress(NotFound):
+                body = decode_record(store.get(info.key), kind, max_size=max_object_bytes)
+                rows.append(_row(body, info.key))
+    _write_rows(store, rows)
+    return len(rows)
 
 
 def expire(
@@ -812,20 +1185,40 @@ def expire(
     *,
     clock: Callable[[], datetime] = utcnow,
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    cold_store: ObjectStore | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExpiryReport:
     """Delete what ``policy`` lets expire at ``now``, leaving a tombstone for each deletion.
 
     Never deletes an execution under legal hold, an object Object Lock still retains (reported in
-    ``retained_locked``, not raised), or a blob that a retained execution references. Re-running
-    converges: what is gone is not planned again, an interrupted execution (snapshot deleted,
-    final state left) is finished.
+    ``retained_locked``, not raised), or a blob that a retained execution references. Executions
+    copied to a cold store are deleted there too (``cold_store``, else the one their archive event
+    names). Every deletion is announced by an intent record first, so a run killed at any point
+    leaves every deleted object explained; re-running converges: intents left behind are
+    finished, what is gone is not planned again, an interrupted execution is finished.
     """
+    job = _Job(store, policy, clock, cold_store=cold_store, max_object_bytes=max_object_bytes)
+    blob_intents = job.finish_intents()
     scanned = scan(store, max_object_bytes=max_object_bytes)
     holds = active_holds(store, max_object_bytes=max_object_bytes)
     result = plan_from_scan(policy, scanned, clock() if now is None else now, holds)
-    job = _Expirer(store, policy, clock)
     by_id = {ex.execution_id: ex for ex in scanned.executions}
+    # the blobs' intents before any execution is deleted: a run killed after deleting the last
+    # execution that referenced a blob still leaves the blob's deletion to finish
+    for key, size in sorted(result.expiring_blobs.items()):
+        if key not in blob_intents:
+            blob_intents[key] = job.intend(
+                "blob",
+                execution_id=None,
+                workflow_id=None,
+                snapshot_hash=key.rsplit("/", 1)[-1].split(".", 1)[0],
+                hot_keys=[key],
+                sizes={key: size},
+                reason="no retained execution references this structure",
+            )
     still_referenced: set[str] = set()
+    todo = [d for d in result.decisions if d.action == "expire"]
+    done = 0
     for decision in result.decisions:
         ex = by_id[decision.execution_id]
         if decision.action == "held":
@@ -835,69 +1228,67 @@ def expire(
             continue
         # the snapshot first: once it is gone the execution is expired; a final state left behind
         # by a lock is an orphan the next run finishes
-        keys = sorted(ex.objects, key=lambda k: not k.endswith("/snapshot.json.zst"))
-        deleted, locked = job.delete_all(keys, ex.execution_id)
-        if not deleted:
-            still_referenced.add(blob_key(ex.snapshot_hash))
-            continue
-        size = sum(ex.objects[k][0] for k in deleted)
-        tomb = job.tombstone(
+        hot_keys = _snapshot_first(k for k, (_, c) in ex.objects.items() if c != COLD_COPY)
+        cold_keys = _snapshot_first(ex.cold_keys) if ex.cold_location else []
+        sizes = {k: size for k, (size, _) in ex.objects.items()}
+        outcome = job.expire_objects(
             "execution",
             execution_id=ex.execution_id,
             workflow_id=ex.workflow_id,
             snapshot_hash=ex.snapshot_hash,
-            deleted=deleted,
-            stored_bytes=size,
-            reason=decision.reason
-            + ("" if locked is None else f"; {locked} retained by Object Lock"),
+            hot_keys=hot_keys,
+            sizes=sizes,
+            reason=decision.reason,
+            cold_location=ex.cold_location,
+            cold_keys=cold_keys,
         )
-        job.report.expired.append(
-            {
-                "executionId": ex.execution_id,
-                "deletedKeys": deleted,
-                "storedBytes": size,
-                "tombstone": tomb,
-            }
-        )
-    for key, size in sorted(scanned.orphans.items()):
-        execution_id = key.split("/")[2]
-        deleted, _ = job.delete_all([key], execution_id)
-        if deleted:
-            job.tombstone(
-                "final-state",
-                execution_id=execution_id,
-                workflow_id=None,
-                snapshot_hash=None,
-                deleted=deleted,
-                stored_bytes=size,
-                reason="final state of an execution whose snapshot already expired",
-            )
-    for key, size in sorted(result.expiring_blobs.items()):
-        if key in still_referenced:
+        done += 1
+        if progress is not None:
+            progress(done, len(todo))
+        if outcome is None:
+            still_referenced.add(blob_key(ex.snapshot_hash))
             continue
-        digest = key.rsplit("/", 1)[-1].split(".", 1)[0]
-        deleted, _ = job.delete_all([key], f"blob {digest}")
-        if deleted:
+        entry = {
+            "executionId": ex.execution_id,
+            "deletedKeys": outcome["deletedKeys"],
+            "storedBytes": outcome["storedBytes"],
+            "tombstone": outcome["tombstone"],
+        }
+        if outcome["deletedColdKeys"]:
+            entry["coldStore"] = outcome["coldStore"]
+            entry["deletedColdKeys"] = outcome["deletedColdKeys"]
+        job.report.expired.append(entry)
+    for key, size in sorted(scanned.orphans.items()):
+        job.expire_objects(
+            "final-state",
+            execution_id=key.split("/")[2],
+            workflow_id=None,
+            snapshot_hash=None,
+            hot_keys=[key],
+            sizes={key: size},
+            reason="final state of an execution whose snapshot already expired",
+        )
+    for key, intent in sorted(blob_intents.items()):
+        if key in still_referenced:
+            job.void(intent, "a retained execution references it")
+        elif job.carry_out(intent) is not None:
             job.report.expired_blobs.append(key)
-            job.tombstone(
-                "blob",
-                execution_id=None,
-                workflow_id=None,
-                snapshot_hash=digest,
-                deleted=deleted,
-                stored_bytes=size,
-                reason="no retained execution references this structure",
-            )
-    job.write_index()
+    sync_retention_index(store, max_object_bytes=max_object_bytes)
     return job.report
 
 
 def read_tombstones(
-    store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    store: ObjectStore,
+    *,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    include_intents: bool = False,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(key, body) of every tombstone, in key order."""
+    """(key, body) of every tombstone (of a deletion; with ``include_intents`` the intent and
+    ``void`` records too), in key order."""
     out = []
     for info in store.list(TOMBSTONE_PREFIX):
+        if not include_intents and not _indexed_record(info.key):
+            continue
         with contextlib.suppress(NotFound):
             out.append(
                 (
@@ -935,7 +1326,7 @@ def rebuild_retention_index(
 
 
 # --------------------------------------------------------------------------------------------
-# cold archiving by storage class, and restore
+# cold archiving (storage classes, or verified copies to a cold store), and restore
 
 
 def read_tier_events(
@@ -954,55 +1345,103 @@ def read_tier_events(
     return out
 
 
-def _tier_event(
-    job: _Expirer,
-    action: str,
-    ex_id: str,
-    wf_id: str | None,
-    keys: list[str],
-    cls: str,
-    why: str,
-    ex: ExecutionInfo | None = None,
-) -> str:
+#: S3Config fields a cold ``s3://`` store shares with the hot S3 store it is opened beside
+_S3_SHARED: Final = (
+    "endpoint_url",
+    "region",
+    "access_key_id",
+    "secret_access_key",
+    "object_lock_mode",
+    "object_lock_days",
+    "max_attempts",
+    "retry_base_delay",
+    "retry_max_delay",
+    "connect_timeout",
+    "read_timeout",
+)
+
+
+def open_cold_store(url: str, like: ObjectStore | None = None) -> ObjectStore:
+    """The cold store a ``cold_store`` URL names (store_from_url conventions, plus
+    ``file:///path``). An ``s3://`` cold store beside an S3 hot store uses the hot store's
+    endpoint, region, credentials and Object Lock settings (another bucket or prefix)."""
+    from archiver.store.factory import store_from_url
+
+    where = normalize_cold_url(url)
+    if where.startswith("memory:"):
+        raise InvalidInput(
+            "a memory: cold store cannot be opened by URL; pass the store object",
+            field="cold_store",
+        )
+    options: dict[str, Any] = {}
+    config = getattr(like, "config", None)
+    if where.startswith("s3://") and config is not None and hasattr(config, "endpoint_url"):
+        options = {name: getattr(config, name) for name in _S3_SHARED}
+    return store_from_url(where, **options)
+
+
+def _tier_key(execution_id: str, when: datetime, event_id: str, suffix: str = "") -> str:
+    where = execution_prefix(execution_id).split("/", 1)[1]
+    dot = f".{suffix}" if suffix else ""
+    return f"{TIER_PREFIX}executions/{where}{_stamp(when)}-{event_id}{dot}.json.zst"
+
+
+def _write_tier(
+    job: _Job,
+    execution_id: str,
+    fields: Mapping[str, Any],
+    *,
+    suffix: str = "",
+    after: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Write a tier event; its time is later than the record named ``after`` (same execution),
+    so the newest event of an execution is always the last in key order."""
     event_id = "ev_" + secrets.token_hex(10)
     now = job.clock()
+    if after is not None:
+        parsed = _parse_record(after)
+        if parsed is not None and _stamp(now) <= _stamp_of(parsed[1]):
+            now = _unstamp(_stamp_of(parsed[1])) + timedelta(milliseconds=1)
     body = {
         "eventId": event_id,
-        "action": action,
         "objectKind": "execution",
-        "executionId": ex_id,
-        "workflowId": wf_id,
-        "keys": keys,
-        "storageClass": cls,
-        "reason": why,
+        "executionId": execution_id,
+        **fields,
         "policy": job.policy.name,
         "createdAt": format_ts(now),
     }
-    if ex is not None:  # what a later scan needs when the snapshot itself is not readable
-        body.update(
-            snapshotCreatedAt=format_ts(ex.created_at),
-            snapshotHash=ex.snapshot_hash,
-            status=ex.status,
-        )
-    where = execution_prefix(ex_id).split("/", 1)[1]
-    key = f"{TIER_PREFIX}executions/{where}{_stamp(now)}-{event_id}.json.zst"
+    key = _tier_key(execution_id, now, event_id, suffix)
     job.store.put(key, encode_record(TIER_KIND, body))
-    job.rows.append(_row(body, key))
-    return key
+    return key, body
+
+
+def _snapshot_facts(ex: ExecutionInfo) -> dict[str, Any]:
+    """What a later scan needs when the snapshot itself is not readable (or not here)."""
+    return {
+        "snapshotCreatedAt": format_ts(ex.created_at),
+        "snapshotHash": ex.snapshot_hash,
+        "status": ex.status,
+    }
 
 
 @dataclass(slots=True)
 class ArchiveReport:
     policy: str
-    #: {executionId, storageClass, keys, event}
+    #: {executionId, storageClass or tier + location, keys, event}
     moved: list[dict[str, Any]] = field(default_factory=list)
     already_cold: int = 0
+    #: hot objects Object Lock kept after their verified cold copy: {object, key, reason}
+    retained_locked: list[dict[str, Any]] = field(default_factory=list)
+    #: executions that could not be copied (e.g. in GLACIER: restore first): {executionId, reason}
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
             "moved": len(self.moved),
             "alreadyCold": self.already_cold,
+            "retainedLocked": self.retained_locked,
+            "skipped": self.skipped,
             "executions": self.moved,
         }
 
@@ -1011,11 +1450,28 @@ def _storage(store: ObjectStore, method: str) -> Callable[..., Any]:
     fn = getattr(store, method, None)
     if fn is None:
         raise InvalidInput(
-            f"{store.url} has no storage classes (only S3 stores can archive to cold)",
+            f"{store.url} has no storage classes: set cold_store in the retention policy "
+            "(a second store execution objects are copied to)",
             field="store",
         )
     result: Callable[..., Any] = fn
     return result
+
+
+def _latest_plain_event(
+    store: ObjectStore, execution_id: str, max_object_bytes: int
+) -> dict[str, Any] | None:
+    where = execution_prefix(execution_id).split("/", 1)[1]
+    keys = sorted(
+        i.key
+        for i in store.list(f"{TIER_PREFIX}executions/{where}")
+        if (p := _parse_record(i.key)) is not None and p[2] == ""
+    )
+    if not keys:
+        return None
+    with contextlib.suppress(NotFound):
+        return decode_record(store.get(keys[-1]), TIER_KIND, max_size=max_object_bytes)
+    return None
 
 
 def archive_cold(
@@ -1026,44 +1482,167 @@ def archive_cold(
     clock: Callable[[], datetime] = utcnow,
     progress: Callable[[int, int], None] | None = None,
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    cold_store: ObjectStore | None = None,
 ) -> ArchiveReport:
-    """Move every execution past its hot period to its cold storage class (S3 stores).
+    """Move every execution past its hot period to cold storage.
 
-    Each object is copied onto itself with the new class and verified (S3Store.set_storage_class);
-    blobs are never moved. A move is recorded as a tier event object and an index row
-    (``index/retention_events``, action ``archive``). Re-running skips what is already cold, so a
-    killed run is simply run again.
+    With a cold store (``cold_store``, or the policy's ``cold_store``): each object is copied
+    byte for byte to the cold store (create-only), read back and verified (SHA-256 and the record
+    digest), the move is recorded as a tier event (``tier: "cold-copy"``), and only then is the
+    hot copy deleted (a copy Object Lock keeps stays, reported in ``retained_locked``). Without
+    one, on S3 stores: each object is copied onto itself with the new storage class and verified
+    (S3Store.set_storage_class); the tier event is written first, so no moved object lacks one.
+    Blobs are never moved. Re-running finishes what a killed run left (idempotent).
     """
-    set_class = _storage(store, "set_storage_class")
+    job = _Job(store, policy, clock, cold_store=cold_store, max_object_bytes=max_object_bytes)
+    copying = job.has_cold()
+    set_class = None if copying else _storage(store, "set_storage_class")
+    cold = job.cold() if copying else None
     scanned = scan(store, max_object_bytes=max_object_bytes)
-    result = plan_from_scan(policy, scanned, clock() if now is None else now)
+    holds = active_holds(store, max_object_bytes=max_object_bytes)
+    result = plan_from_scan(
+        policy, scanned, clock() if now is None else now, holds, cold_copy=copying
+    )
     by_id = {ex.execution_id: ex for ex in scanned.executions}
-    job = _Expirer(store, policy, clock)
     report = ArchiveReport(policy.name)
     todo = [d for d in result.decisions if d.action == "cold"]
     report.already_cold = sum(1 for d in result.decisions if d.action == "keep")
     for n, decision in enumerate(todo, 1):
         ex = by_id[decision.execution_id]
-        target = decision.target_class
-        assert target is not None
-        moved = [
-            k for k in sorted(ex.objects) if ex.objects[k][1] != target and set_class(k, target)
-        ]
-        event = _tier_event(
-            job, "archive", ex.execution_id, ex.workflow_id, moved, target, decision.reason, ex
-        )
-        report.moved.append(
-            {
-                "executionId": ex.execution_id,
-                "storageClass": target,
-                "keys": moved,
-                "event": event,
-            }
-        )
+        if cold is not None:
+            _copy_to_cold(job, cold, ex, decision.reason, report)
+        else:
+            assert set_class is not None and decision.target_class is not None
+            _move_class(job, set_class, ex, decision.target_class, decision.reason, report)
         if progress is not None:
             progress(n, len(todo))
-    job.write_index()
+    sync_retention_index(store, max_object_bytes=max_object_bytes)
     return report
+
+
+def _move_class(
+    job: _Job,
+    set_class: Callable[..., Any],
+    ex: ExecutionInfo,
+    target: str,
+    reason: str,
+    report: ArchiveReport,
+) -> None:
+    keys = sorted(k for k, (_, cls) in ex.objects.items() if cls != target)
+    last = _latest_plain_event(job.store, ex.execution_id, job.max_object_bytes)
+    if (
+        last is not None
+        and last.get("action") == "archive"
+        and last.get("storageClass") == target
+        and set(keys) <= set(last.get("keys", ()))
+    ):
+        event = "(recorded by an earlier run)"
+    else:
+        event, _ = _write_tier(
+            job,
+            ex.execution_id,
+            {
+                "action": "archive",
+                "tier": "storage-class",
+                "workflowId": ex.workflow_id,
+                "keys": keys,
+                "storageClass": target,
+                "reason": reason,
+                **_snapshot_facts(ex),
+            },
+        )
+    moved = [k for k in keys if set_class(k, target)]
+    report.moved.append(
+        {"executionId": ex.execution_id, "storageClass": target, "keys": moved, "event": event}
+    )
+
+
+_KIND_OF: Final = {"snapshot.json.zst": _SNAPSHOT_KIND, "result.json.zst": _FINAL_STATE_KIND}
+
+
+def _verified_copy(
+    source: ObjectStore, target: ObjectStore, key: str, max_object_bytes: int
+) -> tuple[str, int]:
+    """Copy ``key`` byte for byte (create-only: an identical copy already there is fine), read it
+    back and verify it (same SHA-256, the record's own digest); (sha256 hex, size)."""
+    data = source.get(key)
+    digest = hashlib.sha256(data).hexdigest()
+    target.put(key, data)
+    back = target.get(key)
+    if hashlib.sha256(back).hexdigest() != digest:
+        raise IntegrityError(f"copy of {key} to {target.url} does not verify (SHA-256)")
+    kind = _KIND_OF.get(key.rsplit("/", 1)[-1])
+    if kind is not None:
+        decode_record(back, kind, max_size=max_object_bytes)  # the record digest verifies
+    return digest, len(data)
+
+
+def _copy_to_cold(
+    job: _Job, cold: ObjectStore, ex: ExecutionInfo, reason: str, report: ArchiveReport
+) -> None:
+    hot_keys = sorted(k for k, (_, cls) in ex.objects.items() if cls != COLD_COPY)
+    previous = ex.copy_event
+    digests: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    if previous is not None and previous.get("location") == cold.url:
+        digests.update({k: v for k, v in previous.get("digests", {}).items() if k not in hot_keys})
+        sizes.update({k: v for k, v in previous.get("sizes", {}).items() if k not in hot_keys})
+    try:
+        for key in hot_keys:
+            digests[key], sizes[key] = _verified_copy(job.store, cold, key, job.max_object_bytes)
+    except ObjectArchived:
+        report.skipped.append(
+            {"executionId": ex.execution_id, "reason": "in a cold storage class: restore first"}
+        )
+        return
+    keys = sorted(digests)
+    fields = {
+        "action": "archive",
+        "tier": COLD_COPY_TIER,
+        "workflowId": ex.workflow_id,
+        "keys": keys,
+        "location": cold.url,
+        "digests": digests,
+        "sizes": sizes,
+        "storedBytes": sum(sizes.values()),
+        "reason": reason,
+        **_snapshot_facts(ex),
+    }
+    same = (
+        previous is not None
+        and previous.get("action") == "archive"
+        and previous.get("location") == cold.url
+        and previous.get("digests") == digests
+    )
+    changed = not same
+    if same:  # a run killed after the event: the copy is recorded already
+        assert ex.copy_event_key is not None
+        event = ex.copy_event_key
+    else:
+        event, _ = _write_tier(
+            job, ex.execution_id, fields, suffix=_COPY_SUFFIX, after=ex.copy_event_key
+        )
+    kept = []
+    for key in _snapshot_first(hot_keys):  # only now: the cold copy is verified and recorded
+        try:
+            job.store.delete(key)
+            changed = True
+        except RetentionLocked as err:
+            kept.append(key)
+            report.retained_locked.append(
+                {"object": ex.execution_id, "key": key, "reason": f"Object Lock: {err}"}
+            )
+    if changed:
+        entry = {
+            "executionId": ex.execution_id,
+            "tier": COLD_COPY_TIER,
+            "location": cold.url,
+            "keys": keys,
+            "event": event,
+        }
+        if kept:
+            entry["retainedHot"] = kept
+        report.moved.append(entry)
 
 
 def restore_execution(
@@ -1074,17 +1653,43 @@ def restore_execution(
     clock: Callable[[], datetime] = utcnow,
     policy_name: str = "default",
     dry_run: bool = False,
+    cold_store: ObjectStore | None = None,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
 ) -> str:
-    """Start restoring an archived execution's objects; the overall state after:
+    """Restore an archived execution's objects; the overall state after:
 
     ``hot`` (nothing to restore), ``restoring`` (come back later) or ``restored`` (readable);
-    with ``dry_run`` the state now (``archived`` too) and nothing is started. Idempotent; the first request that starts a restore records a tier event (``restore``).
+    with ``dry_run`` the state now (``archived`` too) and nothing is started. Idempotent; the
+    request that restores records a tier event (``restore``).
+
+    An execution moved to a cold store is copied back (verified against the digests its archive
+    event recorded; create-only puts) and stays hot for ``days`` (archive_cold leaves it alone
+    until then). Otherwise, on S3: ``RestoreObject`` for objects in GLACIER / DEEP_ARCHIVE.
     """
-    restore = _storage(store, "restore")
-    state_of = _storage(store, "restore_state")
+    check_id(execution_id, "executionId")
+    where = execution_prefix(execution_id).split("/", 1)[1]
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/{where}").get(execution_id, [])
+    if copies:
+        state = _restore_copy(
+            store,
+            execution_id,
+            copies,
+            days=days,
+            clock=clock,
+            policy_name=policy_name,
+            dry_run=dry_run,
+            cold_store=cold_store,
+            max_object_bytes=max_object_bytes,
+        )
+        if state is not None:
+            return state
     keys = [i.key for i in store.list(execution_prefix(execution_id))]
     if not any(k.endswith("/snapshot.json.zst") for k in keys):
         raise NotFound(f"no snapshot for execution {execution_id}")
+    if getattr(store, "restore", None) is None:
+        return "hot"  # a store without storage classes: hot where it is
+    restore = _storage(store, "restore")
+    state_of = _storage(store, "restore_state")
     before = {k: state_of(k) for k in keys}
     if dry_run:  # the state now, ``archived`` included; nothing is started
         now_states = set(before.values())
@@ -1095,12 +1700,89 @@ def restore_execution(
     after = {k: (restore(k, days) if s == "archived" else s) for k, s in before.items()}
     started = [k for k, s in before.items() if s == "archived"]
     if started:
-        job = _Expirer(store, RetentionPolicy(name=policy_name), clock)
-        _tier_event(job, "restore", execution_id, None, started, "STANDARD", f"restore {days} days")
-        job.write_index()
+        job = _Job(store, RetentionPolicy(name=policy_name), clock)
+        key, body = _write_tier(
+            job,
+            execution_id,
+            {
+                "action": "restore",
+                "tier": "storage-class",
+                "workflowId": None,
+                "keys": started,
+                "storageClass": "STANDARD",
+                "reason": f"restore {days} days",
+            },
+        )
+        _write_rows(store, [_row(body, key)])
     states = set(after.values())
     if "restoring" in states or "archived" in states:
         return "restoring"
     if "restored" in states:
         return "restored"
     return "hot"
+
+
+def _restore_copy(
+    store: ObjectStore,
+    execution_id: str,
+    copies: list[tuple[str, str, str]],
+    *,
+    days: int,
+    clock: Callable[[], datetime],
+    policy_name: str,
+    dry_run: bool,
+    cold_store: ObjectStore | None,
+    max_object_bytes: int,
+) -> str | None:
+    """Restore from the cold store; None when the execution is not (or no longer) there."""
+    latest_key = copies[-1][2]
+    latest = decode_record(store.get(latest_key), TIER_KIND, max_size=max_object_bytes)
+    keys = [str(k) for k in latest.get("keys", ())]
+    missing = [k for k in keys if store.head(k) is None]
+    if latest.get("action") == "restore":
+        return None if missing else _restored_state(latest, clock)
+    where = execution_prefix(execution_id).split("/", 1)[1]
+    outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/{where}")
+    if not _moved(copies, outcomes.get(execution_id, ())):
+        return None  # expired since: only hot objects (if any) count
+    if dry_run:
+        return "archived" if missing else "hot"
+    job = _Job(store, RetentionPolicy(name=policy_name), clock, cold_store=cold_store)
+    cold = job.cold(str(latest["location"]))
+    digests = latest.get("digests", {})
+    for key in missing:
+        try:
+            data = cold.get(key)
+        except NotFound:
+            raise NotFound(
+                f"execution {execution_id}: {key} is missing from the cold store {cold.url}"
+            ) from None
+        if hashlib.sha256(data).hexdigest() != digests.get(key):
+            raise IntegrityError(f"cold copy of {key} in {cold.url} does not match its digest")
+        digest, _ = _verified_copy(cold, store, key, max_object_bytes)
+        assert digest == digests.get(key)
+    until = clock() + timedelta(days=days)
+    key, body = _write_tier(
+        job,
+        execution_id,
+        {
+            "action": "restore",
+            "tier": COLD_COPY_TIER,
+            "workflowId": latest.get("workflowId"),
+            "keys": keys,
+            "location": latest["location"],
+            "digests": digests,
+            "sizes": latest.get("sizes", {}),
+            "restoredUntil": format_ts(until),
+            "reason": f"restore {days} days from the cold copy",
+        },
+        suffix=_UNCOPY_SUFFIX,
+        after=latest_key,
+    )
+    _write_rows(store, [_row(body, key)])
+    return "restored"
+
+
+def _restored_state(event: Mapping[str, Any], clock: Callable[[], datetime]) -> str:
+    until = event.get("restoredUntil") if event.get("action") == "restore" else None
+    return "restored" if until and clock() < parse_ts(until, "restoredUntil") else "hot"
