@@ -17,6 +17,11 @@ once but stays on disk for ``grace_seconds`` (default 10 s, at least three refre
 query that chose its files a moment earlier still finds them (rows it finds twice are deduplicated
 by the readers); the deletion itself takes the write side of a readers-writer lock that queries
 hold for reading (:meth:`ManifestCache.reading`).
+
+Only table files are mirrored (``<table>/dt=YYYY-MM-DD/<name>.parquet``): compaction records
+(``index/_compactions/…``, ``archiver.compaction``) and anything else under ``index/`` are not.
+A part that compaction deletes leaves :attr:`ManifestCache.files` (and so the catalog's file lists
+and key map) at the next refresh.
 """
 
 from __future__ import annotations
