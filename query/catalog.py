@@ -41,6 +41,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 
 from archiver.events import EVENT_TABLES
 from archiver.index import SCHEMAS
+from archiver.retention import RETENTION_EVENTS_SCHEMA, RETENTION_TABLE
 from archiver.store.base import ObjectStore
 from query.manifests import ManifestCache
 
@@ -74,6 +75,7 @@ DEDUP_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "node_runs": ("execution_id", "node_name", "run_index", "workflow_id", "dt"),
     "tag_events": ("event_id", "workflow_id", "dt"),
     "annotations": ("event_id", "workflow_id", "dt"),
+    "retention_events": ("event_id", "action", "execution_id", "workflow_id", "dt"),
 }
 _DEDUP_ORDER: Final[Mapping[str, str]] = {
     "snapshots": "object_key",
@@ -82,13 +84,19 @@ _DEDUP_ORDER: Final[Mapping[str, str]] = {
     "node_runs": "object_key",
     "tag_events": "object_key",
     "annotations": "object_key",
+    "retention_events": "object_key",
 }
 
 #: the append-only tag and annotation events (``archiver.events``): their own parts under
 #: ``index/``, outside rebuild_index/verify (``rebuild_event_index`` regenerates them)
 EVENT_VIEWS: Final = tuple(EVENT_TABLES)
-#: every table a view reads: the index tables and the event tables
-VIEW_SCHEMAS: Final[Mapping[str, pa.Schema]] = {**SCHEMAS, **EVENT_TABLES}
+#: every table a view reads: the index tables, the event tables and retention's tombstones and
+#: tier events (``archiver.retention``: ``rebuild_retention_index`` regenerates them)
+VIEW_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
+    **SCHEMAS,
+    **EVENT_TABLES,
+    RETENTION_TABLE: RETENTION_EVENTS_SCHEMA,
+}
 VIEW_TABLES: Final = tuple(VIEW_SCHEMAS)
 
 VIEWS: Final = (*VIEW_TABLES, "executions")

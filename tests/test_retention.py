@@ -20,20 +20,26 @@ from archiver.errors import InvalidInput, NotFound, ObjectArchived
 from archiver.events import EventLog
 from archiver.layout import blob_key, execution_prefix, snapshot_key
 from archiver.retention import (
+    RETENTION_EVENTS_SCHEMA,
+    RETENTION_TABLE,
     ExpiryReport,
     LifecycleUnsupported,
     RetentionPolicy,
     Rule,
     apply_lifecycle,
     archive_cold,
+    cold_moved_executions,
     expire,
     lifecycle_configuration,
     load_policy,
+    normalize_cold_url,
+    open_cold_store,
     plan,
     read_tier_events,
     read_tombstones,
     rebuild_retention_index,
     restore_execution,
+    sync_retention_index,
 )
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectStore
@@ -606,3 +612,405 @@ def test_verify_counts_expired_rows_as_expired_not_missing(
     survivor = next(e for e in history.executions if e not in expired_ids)
     store.delete(snapshot_key(survivor))
     assert not verify(store).ok
+
+
+# --------------------------------------------------------------------------------------------
+# cold tier on stores without storage classes: verified copies to a cold store
+
+
+def test_policy_cold_store_setting(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(f'[retention]\ncold_store = "file://{tmp_path}/cold"\n')
+    policy = load_policy(path)
+    assert policy.cold_store == f"file://{tmp_path}/cold"
+    assert normalize_cold_url(policy.cold_store) == f"local:{tmp_path}/cold"
+    assert open_cold_store(policy.cold_store).url == f"local:{tmp_path}/cold"
+    assert load_policy(None).cold_store is None
+    for bad in ("cold_store = 3", 'cold_store = "ftp://host/x"', 'cold_store = ""'):
+        path.write_text(f"[retention]\n{bad}\n")
+        with pytest.raises(InvalidInput) as err:
+            load_policy(path)
+        assert err.value.field == "cold_store"
+    with pytest.raises(InvalidInput, match="memory"):
+        open_cold_store("memory:")
+
+
+def _cold_policy(**kwargs: Any) -> RetentionPolicy:
+    base: dict[str, Any] = {
+        "name": "cold",
+        "hot_days": 30,
+        "keep_days": 90,
+        "cold_store": "memory:",
+        "statuses": {"error": Rule(keep_days=110)},
+        "tags": {"baseline": Rule(keep_days="never")},
+        "hold_executions": frozenset({"ex-099"}),
+    }
+    base.update(kwargs)
+    return RetentionPolicy(**base)
+
+
+@pytest.fixture(params=["memory", "local"])
+def cold_pair(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[History, ObjectStore]:
+    if request.param == "memory":
+        return make_history(MemoryStore()), MemoryStore()
+    return make_history(LocalStore(tmp_path / "hot")), LocalStore(tmp_path / "cold")
+
+
+def test_cold_copy_archive_read_restore_expire(cold_pair: tuple[History, ObjectStore]) -> None:
+    history, cold = cold_pair
+    store = history.archive.store
+    policy = _cold_policy()
+    planned = plan(store, policy, NOW).to_json(details=True)
+    to_cold = {d["executionId"] for d in planned["decisions"] if d["action"] == "cold"}
+    assert to_cold and {
+        d["targetClass"] for d in planned["decisions"] if d["action"] == "cold"
+    } == {"COLD_COPY"}
+    hot_bytes = {k: store.get(k) for eid in to_cold for k in _keys(store, eid)}
+    ticks = []
+
+    report = archive_cold(
+        store, policy, NOW, cold_store=cold, progress=lambda n, t: ticks.append((n, t))
+    )
+    assert {m["executionId"] for m in report.moved} == to_cold
+    assert ticks[-1] == (len(to_cold), len(to_cold))
+    # byte for byte in the cold store, gone from the hot one; blobs never move
+    for key, data in hot_bytes.items():
+        assert cold.get(key) == data
+        assert store.head(key) is None
+    assert list(cold.list("blobs/")) == []
+    assert cold_moved_executions(store) == to_cold
+    events = [b for _, b in read_tier_events(store)]
+    assert {(b["action"], b["tier"], b["location"]) for b in events} == {
+        ("archive", "cold-copy", cold.url)
+    }
+    # reads answer archived (HTTP 409 with the restore link), not 404
+    moved_id = sorted(to_cold)[0]
+    with pytest.raises(ObjectArchived) as archived:
+        history.archive.get_snapshot(moved_id)
+    assert archived.value.execution_id == moved_id
+    from api.app import create_app
+    from archiver.config import Settings
+    from tests.test_api import Client
+
+    response = Client(create_app(Settings(), archive=history.archive)).get(
+        f"/api/execution-snapshots/{moved_id}"
+    )
+    assert response.status_code == 409
+    assert response.json()["restore"] == f"POST /api/execution-snapshots/{moved_id}/restore"
+    with pytest.raises(NotFound):
+        history.archive.get_snapshot("never-was")
+    # the plan sees them as already cold; re-running moves nothing
+    assert plan(store, policy, NOW).summary()["alreadyCold"]["executions"] == len(to_cold)
+    assert archive_cold(store, policy, NOW, cold_store=cold).moved == []
+    # restore: copied back (verified), readable, left hot for its days, idempotent
+    assert restore_execution(store, moved_id, cold_store=cold, dry_run=True) == "archived"
+    restored = restore_execution(store, moved_id, cold_store=cold, days=3, clock=lambda: NOW)
+    assert restored == "restored"
+    assert restore_execution(store, moved_id, cold_store=cold, clock=lambda: NOW) == "restored"
+    assert history.archive.get_snapshot(moved_id).execution_id == moved_id
+    final = history.archive.get_final_state(moved_id)
+    assert final is not None and final.status == history.executions[moved_id][2]
+    assert moved_id not in cold_moved_executions(store)
+    assert archive_cold(store, policy, NOW, cold_store=cold).moved == []  # restored for 3 days
+    again = archive_cold(store, policy, NOW + timedelta(days=4), cold_store=cold)
+    assert moved_id in {m["executionId"] for m in again.moved}  # then cold again
+    # expiry 60 days later deletes cold copies as well, each with its tombstone
+    later = NOW + timedelta(days=60)
+    expired = expire(store, policy, later, cold_store=cold)
+    cold_expired = {e["executionId"] for e in expired.expired if e.get("deletedColdKeys")}
+    assert cold_expired and cold_expired <= to_cold
+    for execution_id in cold_expired:
+        assert list(cold.list(execution_prefix(execution_id))) == []
+        with pytest.raises(NotFound):  # expired: 404, no longer archived
+            history.archive.get_snapshot(execution_id)
+    bodies = {b["executionId"]: b for _, b in read_tombstones(store) if b.get("executionId")}
+    for execution_id in cold_expired:
+        assert bodies[execution_id]["deletedColdKeys"] and bodies[execution_id]["state"] == "done"
+    assert not cold_expired & cold_moved_executions(store)
+    with pytest.raises(NotFound):
+        restore_execution(store, sorted(cold_expired)[0], cold_store=cold, dry_run=True)
+    # the index has a row per tombstone and tier event (cold deletions name the cold store)
+    rows = [
+        r
+        for i in store.list("index/retention_events/")
+        for r in pq.read_table(io.BytesIO(store.get(i.key))).to_pylist()
+    ]
+    records = read_tombstones(store) + read_tier_events(store)
+    assert {r["object_key"] for r in rows} == {k for k, _ in records}
+    cold_rows = [r for r in rows if r["action"] == "expire" and r["tier"] == "cold-copy"]
+    assert cold_rows and all(r["location"] == cold.url for r in cold_rows)
+    assert all(any(k.startswith(cold.url) for k in r["deleted_keys"]) for r in cold_rows)
+
+
+def _keys(store: ObjectStore, execution_id: str) -> list[str]:
+    return [i.key for i in store.list(execution_prefix(execution_id))]
+
+
+def test_restore_of_expired_cold_execution_is_not_found() -> None:
+    history, cold = make_history(MemoryStore()), MemoryStore()
+    store = history.archive.store
+    policy = _cold_policy(keep_days=100, statuses={})
+    archive_cold(store, policy, NOW, cold_store=cold)
+    assert "ex-095" in cold_moved_executions(store)
+    expire(store, policy, NOW + timedelta(days=10), cold_store=cold)
+    with pytest.raises(NotFound):
+        restore_execution(store, "ex-095", cold_store=cold)
+
+
+def test_cold_store_on_a_store_with_storage_classes_copies(
+    s3_store_factory: Callable[..., Any],
+) -> None:
+    """moto has storage classes; a configured cold store still means copies (the documented
+    choice), and the hot objects stay STANDARD until deleted."""
+    store = s3_store_factory("moto")
+    archive = Archive(store, Sanitizer(bytes(range(32))))
+    old = (NOW - timedelta(days=50)).isoformat()
+    archive.capture_snapshot(execution_id="old-1", workflow=_workflow("w", 0), created_at=old)
+    cold = MemoryStore()
+    report = archive_cold(store, _cold_policy(), NOW, cold_store=cold)
+    assert [m["tier"] for m in report.moved] == ["cold-copy"]
+    assert store.head(snapshot_key("old-1")) is None and cold.head(snapshot_key("old-1"))
+
+
+def test_cli_and_http_with_a_local_cold_store(tmp_path: Path) -> None:
+    from api.app import create_app
+    from archiver.config import Settings
+
+    store = LocalStore(tmp_path / "store")
+    make_history(store)
+    policy = tmp_path / "p.toml"
+    policy.write_text(
+        f'[retention]\nname = "cli"\nhot_days = 30\nkeep_days = "never"\n'
+        f'cold_store = "file://{tmp_path}/cold"\n'
+    )
+    base = ["--store", f"local:{store.root}"]
+    out = CliRunner().invoke(main, [*base, "archive", "--policy", str(policy)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["moved"] == len([e for e in data["executions"] if e["tier"] == "cold-copy"]) > 0
+    assert "archive:" in out.stderr  # progress
+    cold = LocalStore(tmp_path / "cold")
+    assert cold.head(snapshot_key("ex-050")) is not None
+    restored = CliRunner().invoke(main, [*base, "restore", "ex-050"])
+    assert restored.exit_code == 0, restored.output
+    assert json.loads(restored.stdout)["state"] == "restored"
+    archive = Archive(store, Sanitizer(bytes(range(32))))
+    assert archive.get_snapshot("ex-050").execution_id == "ex-050"
+    # HTTP restore: 201 when it copied back, then 200
+    app = create_app(Settings(retention_policy_file=str(policy)), archive=archive)
+    url = "/api/execution-snapshots/ex-060/restore"
+    assert _http(app, "GET", "/api/execution-snapshots/ex-060", None).status_code == 409
+    first = _http(app, "POST", url, {})
+    assert first.status_code == 201 and first.json()["state"] == "restored"
+    assert _http(app, "POST", url, {}).status_code == 200
+    assert _http(app, "GET", "/api/execution-snapshots/ex-060", None).status_code == 200
+    assert _http(app, "POST", "/api/retention/archive", {}).status_code == 200  # restored stay
+
+
+def test_cold_copy_keeps_locked_hot_objects(s3_bucket_factory: Callable[[str], Any]) -> None:
+    """SeaweedFS enforces COMPLIANCE: the verified copy is made and recorded, the hot copy stays
+    (reported), reads keep working from the hot store."""
+    bucket = s3_bucket_factory("seaweedfs")
+    plain = bucket.store(prefix="arch")
+    locked = bucket.store(prefix="arch", object_lock_mode="COMPLIANCE", object_lock_days=1)
+    old = (NOW - timedelta(days=50)).isoformat()
+    Archive(locked, Sanitizer(bytes(range(32)))).capture_snapshot(
+        execution_id="locked-1", workflow=_workflow("w", 0), created_at=old
+    )
+    Archive(plain, Sanitizer(bytes(range(32)))).capture_snapshot(
+        execution_id="free-1", workflow=_workflow("w", 0), created_at=old
+    )
+    cold = bucket.store(prefix="cold")
+    report = archive_cold(plain, _cold_policy(), NOW, cold_store=cold)
+    assert [r["object"] for r in report.retained_locked] == ["locked-1"]
+    assert cold.head(snapshot_key("locked-1")) is not None
+    assert plain.head(snapshot_key("locked-1")) is not None
+    assert plain.head(snapshot_key("free-1")) is None
+    archive = Archive(plain, Sanitizer(bytes(range(32))))
+    assert archive.get_snapshot("locked-1").execution_id == "locked-1"
+    again = archive_cold(plain, _cold_policy(), NOW, cold_store=cold)
+    assert again.moved == [] and [r["object"] for r in again.retained_locked] == ["locked-1"]
+    assert sum(1 for _, b in read_tier_events(plain) if b["executionId"] == "locked-1") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# kill-safety of expiry: an intent before every deletion
+
+
+class _DiesOnDelete:
+    """Deletes normally until the ``n``-th delete, which raises instead of happening."""
+
+    def __init__(self, inner: ObjectStore, n: int, *, after: bool = False) -> None:
+        self.inner, self.n, self.after, self.url = inner, n, after, inner.url
+
+    def delete(self, key: str) -> None:
+        self.n -= 1
+        if self.n == 0:
+            if self.after:  # the deletion happens, the process dies before the tombstone
+                self.inner.delete(key)
+            raise KeyboardInterrupt
+        self.inner.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_expire_killed_around_a_deletion_leaves_it_explained(
+    history: History, tmp_path: Path, after: bool
+) -> None:
+    from archiver.index import rebuild_index, verify
+
+    store = history.archive.store
+    assert rebuild_index(store).ok
+    policy = load_policy(_policy(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        expire(_DiesOnDelete(store, 3, after=after), policy, NOW)  # type: ignore[arg-type]
+    intents = [b for _, b in read_tombstones(store, include_intents=True)]
+    assert intents and all(b["state"] in ("intent", "done") for b in intents)
+    # every object gone so far is explained (an intent or a tombstone): no row points at nothing
+    assert verify(store).rows_without_objects == []
+    # the next run finishes the interrupted deletion and converges on what one run does
+    report = expire(store, policy, NOW)
+    assert report.completed == ([] if not after else report.completed) and (
+        bool(report.completed) == after
+    )
+    _check_expired_after_rerun(history, store, tmp_path)
+    assert verify(store).ok
+
+
+def _check_expired_after_rerun(history: History, store: ObjectStore, tmp_path: Path) -> None:
+    expected = _expected(history.executions)
+    tombstoned = {
+        b["executionId"] for _, b in read_tombstones(store) if b["objectKind"] == "execution"
+    }
+    assert tombstoned == expected["expire"]
+    for execution_id in history.executions:
+        present = list(store.list(execution_prefix(execution_id)))
+        assert (not present) == (execution_id in expected["expire"]), execution_id
+    intents = read_tombstones(store, include_intents=True)
+    closed = {b["eventId"] for _, b in intents if b["state"] != "intent"}
+    assert all(b["eventId"] in closed for _, b in intents)  # no intent left open
+    again = expire(store, load_policy(_policy(tmp_path)), NOW)
+    assert again.expired == [] and again.tombstones == []
+
+
+def test_retention_index_catches_up_after_a_killed_run(tmp_path: Path) -> None:
+    history = make_history(MemoryStore())
+    store = history.archive.store
+    policy = load_policy(_policy(tmp_path))
+
+    class NoIndex(_DiesOnDelete):
+        def put(self, key: str, data: bytes) -> bool:
+            if key.startswith("index/"):
+                raise KeyboardInterrupt  # killed just before the part is written
+            return self.inner.put(key, data)
+
+    with pytest.raises(KeyboardInterrupt):
+        expire(NoIndex(store, 10**6), policy, NOW)  # type: ignore[arg-type]
+    assert list(store.list("index/retention_events/")) == []
+    assert sync_retention_index(store) == len(read_tombstones(store)) > 0
+    assert sync_retention_index(store) == 0
+
+
+def _verify_knows_cold_moves() -> bool:
+    import archiver.index
+
+    return "cold_moved_executions" in Path(archiver.index.__file__).read_text()
+
+
+@pytest.mark.xfail(
+    not _verify_knows_cold_moves(),
+    reason="archiver.index.verify does not know cold-moved executions yet: it should treat "
+    "archiver.retention.cold_moved_executions(store) like tombstoned ones",
+    strict=True,
+)
+def test_verify_does_not_flag_cold_moved_executions() -> None:
+    from archiver.index import rebuild_index, verify
+
+    history, cold = make_history(MemoryStore()), MemoryStore()
+    store = history.archive.store
+    assert rebuild_index(store).ok
+    archive_cold(store, _cold_policy(keep_days="never"), NOW, cold_store=cold)
+    assert cold_moved_executions(store)
+    checked = verify(store)
+    assert checked.rows_without_objects == [] and checked.ok
+
+
+# --------------------------------------------------------------------------------------------
+# analyst SQL over retention_events
+
+
+def _mirrors_retention_events() -> bool:
+    from query import manifests
+
+    return RETENTION_TABLE in manifests._MANIFEST_RE.pattern
+
+
+@pytest.mark.xfail(
+    not _mirrors_retention_events(),
+    reason="query/manifests.py does not mirror index/retention_events yet",
+    strict=True,
+)
+def test_retention_events_are_queryable_with_sql(store: ObjectStore) -> None:
+    from query.catalog import Catalog
+    from query.sql import SqlSandbox
+
+    archive = Archive(store, Sanitizer(bytes(range(32))))
+    for n, age in enumerate((200, 150, 40, 5)):
+        archive.capture_snapshot(
+            execution_id=f"s-{n}",
+            workflow=_workflow("w", n),
+            created_at=(NOW - timedelta(days=age)).isoformat(),
+        )
+    cold = MemoryStore()
+    policy = _cold_policy(keep_days=100)
+    archive_cold(store, policy, NOW, cold_store=cold)
+    expire(store, policy, NOW, cold_store=cold)
+    with Catalog(store) as catalog:
+        sandbox = SqlSandbox(catalog)
+        rows = sandbox.run(
+            "SELECT action, object_kind, execution_id, tier, location FROM retention_events "
+            "ORDER BY action, object_kind, execution_id"
+        ).rows()
+    assert rows == [
+        ["archive", "execution", "s-2", "cold-copy", cold.url],
+        ["expire", "blob", None, None, None],
+        ["expire", "blob", None, None, None],
+        ["expire", "execution", "s-0", None, None],
+        ["expire", "execution", "s-1", None, None],
+    ]
+
+
+def test_retention_events_view_has_the_columns() -> None:
+    from query.catalog import Catalog
+    from query.sql import SqlSandbox
+
+    with Catalog(MemoryStore()) as catalog:
+        result = SqlSandbox(catalog).run("SELECT * FROM retention_events")
+        assert result.rows() == []
+        names = [c.name for c in result.columns]
+        assert names[: len(RETENTION_EVENTS_SCHEMA.names)] == RETENTION_EVENTS_SCHEMA.names
+
+
+def test_cli_sql_reads_retention_events(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    make_history(store)
+    expire(store, load_policy(_policy(tmp_path)), NOW)
+    out = CliRunner().invoke(
+        main,
+        [
+            "--store",
+            f"local:{store.root}",
+            "sql",
+            "--format",
+            "json",
+            "SELECT action, count(*) AS n FROM retention_events GROUP BY action",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)["rows"]
+    if _mirrors_retention_events():
+        assert rows == [["expire", len(read_tombstones(store))]]
+    else:  # the view exists; its rows appear once query/manifests.py mirrors the table
+        assert rows == []
