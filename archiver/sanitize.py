@@ -475,6 +475,7 @@ _MODE_NAME_MAP: Final = 1
 _MODE_NODE: Final = 2  # a workflow node; NODE_KEPT_KEYS kept as they are
 _UNCHANGED: Final = b""
 _NOT_MEMO: Final = 8  # with the number flags: a chunk not to memoise
+_HAS_NULL: Final = 16  # in the memo: the chunk's bytes hold a null (see ``_hit``)
 _FLAGS: Final = NUMBER_CONVERT | NUMBER_SLOW | NUMBER_NONFINITE  # what callers get
 _Memo = dict[bytes, tuple[bytes, int]]
 
@@ -538,16 +539,40 @@ class Sanitizer:
         memoised by the node's bytes, so an unchanged node costs a serialization and a parse.
         """
         call = _Call()
+        out: list[dict[str, Any]] = []
+        append = out.append
+        memo = self._chunks[_MODE_NODE]
+        flags = 0
         try:
-            out = [self._node(node, call) for node in nodes]
+            for node in nodes:
+                # The memo hit, inline: the common case for a workflow seen before, edits and all.
+                if type(node) is dict and self._cache_limit:
+                    try:
+                        raw = _dumps(node, option=_MEMO_OPTIONS)
+                    except TypeError:
+                        append(self._node(node, call, None, b""))
+                        continue
+                    digest = _sha256(raw).digest()
+                    hit = memo.get(digest)
+                    # orjson prints NaN as null: a node holding one has the bytes of a null twin.
+                    if hit is not None and (not hit[1] & _HAS_NULL or _loads(raw) == node):
+                        done = dict(node)
+                        done.update(_loads(hit[0]))
+                        flags |= hit[1]
+                        append(done)
+                    else:
+                        append(self._node(node, call, raw, digest))
+                else:
+                    append(self._node(node, call, None, b""))
         except _NotPlain:
             return self.sanitize_nodes(_to_plain(nodes))
         except RecursionError as err:
             raise SanitizationError("value is nested too deeply to be sanitized") from err
         self._finish(call)
-        if call.flags & NUMBER_NONFINITE:
+        flags |= call.flags
+        if flags & NUMBER_NONFINITE:
             raise _nonfinite(out, "nodes")
-        return out, call.flags & _FLAGS
+        return out, flags & _FLAGS
 
     def _sanitize(self, value: Any) -> tuple[Any, int]:
         call = _Call()
@@ -776,31 +801,17 @@ class Sanitizer:
         flags = call.flags
         call.flags = saved | flags
         if raw is not None:
-            call.chunks.append((mode, digest, v, out, flags))
+            call.chunks.append((mode, digest, v, out, flags | _has_null(raw)))
         return out
 
-    def _node(self, node: Any, call: _Call) -> dict[str, Any]:
-        """One workflow node: a chunk memoised by the whole node's bytes, holding the sanitized
-        form of the fields but NODE_KEPT_KEYS (which are kept, shared, and classified)."""
+    def _node(self, node: Any, call: _Call, raw: bytes | None, digest: bytes) -> dict[str, Any]:
+        """One workflow node not found in the memo (``raw``: its bytes, None if not memoisable):
+        NODE_KEPT_KEYS kept (shared) and classified, the rest walked like any object. The memo
+        keeps the sanitized rest by the whole node's digest."""
         if type(node) is not dict:
             if isinstance(node, dict):
                 raise _NotPlain()
             raise SanitizationError(f"a node must be an object, not {type(node).__name__}")
-        raw = None
-        if self._cache_limit:
-            try:
-                raw = _dumps(node, option=_MEMO_OPTIONS)
-            except TypeError:
-                raw = None
-        if raw is not None:
-            digest = _sha256(raw).digest()
-            hit = self._chunks[_MODE_NODE].get(digest)
-            if hit is not None and (b"null" not in raw or _loads(raw) == node):
-                # (orjson prints NaN as null: a node holding one has the bytes of a null twin.)
-                out = dict(node)
-                out.update(_loads(hit[0]))
-                call.flags |= hit[1]
-                return out
         saved = call.flags
         call.flags = 0
         rest = {}
@@ -815,7 +826,7 @@ class Sanitizer:
         flags = call.flags
         call.flags = saved | flags
         if raw is not None:
-            call.chunks.append((_MODE_NODE, digest, None, clean, flags))
+            call.chunks.append((_MODE_NODE, digest, None, clean, flags | _has_null(raw)))
         return out
 
     def _chunk1(self, v: Any, call: _Call, mode: int) -> Any:
@@ -901,6 +912,8 @@ class Sanitizer:
             return v
         if t is int or t is float:
             if secret_numbers:
+                if t is float and not math.isfinite(v):
+                    call.flags |= _NOT_MEMO  # its bytes say null: a null twin must not get this
                 return self.marker(repr(v))
             call.flags |= number_flags(v)
             return v
@@ -1107,13 +1120,18 @@ def _hit(hit: tuple[bytes, int], raw: bytes, before: Any) -> Any:
     """The memoised result of a chunk whose bytes are ``raw``, or None to walk it after all.
 
     orjson prints NaN and infinities as null: a chunk holding one has the bytes of its twin with
-    null there, so where ``raw`` holds a null the parsed input must equal the chunk.
+    null there, so where ``raw`` holds a null (``_HAS_NULL``, noted when the twin was stored: the
+    bytes are the same) the parsed input must equal the chunk.
     """
     result = hit[0]
     out = _loads(result or raw)
-    if b"null" in raw and (_loads(raw) if result else out) != before:
+    if hit[1] & _HAS_NULL and (_loads(raw) if result else out) != before:
         return None
     return out
+
+
+def _has_null(raw: bytes) -> int:
+    return _HAS_NULL if b"null" in raw else 0
 
 
 def _classify(v: Any, call: _Call) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
+import math
+import operator
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -12,10 +15,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from archiver.canonical import number_flags
 from archiver.errors import InvalidInput, SanitizationError
 from archiver.sanitize import (
     MARKER_PREFIX,
     MARKER_RE,
+    NODE_KEPT_KEYS,
     Sanitizer,
     contains_marker,
     find_markers,
@@ -935,3 +940,102 @@ def test_the_memo_never_holds_a_secret() -> None:
         held += [k.hex() for k in memo] + [v.decode() for v, _ in memo.values()]
     assert held
     assert not [h for h in held if secret in h]
+
+
+# ---- numbers for canonicalize (sanitize_json, sanitize_nodes) -------------------------------------
+
+NUMBERS = st.recursive(
+    st.one_of(
+        st.none(),
+        st.sampled_from([1.0, -0.0, 4.2, 1e16, 1e-7, 2**53, 2**53 + 1, -(2**60), 7]),
+        st.floats(allow_nan=False, allow_infinity=False),
+        TEXT,
+    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=5),
+    max_leaves=25,
+)
+
+
+def numbers_of(value: Any) -> int:
+    """The OR of number_flags over the numbers of a (sanitized) tree."""
+    if isinstance(value, dict):
+        return functools.reduce(operator.or_, map(numbers_of, value.values()), 0)
+    if isinstance(value, list):
+        return functools.reduce(operator.or_, map(numbers_of, value), 0)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return number_flags(value)
+    return 0
+
+
+@PROPERTY
+@given(NUMBERS)
+def test_sanitize_json_reports_the_numbers_it_keeps(value: Any) -> None:
+    tree = {"a": [value], "b": {"c": value}}
+    cached = Sanitizer(KEY)
+    for sanitizer in (cached, cached, Sanitizer(KEY, cache_bytes=0)):  # cold, warm, no memo
+        out, numbers = sanitizer.sanitize_json(tree)
+        assert out == S.sanitize(tree)
+        assert numbers == numbers_of(out)
+
+
+@PROPERTY
+@given(st.lists(NUMBERS, min_size=1, max_size=3), st.sampled_from([1, 2.5, 1.0, 2**60]))
+def test_sanitize_nodes_keeps_identity_and_reports_numbers(params: list[Any], version: Any) -> None:
+    nodes = [
+        {
+            "id": f"n{i}",
+            "name": f"Node {i}",
+            "type": "n8n-nodes-base.set",
+            "typeVersion": version,
+            "position": [i, 2.0],
+            "credentials": {"httpHeaderAuth": {"id": "7", "name": "token=abcdef123456"}},
+            "parameters": {"p": p, "password": "hunter2"},
+        }
+        for i, p in enumerate(params)
+    ]
+    cached = Sanitizer(KEY)
+    for sanitizer in (cached, cached, Sanitizer(KEY, cache_bytes=0)):
+        out, numbers = sanitizer.sanitize_nodes(nodes)
+        assert numbers == numbers_of(out)
+        for node, clean in zip(nodes, out, strict=True):
+            assert list(clean) == list(node)  # the node's key order
+            assert {k: clean[k] for k in NODE_KEPT_KEYS if k in node} == {
+                k: node[k] for k in NODE_KEPT_KEYS if k in node
+            }
+            assert clean["parameters"] == S.sanitize(node["parameters"])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_refused_with_their_path_memo_or_not(bad: float) -> None:
+    s = Sanitizer(KEY)
+    twin = [{"name": "A", "type": "t", "parameters": {"x": [1, None]}}]
+    nodes = [{"name": "A", "type": "t", "parameters": {"x": [1, bad]}}]
+    for _ in range(2):  # the twin with null has the same orjson bytes: it must not be mistaken
+        assert s.sanitize_nodes(twin)[0] == twin
+        with pytest.raises(InvalidInput, match="NaN") as err:
+            s.sanitize_nodes(nodes)
+        assert err.value.field == "nodes[0].parameters.x[1]"
+    with pytest.raises(InvalidInput) as err:
+        s.sanitize_nodes([{"name": "A", "type": "t", "webhookId": bad, "parameters": {}}])
+    assert err.value.field == "nodes[0].webhookId"
+    for _ in range(2):
+        assert s.sanitize_json({"n": [{"k": None}]}) == ({"n": [{"k": None}]}, 0)
+        with pytest.raises(InvalidInput) as err:
+            s.sanitize_json({"n": [{"k": bad}]}, where="settings")
+        assert err.value.field == "settings.n[0].k"
+        # sanitize() keeps them (canonicalize refuses them later), memo or not ...
+        assert math.isnan(s.sanitize({"n": [{"k": math.nan}]})["n"][0]["k"])
+        # ... and under a secret key they are replaced like any number
+        out = s.sanitize({"n": [{"password": bad}]})
+        assert out == {"n": [{"password": s.marker(repr(bad))}]}
+        assert s.sanitize({"n": [{"password": None}]}) == {"n": [{"password": None}]}
+
+
+def test_values_orjson_prints_but_the_walk_refuses_are_refused_memo_or_not() -> None:
+    import datetime
+
+    s = Sanitizer(KEY)
+    when = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
+    assert s.sanitize({"n": [{"at": when.isoformat()}]})
+    with pytest.raises(SanitizationError):
+        s.sanitize({"n": [{"at": when}]})
