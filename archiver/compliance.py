@@ -407,11 +407,16 @@ def _collect(
         try:
             body = collector.record(snapshot_key(ex.execution_id), _SNAPSHOT_KIND)
         except NotFound:
-            if not any(k.startswith("events/tombstones/") for k in events):
+            from archiver.retention import is_cold_moved
+
+            if is_cold_moved(store, ex.execution_id):  # in the cold store: restore it first
+                collector.archived.append(snapshot_key(ex.execution_id))
+            elif not any(k.startswith("events/tombstones/") for k in events):
                 raise NotFound(
                     f"execution {ex.execution_id} has no snapshot and no tombstone"
                 ) from None
-            ex.state = "expired"
+            else:
+                ex.state = "expired"
             body = None
         if body is not None:
             ex.workflow_id = body["workflowId"]

@@ -1383,6 +1383,9 @@ class VerifyReport:
     unreadable_parts: list[ObjectProblem] = field(default_factory=list)
     #: rows whose objects retention deleted on purpose (a tombstone says so): not a problem
     expired_rows: list[RowProblem] = field(default_factory=list)
+    #: rows of executions moved to the cold store (``retention.cold_moved_executions``): not a
+    #: problem, a restore brings the objects back
+    cold_rows: list[RowProblem] = field(default_factory=list)
     #: the index chain (``archiver.chain``): broken links, removed or altered sealed days
     chain_problems: list[ChainProblem] = field(default_factory=list)
     #: informational: days that gained late rows, expired rows dropped by a rebuild, unsealed days
@@ -1451,6 +1454,7 @@ class VerifyReport:
             "duplicateRows": len(self.duplicate_rows),
             "unreadableParts": len(self.unreadable_parts),
             "expiredRows": len(self.expired_rows),
+            "coldRows": len(self.cold_rows),
             "chainProblems": len(self.chain_problems),
             "chainNotes": len(self.chain_notes),
             "chainEntries": self.chain_entries,
@@ -1466,6 +1470,7 @@ class VerifyReport:
                 {"problem": c.problem, "key": c.where, "detail": c.detail} for c in self.chain_notes
             ],
             "expiredRows": [f"{r.table}/{r.key}" for r in self.expired_rows],
+            "coldRows": [f"{r.table}/{r.key}" for r in self.cold_rows],
             "duplicateRows": [f"{r.table}/{r.key}: {r.reason}" for r in self.duplicate_rows],
         }
 
@@ -1635,6 +1640,9 @@ def verify(
         progress("listing", len(present), len(present))
 
     # 3. structural: rows -> objects (deleted, sizes), objects -> rows
+    from archiver.retention import cold_moved_executions  # retention builds on the index's peers
+
+    cold_moved = cold_moved_executions(store)
     indexed_keys: set[str] = set()
     for table in TABLES:
         for identity, (row, part) in indexed[table].items():
@@ -1651,6 +1659,14 @@ def verify(
             if missing and all(_tombstoned(k, tombstones) for k in missing):
                 report.expired_rows.append(
                     RowProblem(table, identity, part, f"expired by retention: {missing}")
+                )
+            elif (
+                missing
+                and row.get("execution_id") in cold_moved
+                and all(k.startswith("executions/") for k in missing)
+            ):
+                report.cold_rows.append(
+                    RowProblem(table, identity, part, f"moved to the cold store: {missing}")
                 )
             elif missing:
                 report.rows_without_objects.append(

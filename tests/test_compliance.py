@@ -267,6 +267,28 @@ def test_archived_objects_are_refused_by_name_unless_skipped(
     assert checked.ok and checked.archived_not_read >= 1
 
 
+def test_executions_moved_to_a_cold_store_are_explained_not_deleted(tmp_path: Path) -> None:
+    from archiver.retention import RetentionPolicy, archive_cold, cold_moved_executions
+    from archiver.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "hot")
+    populate_and_seal(store)
+    policy = RetentionPolicy.from_mapping(
+        {"hot_days": 1, "keep_days": "never", "cold_store": f"local:{tmp_path / 'cold'}"}
+    )
+    archive_cold(store, policy)
+    assert "b-1" in cold_moved_executions(store)
+    checked = verify(store, read_data=False)
+    assert checked.ok and not checked.rows_without_objects, checked.findings()
+    assert "snapshots/b-1" in {f"{r.table}/{r.key}" for r in checked.cold_rows}
+    with pytest.raises(ObjectArchived, match=snapshot_key("b-1")):
+        export_bundle(store, Selection.parse(workflow_id="wf-b"), tmp_path / "a")
+    report = export_bundle(
+        store, Selection.parse(workflow_id="wf-b"), tmp_path / "b", skip_archived=True
+    )
+    assert snapshot_key("b-1") in report.archived_skipped
+
+
 # --------------------------------------------------------------------------------------------
 # verify: every case named
 
@@ -409,16 +431,18 @@ def test_chain_survives_rebuild_and_records_late_rows() -> None:
 
 def test_compaction_keeps_every_day_digest() -> None:
     from archiver.compaction import compact_index
+    from archiver.index import parse_part_key
 
     store = MemoryStore()
-    archive = make_archive(store)
-    with ManifestWriter(store, flush_rows=2) as writer:  # many small parts per day
-        writer.attach(archive)
-        populate(archive)
-    assert seal(store).appended
+    populate_and_seal(store)
+    for info in list(store.list("index/")):  # a second copy of every part: two files a day
+        parsed = parse_part_key(info.key)
+        if parsed is not None:
+            store.put(info.key.replace(parsed[2], "copy"), store.get(info.key))
+    assert verify(store, read_data=False).ok
     assert compact_index(store, grace_seconds=0).compacted
     checked = verify(store, read_data=False)
-    assert checked.ok and not checked.chain_notes, checked.findings()
+    assert checked.ok and not checked.chain_notes and not checked.duplicate_rows, checked.findings()
     assert seal(store, full=True).appended == []
 
 
