@@ -927,6 +927,7 @@ class _Job:
         self.max_object_bytes = max_object_bytes
         self.report = ExpiryReport(policy.name)
         self._colds: dict[str, ObjectStore] = {}
+        self._given = cold_store
         if cold_store is not None:
             self._colds[cold_store.url] = cold_store
             if policy.cold_store is not None:
@@ -935,6 +936,8 @@ class _Job:
     def cold(self, location: str | None = None) -> ObjectStore:
         """The cold store at ``location`` (an event's), else the policy's; opened once."""
         where = location or self.policy.cold_store
+        if where is None and self._given is not None:
+            return self._given
         if where is None:
             raise InvalidInput("no cold store configured (policy cold_store)", field="cold_store")
         where = normalize_cold_url(where)
