@@ -43,6 +43,7 @@ from typing import Final
 from archiver.errors import ArchiveError, NotFound
 from archiver.events import EVENT_TABLES
 from archiver.index import INDEX_PREFIX, TABLES
+from archiver.retention import RETENTION_TABLE
 from archiver.store.base import ObjectStore
 from archiver.store.local import LocalStore
 
@@ -53,7 +54,7 @@ _log = logging.getLogger(__name__)
 #: any Parquet file of a table's day partition (parts, compacted or rebuilt files alike)
 _MANIFEST_RE: Final = re.compile(
     r"(?P<table>"
-    + "|".join((*TABLES, *EVENT_TABLES))
+    + "|".join((*TABLES, *EVENT_TABLES, RETENTION_TABLE))
     + r")/dt=\d{4}-\d{2}-\d{2}/[A-Za-z0-9][A-Za-z0-9._=-]*\.parquet"
 )
 _TMP_PREFIX: Final = ".tmp-"
@@ -184,7 +185,7 @@ class ManifestCache:
 
     def _scan_local(self) -> dict[str, int]:
         found: dict[str, int] = {}
-        for table in (*TABLES, *EVENT_TABLES):
+        for table in (*TABLES, *EVENT_TABLES, RETENTION_TABLE):
             for path in (self.root / table).glob("*/*"):
                 rel = path.relative_to(self.root).as_posix()
                 if path.name.startswith(_TMP_PREFIX):
