@@ -21,7 +21,6 @@ from archiver.events import EventLog
 from archiver.layout import blob_key, execution_prefix, snapshot_key
 from archiver.retention import (
     RETENTION_EVENTS_SCHEMA,
-    RETENTION_TABLE,
     ExpiryReport,
     LifecycleUnsupported,
     RetentionPolicy,
@@ -913,18 +912,6 @@ def test_retention_index_catches_up_after_a_killed_run(tmp_path: Path) -> None:
     assert sync_retention_index(store) == 0
 
 
-def _verify_knows_cold_moves() -> bool:
-    import archiver.index
-
-    return "cold_moved_executions" in Path(archiver.index.__file__).read_text()
-
-
-@pytest.mark.xfail(
-    not _verify_knows_cold_moves(),
-    reason="archiver.index.verify does not know cold-moved executions yet: it should treat "
-    "archiver.retention.cold_moved_executions(store) like tombstoned ones",
-    strict=True,
-)
 def test_verify_does_not_flag_cold_moved_executions() -> None:
     from archiver.index import rebuild_index, verify
 
@@ -941,17 +928,6 @@ def test_verify_does_not_flag_cold_moved_executions() -> None:
 # analyst SQL over retention_events
 
 
-def _mirrors_retention_events() -> bool:
-    from query import manifests
-
-    return RETENTION_TABLE in manifests._MANIFEST_RE.pattern
-
-
-@pytest.mark.xfail(
-    not _mirrors_retention_events(),
-    reason="query/manifests.py does not mirror index/retention_events yet",
-    strict=True,
-)
 def test_retention_events_are_queryable_with_sql(store: ObjectStore) -> None:
     from query.catalog import Catalog
     from query.sql import SqlSandbox
@@ -1009,8 +985,4 @@ def test_cli_sql_reads_retention_events(tmp_path: Path) -> None:
         ],
     )
     assert out.exit_code == 0, out.output
-    rows = json.loads(out.stdout)["rows"]
-    if _mirrors_retention_events():
-        assert rows == [["expire", len(read_tombstones(store))]]
-    else:  # the view exists; its rows appear once query/manifests.py mirrors the table
-        assert rows == []
+    assert json.loads(out.stdout)["rows"] == [["expire", len(read_tombstones(store))]]
