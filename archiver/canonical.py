@@ -36,6 +36,7 @@ __all__ = [
     "NUMBER_SLOW",
     "canonical_hash",
     "canonicalize",
+    "canonicalize_checked",
     "canonicalize_tree",
     "dumps_ecmascript_number",
     "number_flags",
@@ -62,9 +63,15 @@ def canonicalize_tree(value: Any, *, numbers: int | None = None) -> tuple[bytes,
     float, bool and None, and ``numbers`` is the OR of ``number_flags`` over all its numbers. The
     walk over every value is then skipped (keys are checked on the serialized bytes instead).
     """
+    data, tree, _ = canonicalize_checked(value, numbers=numbers)
+    return data, tree
+
+
+def canonicalize_checked(value: Any, *, numbers: int | None = None) -> tuple[bytes, Any, bool]:
+    """``canonicalize_tree``, and whether the tree may be vouched for with ``numbers=0``."""
     if not isinstance(value, dict | list):
         data = _slow(value)  # a lone scalar: the exact printer is cheap enough
-        return data, json.loads(data)
+        return data, json.loads(data), False
     try:
         out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError as err:  # ints beyond 64 bits, non-str keys, unsupported types
@@ -83,11 +90,11 @@ def canonicalize_tree(value: Any, *, numbers: int | None = None) -> tuple[bytes,
             flags |= _SLOW
     if not out or flags & _SLOW:
         data = _slow(value)
-        return data, json.loads(data)
+        return data, json.loads(data), False  # may hold integers beyond 2^53, 1e+16 ...
     if flags & _CONVERT:
         converted = _convert(value)
-        return orjson.dumps(converted, option=orjson.OPT_SORT_KEYS), converted
-    return out, value
+        return orjson.dumps(converted, option=orjson.OPT_SORT_KEYS), converted, True
+    return out, value, True
 
 
 def canonical_hash(value: Any) -> str:

@@ -93,7 +93,10 @@ def extract_credential_refs(nodes: list[dict[str, Any]]) -> tuple[CredentialRef,
     """One reference per distinct credential, with the nodes that use it."""
     found: dict[tuple[str, str | None, str | None], list[str]] = {}
     for node in nodes:
-        for cred_type, ref in (node.get("credentials") or {}).items():
+        credentials = node.get("credentials")
+        if not credentials:
+            continue
+        for cred_type, ref in credentials.items():
             found.setdefault((cred_type, ref.get("id"), ref.get("name")), []).append(node["name"])
     return tuple(
         CredentialRef(type=t, id=i, name=n, nodes=tuple(users))
@@ -103,10 +106,14 @@ def extract_credential_refs(nodes: list[dict[str, Any]]) -> tuple[CredentialRef,
 
 def extract_triggers(nodes: list[dict[str, Any]]) -> tuple[TriggerSnapshot, ...]:
     triggers: list[TriggerSnapshot] = []
+    kinds = _TRIGGER_KINDS
     for node in nodes:
-        kind = trigger_kind(node["type"])
+        node_type = node["type"]
+        kind = kinds.get(node_type)  # trigger_kind, inline: one call for every node
         if kind is None:
-            continue
+            if not node_type.endswith("Trigger"):
+                continue
+            kind = "event"
         triggers.append(
             TriggerSnapshot(
                 node=node["name"],

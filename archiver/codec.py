@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from archiver.canonical import canonicalize
+from archiver.canonical import canonicalize, canonicalize_checked
 from archiver.errors import IntegrityError
 
 __all__ = [
@@ -129,8 +129,10 @@ def encode_record(kind: str, body: dict[str, Any]) -> bytes:
     """Stamp ``body`` with format version, kind and digest; return the compressed JCS bytes."""
     stamped = {**body, "formatVersion": FORMAT_VERSION, "kind": kind}
     stamped.pop("digest", None)
-    stamped["digest"] = record_digest(stamped)
-    return compress(canonicalize(stamped))
+    jcs, tree, clean = canonicalize_checked(stamped)
+    # The canonical tree plus one ASCII string: no second walk over its values.
+    signed = {**tree, "digest": "sha256:" + hashlib.sha256(jcs).hexdigest()}
+    return compress(canonicalize_checked(signed, numbers=0 if clean else None)[0])
 
 
 def decode_record(

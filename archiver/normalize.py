@@ -257,7 +257,7 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
             raise MalformedWorkflow(
                 "must be an object of output types", field=f"connections.{source}"
             )
-        src = _str(str(source))
+        src = source if type(source) is str else _str(str(source))
         for out_type, slots in outputs.items():
             if slots is None:
                 continue
@@ -265,7 +265,7 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                 raise MalformedWorkflow(
                     "must be a list of output slots", field=f"connections.{source}.{out_type}"
                 )
-            kind = _str(str(out_type))
+            kind = out_type if type(out_type) is str else _str(str(out_type))
             for slot_index, slot in enumerate(slots):
                 if slot is None:
                     continue

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from typing import Any
 
 import orjson
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from archiver.canonical import canonicalize
 from archiver.codec import decode_blob, decode_record, decompress, encode_blob, encode_record
@@ -97,3 +100,20 @@ def test_trailing_frames_and_unsized_frames_are_refused() -> None:
         decompress(unsized)
     with pytest.raises(IntegrityError):
         decompress(b"not zstd at all")
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "digest", "\ue000", "\U0001f600", "n"]),
+        st.sampled_from([1.0, 1e16, 2**60, 4.2, "x", None, [1.0, {"\ue000": 2, "\U0001f600": 3}]]),
+        max_size=4,
+    )
+)
+@settings(max_examples=100)
+def test_record_bytes_are_jcs_of_the_body_with_its_digest(body: dict[str, Any]) -> None:
+    data = encode_record("final-state", body)
+    stamped = {k: v for k, v in body.items() if k != "digest"}
+    stamped |= {"formatVersion": 1, "kind": "final-state"}
+    expected = {**stamped, "digest": "sha256:" + hashlib.sha256(canonicalize(stamped)).hexdigest()}
+    assert zstandard.ZstdDecompressor().decompress(data) == canonicalize(expected)
+    assert decode_record(data, "final-state") == orjson.loads(canonicalize(stamped))
