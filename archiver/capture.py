@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from archiver.canonical import NUMBER_SLOW, canonicalize_tree
+from archiver.canonical import NUMBER_SLOW, canonicalize, canonicalize_tree
 from archiver.model import CredentialRef, TriggerSnapshot
 from archiver.normalize import Edge, NormalizedWorkflow, normalize_workflow
 from archiver.sanitize import NODE_KEPT_KEYS, Sanitizer
@@ -31,6 +31,13 @@ __all__ = [
 # Node fields that define identity and wiring: never rewritten by the sanitizer.
 _STRUCTURAL_KEYS = NODE_KEPT_KEYS
 _SAFE_INT = 2**53
+# PreparedCache keys: orjson bytes of the document. Values orjson prints but prepare refuses or
+# converts (datetimes, dataclasses, subclasses) are not cached.
+_KEY_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 _TRIGGER_KINDS: dict[str, str] = {
     "n8n-nodes-base.webhook": "webhook",
@@ -152,37 +159,69 @@ def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    prepared: PreparedWorkflow
+    has_null: bool  # the document's bytes hold a null
+    pin_data: bytes  # orjson bytes of prepared.pin_data
+
+    def intact(self, data: bytes, document: Any) -> bool:
+        """Still the answer for ``document`` (bytes ``data``)? Checked on every hit.
+
+        orjson prints NaN and infinities as null, so a document holding one has the bytes of a
+        twin with null there (and must be refused, not answered). The cached trees are shared
+        with callers (and the structure's nodes with the sanitizer's memo): a caller that
+        mutated one must not change what a later capture stores or compares.
+        """
+        prepared = self.prepared
+        if self.has_null and orjson.loads(data) != document:
+            return False
+        structure = orjson.dumps(prepared.structure, option=orjson.OPT_SORT_KEYS)
+        if structure != prepared.structure_jcs and (
+            canonicalize(prepared.structure) != prepared.structure_jcs
+        ):
+            return False
+        return orjson.dumps(prepared.pin_data) == self.pin_data
+
+
 class PreparedCache:
     """Remembers prepared workflows by the SHA-256 of the document as sent.
 
     Engines send the same workflow for run after run; preparing it is a pure function of the
-    document and the sanitizer's key, so a repeat costs one serialization and one hash. Bounded by
-    the total size of the cached structures. The cached trees are shared: treat them as read-only.
+    document and the sanitizer's key, so a repeat costs two serializations and a hash. Bounded by
+    the total size of the cached structures. The cached trees are shared: treat them as read-only
+    (a hit checks that they still serialize to what was prepared, else prepares again).
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[bytes, PreparedWorkflow] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
 
     def prepare(self, document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
         try:
-            key = hashlib.sha256(orjson.dumps(document)).digest()
+            data = orjson.dumps(document, option=_KEY_OPTIONS)
         except (TypeError, orjson.JSONEncodeError):
             return prepare_workflow(document, sanitizer)  # not plain JSON: let it explain why
+        key = hashlib.sha256(data).digest()
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
-                return hit
+        if hit is not None and hit.intact(data, document):
+            return hit.prepared
         prepared = prepare_workflow(document, sanitizer)
         size = len(prepared.structure_jcs) * 3  # the bytes plus the parsed tree, roughly
         if size <= self._max_bytes // 8:
+            entry = _Entry(prepared, b"null" in data, orjson.dumps(prepared.pin_data))
             with self._lock:
-                self._entries[key] = prepared
+                old = self._entries.pop(key, None)
+                if old is not None:
+                    self._bytes -= len(old.prepared.structure_jcs) * 3
+                self._entries[key] = entry
                 self._bytes += size
                 while self._bytes > self._max_bytes:
-                    _, old = self._entries.popitem(last=False)
-                    self._bytes -= len(old.structure_jcs) * 3
+                    _, evicted = self._entries.popitem(last=False)
+                    self._bytes -= len(evicted.prepared.structure_jcs) * 3
         return prepared
