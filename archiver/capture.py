@@ -162,20 +162,12 @@ def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
 @dataclass(frozen=True, slots=True)
 class _Entry:
     prepared: PreparedWorkflow
-    has_null: bool  # the document's bytes hold a null
     pin_data: bytes  # orjson bytes of prepared.pin_data
 
-    def intact(self, data: bytes, document: Any) -> bool:
-        """Still the answer for ``document`` (bytes ``data``)? Checked on every hit.
-
-        orjson prints NaN and infinities as null, so a document holding one has the bytes of a
-        twin with null there (and must be refused, not answered). The cached trees are shared
-        with callers (and the structure's nodes with the sanitizer's memo): a caller that
-        mutated one must not change what a later capture stores or compares.
-        """
+    def intact(self) -> bool:
+        """Checked on every hit: the cached trees are shared with callers, and a caller that
+        mutated one must not change what a later capture stores (pinData) or compares."""
         prepared = self.prepared
-        if self.has_null and orjson.loads(data) != document:
-            return False
         structure = orjson.dumps(prepared.structure, option=orjson.OPT_SORT_KEYS)
         if structure != prepared.structure_jcs and (
             canonicalize(prepared.structure) != prepared.structure_jcs
@@ -191,6 +183,10 @@ class PreparedCache:
     document and the sanitizer's key, so a repeat costs two serializations and a hash. Bounded by
     the total size of the cached structures. The cached trees are shared: treat them as read-only
     (a hit checks that they still serialize to what was prepared, else prepares again).
+
+    Known limit: orjson prints NaN and infinities as null, so a document holding one (which
+    ``prepare_workflow`` refuses) is answered like its twin with null there if that twin is
+    cached. Telling them apart would cost a parse and a comparison of every such document.
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
@@ -209,12 +205,12 @@ class PreparedCache:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
-        if hit is not None and hit.intact(data, document):
+        if hit is not None and hit.intact():
             return hit.prepared
         prepared = prepare_workflow(document, sanitizer)
         size = len(prepared.structure_jcs) * 3  # the bytes plus the parsed tree, roughly
         if size <= self._max_bytes // 8:
-            entry = _Entry(prepared, b"null" in data, orjson.dumps(prepared.pin_data))
+            entry = _Entry(prepared, orjson.dumps(prepared.pin_data))
             with self._lock:
                 old = self._entries.pop(key, None)
                 if old is not None:

@@ -477,10 +477,9 @@ _UNCHANGED: Final = b""
 _NOT_MEMO: Final = 8  # with the number flags: a chunk not to memoise
 _HAS_NULL: Final = 16  # in the memo: the chunk's bytes hold a null (see ``_hit``)
 _FLAGS: Final = NUMBER_CONVERT | NUMBER_SLOW | NUMBER_NONFINITE  # what callers get
-# digest → (sanitized bytes, flags, the parsed node rest handed out shared or None: see
-# ``sanitize_nodes``)
-_Memo = dict[bytes, tuple[bytes, int, Any]]
-_TREE_COST: Final = 4  # a parsed tree takes about 3.2 times its orjson bytes (the corpus' nodes)
+# digest → (sanitized bytes, flags). Bytes, not parsed trees: a memo of trees would be traversed
+# by every full garbage collection (milliseconds for a warm memo).
+_Memo = dict[bytes, tuple[bytes, int]]
 
 
 class Sanitizer:
@@ -540,10 +539,7 @@ class Sanitizer:
 
         Like ``sanitize_json`` (numbers checked, paths ``nodes[i]...``). Each node's result is
         memoised by the node's bytes, so a node seen before costs a serialization, a hash and a
-        check: the memo keeps the parsed result and hands its subtrees out *shared* (like
-        ``PreparedCache`` shares whole structures), so treat the nodes as read-only. Before it
-        hands a tree out, a hit checks that it still serializes to the memoised bytes: a caller
-        that mutated one cannot change what a later call returns.
+        parse (the fields but NODE_KEPT_KEYS: those are shared with ``nodes``).
         """
         call = _Call()
         out: list[dict[str, Any]] = []
@@ -563,11 +559,8 @@ class Sanitizer:
                     hit = memo.get(digest)
                     # orjson prints NaN as null: a node holding one has the bytes of a null twin.
                     if hit is not None and (not hit[1] & _HAS_NULL or _loads(raw) == node):
-                        rest = hit[2]
-                        if rest is None or _dumps(rest) != hit[0]:  # first hit, or mutated
-                            rest = self._parsed(memo, digest, hit)
                         done = dict(node)
-                        done.update(rest)
+                        done.update(_loads(hit[0]))
                         flags |= hit[1]
                         append(done)
                     else:
@@ -583,15 +576,6 @@ class Sanitizer:
         if flags & NUMBER_NONFINITE:
             raise _nonfinite(out, "nodes")
         return out, flags & _FLAGS
-
-    def _parsed(self, memo: _Memo, digest: bytes, hit: tuple[bytes, int, Any]) -> Any:
-        """Parse a node memo entry once and keep the tree, to hand out shared from now on."""
-        rest = _loads(hit[0])
-        size = _TREE_COST * len(hit[0])
-        if self._chunk_size + size <= self._cache_limit and memo.get(digest) is hit:
-            memo[digest] = (hit[0], hit[1], rest)
-            self._chunk_size += size
-        return rest
 
     def _sanitize(self, value: Any) -> tuple[Any, int]:
         call = _Call()
@@ -871,7 +855,7 @@ class Sanitizer:
                     continue
                 self._chunks = ({}, {}, {})
                 self._chunk_size = 0
-            self._chunks[mode][digest] = (result, flags, None)
+            self._chunks[mode][digest] = (result, flags)
             self._chunk_size += size
 
     def _walk_credentials(self, creds: dict[Any, Any], call: _Call) -> dict[str, Any]:
@@ -1135,7 +1119,7 @@ def _not_json(value: Any, *, key: bool = False) -> Exception:
     return SanitizationError(f"{what}: {type(value).__name__}")
 
 
-def _hit(hit: tuple[bytes, int, Any], raw: bytes, before: Any) -> Any:
+def _hit(hit: tuple[bytes, int], raw: bytes, before: Any) -> Any:
     """The memoised result of a chunk whose bytes are ``raw``, or None to walk it after all.
 
     orjson prints NaN and infinities as null: a chunk holding one has the bytes of its twin with

@@ -937,8 +937,7 @@ def test_the_memo_never_holds_a_secret() -> None:
         s.sanitize(workflow)
     held = [*s._memo, *s._memo.values()]
     for memo in s._chunks:
-        held += [k.hex() for k in memo] + [v[0].decode() for v in memo.values()]
-        held += [orjson.dumps(v[2]).decode() for v in memo.values() if v[2] is not None]
+        held += [k.hex() for k in memo] + [v.decode() for v, _ in memo.values()]
     assert held
     assert not [h for h in held if secret in h]
 
@@ -1042,18 +1041,15 @@ def test_values_orjson_prints_but_the_walk_refuses_are_refused_memo_or_not() -> 
         s.sanitize({"n": [{"at": when}]})
 
 
-def test_shared_node_trees_cannot_be_changed_by_a_caller() -> None:
+def test_a_caller_mutating_a_result_does_not_change_later_results() -> None:
     s = Sanitizer(KEY)
     nodes = [
         {"name": "A", "type": "t", "parameters": {"url": "https://x.example", "password": "p"}}
     ]
     first = copy.deepcopy(s.sanitize_nodes(nodes)[0])
-    second = s.sanitize_nodes(nodes)[0]  # a memo hit: the parsed result, shared
+    second = s.sanitize_nodes(nodes)[0]  # from the memo
     assert second == first
     second[0]["parameters"]["url"] = "https://evil.example"
     second[0]["parameters"]["password"] = "hunter2"
     assert s.sanitize_nodes(nodes)[0] == first
     assert s.sanitize_nodes(nodes)[0] == first
-    held = [orjson.dumps(v[2]).decode() for v in s._chunks[2].values() if v[2] is not None]
-    assert held
-    assert not [h for h in held if "hunter2" in h or "evil" in h]
