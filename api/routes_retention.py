@@ -130,8 +130,9 @@ def _store(request: Request) -> ObjectStore:
         f"{_SCOPE} Runs the configured retention policy's cold archiving: every execution past "
         "its `hot_days` is copied onto its own key with the cold storage class and verified; "
         "blobs stay hot; each move is a tier event. 201 with the report when something moved, "
-        "200 when nothing had to. `dryRun` answers the plan instead. 422 for a store without "
-        "storage classes (local)."
+        "200 when nothing had to. `dryRun` answers the plan instead. With a `cold_store` in the "
+        "policy, executions are instead copied there (verified) and removed from the hot store. "
+        "422 for a store without storage classes (local) and no `cold_store`."
     ),
     responses={
         200: {"description": "Nothing had to move (or the dry-run plan)."},
