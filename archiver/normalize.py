@@ -236,6 +236,11 @@ def _str(value: str) -> str:
     return value if type(value) is str else str.__str__(value)
 
 
+def _position(items: list[Any], item: Any) -> int:
+    """Where ``item`` is in ``items`` (for an error message)."""
+    return next(i for i, x in enumerate(items) if x is item)
+
+
 def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], list[Edge]]:
     """The edge list, sorted and without duplicates, and the edges that name no node.
 
@@ -274,7 +279,31 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                         "an output slot must be a list",
                         field=f"connections.{source}.{out_type}[{slot_index}]",
                     )
-                for pos, target in enumerate(slot):
+                for target in slot:
+                    if type(target) is dict:  # the common edge, checked and built at once
+                        get = target.get
+                        target_node = get("node")
+                        target_input = get("index", 0)
+                        target_type = get("type", out_type)
+                        if (
+                            type(target_node) is str
+                            and type(target_input) is int
+                            and type(target_type) is str
+                            and target_type == out_type
+                        ):
+                            unique[(src, kind, slot_index, target_node, target_input, "")] = {
+                                "source": src,
+                                "sourceOutput": slot_index,
+                                "target": target_node,
+                                "targetInput": target_input,
+                                "type": kind,
+                            }
+                            count += 1
+                            if count > _MAX_EDGES:
+                                raise MalformedWorkflow(
+                                    f"more than {_MAX_EDGES} connections", field="connections"
+                                )
+                            continue
                     if target is None:
                         continue
                     if type(target) is dict or isinstance(target, dict):
@@ -285,7 +314,8 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                         if not isinstance(target_node, str):
                             raise MalformedWorkflow(
                                 "a connection needs a target node name",
-                                field=f"connections.{source}.{out_type}[{slot_index}][{pos}]",
+                                field=f"connections.{source}.{out_type}[{slot_index}]"
+                                f"[{_position(slot, target)}]",
                             )
                         target_node = _str(target_node)
                     target_input = target.get("index", 0)
@@ -295,7 +325,8 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                         if not isinstance(target_input, int) or isinstance(target_input, bool):
                             raise MalformedWorkflow(
                                 "index must be an integer",
-                                field=f"connections.{source}.{out_type}[{slot_index}][{pos}].index",
+                                field=f"connections.{source}.{out_type}[{slot_index}]"
+                                f"[{_position(slot, target)}].index",
                             )
                         target_input = int.__int__(target_input)
                     edge: Edge = {
