@@ -145,6 +145,8 @@ def number_flags(number: Any) -> int:
     kind = type(number)
     if kind is int:
         return _SLOW if number > _SAFE_INT or number < -_SAFE_INT else 0
+    if kind is float and 1e-4 <= abs(number) < 1e16 and not number.is_integer():
+        return 0  # the common case: a fraction that repr prints without an exponent (see below)
     if kind is not float:
         return _SLOW
     if not math.isfinite(number):

@@ -817,16 +817,30 @@ class Sanitizer:
             raise SanitizationError(f"a node must be an object, not {type(node).__name__}")
         saved = call.flags
         call.flags = 0
+        kept = NODE_KEPT_KEYS
+        found = 0
         rest = {}
         for k, v in node.items():
-            if k in NODE_KEPT_KEYS:
-                _classify(v, call)
+            if k in kept:
+                t = type(v)
+                if t is str or t is bool or v is None:
+                    continue
+                if t is list and len(v) == 2:  # a position: two numbers, usually small ints
+                    x, y = v
+                    if (
+                        type(x) is int
+                        and type(y) is int
+                        and abs(x) <= _SAFE_INT
+                        and abs(y) <= _SAFE_INT
+                    ):
+                        continue
+                found |= _kept_flags(v)
             else:
                 rest[k] = v
         clean = self._walk_dict(rest, call, self._chunk2)
         out = dict(node)
         out.update(clean)
-        flags = call.flags
+        flags = call.flags | found
         call.flags = saved | flags
         if raw is not None:
             call.chunks.append((_MODE_NODE, digest, None, clean, flags | _has_null(raw)))
@@ -1137,7 +1151,7 @@ def _has_null(raw: bytes) -> int:
     return _HAS_NULL if b"null" in raw else 0
 
 
-def _classify(v: Any, call: _Call) -> None:
+def _kept_flags(v: Any) -> int:
     """Number flags of a node field kept as it is (NODE_KEPT_KEYS).
 
     Anything but plain JSON is kept too, for ``canonicalize`` to convert or refuse as before; the
@@ -1145,17 +1159,21 @@ def _classify(v: Any, call: _Call) -> None:
     """
     t = type(v)
     if t is str or v is None or t is bool:
-        return
-    if t is int or t is float:
-        call.flags |= number_flags(v)
-    elif t is list:
+        return 0
+    if t is int:
+        return NUMBER_SLOW if v > _SAFE_INT or v < -_SAFE_INT else 0
+    if t is float:
+        return number_flags(v)
+    flags = 0
+    if t is list:
         for x in v:
-            _classify(x, call)
+            flags |= _kept_flags(x)
     elif t is dict and all(type(k) is str for k in v):
         for x in v.values():
-            _classify(x, call)
+            flags |= _kept_flags(x)
     else:
-        call.flags |= NUMBER_SLOW | _NOT_MEMO
+        flags = NUMBER_SLOW | _NOT_MEMO
+    return flags
 
 
 def _nonfinite(value: Any, where: str) -> InvalidInput:

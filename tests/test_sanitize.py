@@ -987,7 +987,7 @@ def test_sanitize_nodes_keeps_identity_and_reports_numbers(params: list[Any], ve
             "name": f"Node {i}",
             "type": "n8n-nodes-base.set",
             "typeVersion": version,
-            "position": [i, 2.0],
+            "position": [i, version],
             "credentials": {"httpHeaderAuth": {"id": "7", "name": "token=abcdef123456"}},
             "parameters": {"p": p, "password": "hunter2"},
         }
