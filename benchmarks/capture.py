@@ -21,15 +21,17 @@ webhook trigger payload). Every corpus workflow, the corpus repeated ``--repeat`
 ``Sanitizer`` (the first pass finds its memo empty, like a workflow seen for the first time; later
 passes find it warm, like a workflow that runs again). ``cpu_first_pass_p99`` is the first pass alone.
 ``cpu_<step>_p50/p99`` is the breakdown, measured step by step in a separate, identical pass:
-``normalize``, ``sanitize``, ``jcs_hash`` (canonicalize + SHA-256), ``extract`` (credential refs,
-triggers), ``compress`` (``encode_blob``) and
+``normalize``, ``sanitize`` (``sanitize_nodes`` + settings + pinData), ``jcs_hash`` (canonicalize
+with the numbers the sanitizer reported + SHA-256), ``extract`` (credential refs, triggers),
+``compress`` (``encode_blob``, zstd level 1) and
 ``record`` (build the record body, ``encode_record``: digest + JCS + zstd). ``--profile`` adds a
 cProfile of the slowest captures and direct timings of each pass of ``canonicalize`` (stderr).
 
 ``big_*`` — the same for a generated workflow of ``--big-nodes`` corpus nodes and about
 ``--big-bytes`` bytes (unique names and ids, chained ``main`` connections): ``big_cpu_*`` repeated
 (warm memo), ``big_cpu_cold_*`` with the sanitizer memo cleared before every run,
-``big_cpu_repeat_*`` the archive's path for a document it has prepared before (``PreparedCache``).
+``big_cpu_repeat_*`` the archive's path for a document it has prepared before (``PreparedCache``:
+a serialization and a hash of the document, and a check that the cached structure is intact).
 
 ``store_*`` — ``Archive.capture_snapshot`` / ``get_snapshot`` over ``S3Store`` on a ``weed mini``
 started by ``tests/seaweedfs.py`` (Object-Lock bucket; COMPLIANCE retention of 1 day unless
@@ -517,12 +519,17 @@ def canonical_passes(label: str, value: Any, runs: int = 50) -> None:
     try:
         out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         utf16 = canonical._needs_utf16_sort(out)
+        numbers = canonical._scan(value, check_keys=False)  # what the sanitizer reports
         passes: dict[str, Callable[[], object]] = {
             "orjson.dumps": lambda: orjson.dumps(value, option=orjson.OPT_SORT_KEYS),
             "_needs_utf16_sort": lambda: canonical._needs_utf16_sort(out),
+            "_high_keys": lambda: canonical._high_keys(out),
             "_scan": lambda: canonical._scan(value, check_keys=utf16),
             "sha256": lambda: hashlib.sha256(out).hexdigest(),
-            "canonicalize (all)": lambda: canonical.canonicalize(value),
+            "canonicalize (walks)": lambda: canonical.canonicalize(value),
+            "canonicalize_tree (numbers given, as capture)": lambda: canonical.canonicalize_tree(
+                value, numbers=numbers
+            ),
         }
     except AttributeError as err:
         log(f"canonical passes: archiver.canonical changed ({err}); skipped")
