@@ -39,7 +39,11 @@ levels below the root (the node list, each node, the connections) is memoised pe
 by their orjson bytes, and so is the substring scan of each string. Strings not seen before are
 scanned in one batch: a prefilter of literal-prefixed patterns over all of them at once picks
 the few strings (and, per string, the families of detectors) worth a closer look. The memo
-holds only sanitized output, keyed by input bytes, and is bounded by ``cache_bytes``.
+holds only sanitized output, keyed by digests of input bytes, and is bounded by ``cache_bytes``.
+
+Capture uses ``sanitize_nodes`` (a memo entry per workflow node) and ``sanitize_json``: they also
+report how the numbers they keep must be printed in JCS (``canonical.number_flags``, memoised with
+each entry), so ``canonicalize`` need not walk the tree again, and refuse NaN and infinities.
 """
 
 from __future__ import annotations
