@@ -116,8 +116,8 @@ def sql(
 ) -> None:
     """Run QUERY, one read-only SELECT over the index ("-" reads it from stdin).
 
-    Views: snapshots, final_states, executions, versions, node_runs (columns, examples and the
-    sandbox rules: docs/sql.md). Filter on dt (the UTC day) to read only the days you need.
+    Views: snapshots, final_states, executions, versions, node_runs, tag_events, annotations,
+    retention_events (columns, examples and the sandbox rules: docs/sql.md). Filter on dt (the UTC day) to read only the days you need.
     A query that starts with a "--" comment goes after "--" (execvault sql -- "-- note ...").
 
     \b

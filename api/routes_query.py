@@ -53,7 +53,7 @@ class QueryRequest(BaseModel):
 
     sql: str = Field(
         description="exactly one SELECT over snapshots, final_states, executions, versions, "
-        "node_runs (see docs/sql.md)",
+        "node_runs, tag_events, annotations, retention_events (see docs/sql.md)",
         max_length=MAX_SQL_CHARS,
     )
     limit: int | None = Field(
@@ -140,7 +140,8 @@ _ERRORS_422 = (
     summary="Run analyst SQL over the index",
     description=(
         "Scope: `query` (or `admin`). Exactly one read-only SELECT over the views `snapshots`, "
-        "`final_states`, `executions`, `versions`, `node_runs` (columns in `docs/sql.md`), run "
+        "`final_states`, `executions`, `versions`, `node_runs`, `tag_events`, `annotations`, "
+        "`retention_events` (columns in `docs/sql.md`), run "
         "in a fresh, locked DuckDB: no files outside the index, no network, no extensions, no "
         "settings. At most `limit` rows (`truncated` says whether there were more); "
         "interrupted at the time limit."
