@@ -543,7 +543,9 @@ class Sanitizer:
 
         Like ``sanitize_json`` (numbers checked, paths ``nodes[i]...``). Each node's result is
         memoised by the node's bytes, so a node seen before costs a serialization, a hash and a
-        parse (the fields but NODE_KEPT_KEYS: those are shared with ``nodes``).
+        parse: of the node's own bytes when sanitizing changed nothing in it (the common case),
+        else of its sanitized fields but NODE_KEPT_KEYS (those are then shared with ``nodes``).
+        A node not seen before is walked whole (its containers are not memoised one by one).
         """
         call = _Call()
         out: list[dict[str, Any]] = []
@@ -562,13 +564,21 @@ class Sanitizer:
                     digest = _sha256(raw).digest()
                     hit = memo.get(digest)
                     # orjson prints NaN as null: a node holding one has the bytes of a null twin.
-                    if hit is not None and (not hit[1] & _HAS_NULL or _loads(raw) == node):
-                        done = dict(node)
-                        done.update(_loads(hit[0]))
-                        flags |= hit[1]
-                        append(done)
-                    else:
-                        append(self._node(node, call, raw, digest))
+                    if hit is not None:
+                        result = hit[0]
+                        if not result:  # sanitizing changed nothing: the node as its bytes say
+                            done = _loads(raw)
+                            if not hit[1] & _HAS_NULL or done == node:
+                                flags |= hit[1]
+                                append(done)
+                                continue
+                        elif not hit[1] & _HAS_NULL or _loads(raw) == node:
+                            done = dict(node)
+                            done.update(_loads(result))
+                            flags |= hit[1]
+                            append(done)
+                            continue
+                    append(self._node(node, call, raw, digest))
                 else:
                     append(self._node(node, call, None, b""))
         except _NotPlain:
@@ -841,13 +851,13 @@ class Sanitizer:
                 found |= _kept_flags(v)
             else:
                 rest[k] = v
-        clean = self._walk_dict(rest, call, self._chunk2)
+        clean = self._walk_dict(rest, call, None)
         out = dict(node)
         out.update(clean)
         flags = call.flags | found
         call.flags = saved | flags
         if raw is not None:
-            call.chunks.append((_MODE_NODE, digest, None, clean, flags | _has_null(raw)))
+            call.chunks.append((_MODE_NODE, digest, rest, clean, flags | _has_null(raw)))
         return out
 
     def _chunk1(self, v: Any, call: _Call, mode: int) -> Any:
