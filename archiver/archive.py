@@ -15,7 +15,9 @@ legal hold ON in the same request; the hold events are read through a :class:`Ho
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
     from archiver.retention import RetentionPolicy
 
 __all__ = ["Archive", "CaptureResult", "FinalStateResult", "WrittenObject", "earliest_keep_days"]
+
+_log = logging.getLogger(__name__)
 
 SNAPSHOT_KIND = "execution-snapshot"
 FINAL_STATE_KIND = "final-state"
@@ -190,6 +194,17 @@ class Archive:
         self._remember(prepared.snapshot_hash, prepared.structure_jcs)
         return WrittenObject(key, len(data), len(prepared.structure_jcs))
 
+    def _recheck_blob(self, prepared: PreparedWorkflow) -> None:
+        """After the record is written, ask again for a blob that was already stored: an
+        ``expire`` run that scanned before the record existed may have deleted it in between.
+        Put back (same bytes) if so. ``expire`` covers the other order: after deleting blobs it
+        reads the records its scan did not see and puts back what they reference."""
+        key = blob_key(prepared.snapshot_hash)
+        if self.store.head(key) is None:
+            _log.warning("structure blob %s vanished during capture (expiry?): put back", key)
+            with contextlib.suppress(ImmutableConflict):  # put back by expire meanwhile
+                self.store.put(key, encode_blob(prepared.structure_jcs))
+
     # ------------------------------------------------------------------ capture
 
     def capture_snapshot(
@@ -288,6 +303,8 @@ class Archive:
             return self._same_or_conflict(existing, snapshot, created_at is not None)
         if not created:
             return CaptureResult(snapshot, created=False)
+        if blob.stored_bytes == 0:
+            self._recheck_blob(prepared)
         result = CaptureResult(
             snapshot, created=True, record=WrittenObject(key, len(data), 0), blob=blob
         )

@@ -890,6 +890,8 @@ class ExpiryReport:
     tombstones: list[str] = field(default_factory=list)
     #: intents an interrupted run left, finished by this one (their tombstones)
     completed: list[str] = field(default_factory=list)
+    #: blobs deleted, then put back because an execution captured meanwhile references them
+    restored_blobs: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -901,6 +903,7 @@ class ExpiryReport:
             "retainedLocked": self.retained_locked,
             "tombstones": len(self.tombstones),
             "completedIntents": len(self.completed),
+            "restoredBlobs": len(self.restored_blobs),
             "executions": self.expired,
         }
 
@@ -1271,13 +1274,49 @@ def expire(
             sizes={key: size},
             reason="final state of an execution whose snapshot already expired",
         )
+    kept_bytes: dict[str, bytes] = {}
     for key, intent in sorted(blob_intents.items()):
         if key in still_referenced:
             job.void(intent, "a retained execution references it")
-        elif job.carry_out(intent) is not None:
+            continue
+        with contextlib.suppress(NotFound):
+            kept_bytes[key] = store.get(key)  # to put back if a capture started using it
+        if job.carry_out(intent) is not None:
             job.report.expired_blobs.append(key)
+    _put_back_blobs(store, scanned, kept_bytes, job.report, max_object_bytes)
     sync_retention_index(store, max_object_bytes=max_object_bytes)
     return job.report
+
+
+def _put_back_blobs(
+    store: ObjectStore,
+    scanned: Scan,
+    deleted: Mapping[str, bytes],
+    report: ExpiryReport,
+    max_object_bytes: int,
+) -> None:
+    """Close the race with capture: an execution captured after the scan may reference a
+    structure blob this run just deleted (its capture saw the blob before the deletion). Every
+    snapshot record the scan did not see is read; a blob one of them references is put back,
+    byte for byte. (Capture covers the other order: it checks its blob again after writing the
+    record, ``Archive._recheck_blob``.)"""
+    gone = {k: v for k, v in deleted.items() if k in report.expired_blobs}
+    if not gone:
+        return
+    known = {ex.execution_id for ex in scanned.executions}
+    for info in store.list("executions/"):
+        parts = info.key.split("/")
+        if len(parts) != 4 or parts[3] != "snapshot.json.zst" or parts[2] in known:
+            continue
+        try:
+            body = decode_record(store.get(info.key), _SNAPSHOT_KIND, max_size=max_object_bytes)
+        except (NotFound, ArchiveError):
+            continue
+        key = blob_key(str(body.get("snapshotHash", "")))
+        if key in gone and store.head(key) is None:
+            store.put(key, gone[key])
+            report.expired_blobs.remove(key)
+            report.restored_blobs.append(key)
 
 
 def read_tombstones(

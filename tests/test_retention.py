@@ -986,3 +986,84 @@ def test_cli_sql_reads_retention_events(tmp_path: Path) -> None:
     )
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["rows"] == [["expire", len(read_tombstones(store))]]
+
+
+# --------------------------------------------------------------------------------------------
+# the race between expire deleting a structure blob and a capture starting to use it
+
+
+class _CapturesBeforeBlobDelete:
+    """A store that, just before ``expire`` deletes a structure blob, lets a capture of that very
+    structure happen (it sees the blob, writes its record, checks again: all before the
+    deletion)."""
+
+    def __init__(self, inner: ObjectStore, capture: Callable[[], None]) -> None:
+        self.inner, self.url, self.capture = inner, inner.url, capture
+
+    def delete(self, key: str) -> None:
+        if key.startswith("blobs/") and self.capture is not None:
+            capture, self.capture = self.capture, None  # type: ignore[assignment]
+            capture()
+        self.inner.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _old_structure(store: ObjectStore) -> tuple[Archive, str]:
+    archive = Archive(store, Sanitizer(bytes(range(32))))
+    for n in range(2):
+        archive.capture_snapshot(
+            execution_id=f"old-{n}",
+            workflow=_workflow("w", 7),
+            created_at=(NOW - timedelta(days=200 + n)).isoformat(),
+        )
+    return archive, archive.get_snapshot("old-0").snapshot_hash
+
+
+def test_expire_puts_back_a_blob_a_capture_started_using(store: ObjectStore) -> None:
+    _, digest = _old_structure(store)
+    policy = RetentionPolicy.from_mapping({"hot_days": 30, "keep_days": 100})
+
+    def capture() -> None:
+        Archive(store, Sanitizer(bytes(range(32)))).capture_snapshot(
+            execution_id="new-1", workflow=_workflow("w", 7), created_at=NOW.isoformat()
+        )
+
+    report = expire(_CapturesBeforeBlobDelete(store, capture), policy, NOW)  # type: ignore[arg-type]
+    assert sorted(e["executionId"] for e in report.expired) == ["old-0", "old-1"]
+    assert report.restored_blobs == [blob_key(digest)] and report.expired_blobs == []
+    assert report.to_json()["restoredBlobs"] == 1
+    fresh = Archive(store, Sanitizer(bytes(range(32))))
+    assert fresh.get_snapshot("new-1").snapshot_hash == digest  # the structure is readable
+    with pytest.raises(NotFound):
+        fresh.get_snapshot("old-0")
+
+
+class _BlobExpiresDuringCapture:
+    """A store on which the structure blob disappears (an expiry elsewhere) right after the
+    capture asked for it and before its record is written."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner, self.url, self.armed = inner, inner.url, True
+
+    def put(self, key: str, data: bytes) -> bool:
+        if self.armed and key.endswith("/snapshot.json.zst"):
+            self.armed = False
+            for info in list(self.inner.list("blobs/")):
+                self.inner.delete(info.key)
+        return self.inner.put(key, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_capture_puts_back_a_blob_expired_while_it_ran(store: ObjectStore) -> None:
+    _, digest = _old_structure(store)
+    racing = Archive(_BlobExpiresDuringCapture(store), Sanitizer(bytes(range(32))))  # type: ignore[arg-type]
+    racing.capture_snapshot(
+        execution_id="new-2", workflow=_workflow("w", 7), created_at=NOW.isoformat()
+    )
+    assert store.head(blob_key(digest)) is not None
+    fresh = Archive(store, Sanitizer(bytes(range(32))))
+    assert fresh.get_snapshot("new-2").snapshot_hash == digest
