@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import archiver.sanitize as sanitize_module
 from archiver.canonical import number_flags
 from archiver.errors import InvalidInput, SanitizationError
 from archiver.sanitize import (
@@ -1053,3 +1054,56 @@ def test_a_caller_mutating_a_result_does_not_change_later_results() -> None:
     second[0]["parameters"]["password"] = "hunter2"
     assert s.sanitize_nodes(nodes)[0] == first
     assert s.sanitize_nodes(nodes)[0] == first
+
+
+# ---- the prefilter ------------------------------------------------------------------------------
+
+PREFILTER_BITS = st.sampled_from(
+    [
+        *("private key", "eyJabcdefghij.eyJ", "sk-", "sk_live_", "rk_test_", "whsec_", "xoxb-"),
+        *("xapp-1-", "xkeysib-", "ghp_", "github_pat_", "glpat-", "AKIA", "ASIA", "AIza", "hf_"),
+        *("SG.", "shpat_", "npm_", "pypi-AgE", "key-", "n8n_api_", ":AA", "hooks.slack.com/"),
+        *("hook.", "/api/webhooks/1", "ipqualityscore.com/api/", "Bearer ", "basic\t", "://u:p@"),
+        *("password", "pwd", "secret", "token", "key", "Authorization", "cookie", "bearer"),
+        *("0123456789abcdef", "aaaaaaaaaaaaaaaa", "=", ":", '"', "'", "\\", "]", " ", "\t", "-"),
+        *("_", ".", "/", "@", "\x00", "é", "\n"),
+        *("key-" + "0123456789abcdef" * 2, "123456789:AA" + "x" * 30, "AKIA" + "A" * 16),
+        *("hf_" + "a" * 30, "npm_" + "b" * 36, "AIza" + "c" * 35, "SG." + "d" * 16),
+    ]
+)
+PREFILTER_TEXT = st.lists(st.one_of(PREFILTER_BITS, st.text(max_size=6)), max_size=10).map("".join)
+
+
+def prefilter_reference(strings: list[str]) -> dict[int, int]:
+    """The prefilter's definition: the families of every pattern that occurs in each string."""
+    found: dict[int, int] = {}
+    for i, s in enumerate(strings):
+        text = s.encode("utf-8", "surrogatepass").lower()
+        families = 0
+        for family, pattern in sanitize_module._PREFILTER:
+            if pattern.search(text):
+                families |= family
+        if families:
+            found[i] = families
+    return found
+
+
+@PROPERTY
+@given(st.lists(PREFILTER_TEXT, min_size=1, max_size=6))
+def test_prefilter_finds_every_family_of_every_string(strings: list[str]) -> None:
+    assert sanitize_module._prefilter(strings) == prefilter_reference(strings)
+
+
+@pytest.mark.parametrize(
+    "strings",
+    [
+        # a group's first match is one family, a later one (same first byte) another
+        ["apiKey: 1 then key-" + "0123456789abcdef" * 2],
+        ["key-" + "0123456789abcdef" * 2 + ' and "key": 1'],
+        ["bearer: x; Bearer abc", "basic"],
+        ["pass= pypi-AgE private key", "short", ":AA" + "b" * 30 + " ://u:p@h"],
+        ["secret: sk-abc", "sk-x secret=1", "token", "hook.x hf_" + "a" * 30],
+    ],
+)
+def test_prefilter_finds_later_families_of_a_group(strings: list[str]) -> None:
+    assert sanitize_module._prefilter(strings) == prefilter_reference(strings)
