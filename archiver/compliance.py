@@ -4,7 +4,8 @@ A bundle holds, for the executions selected by id, workflow or time range::
 
     objects/<key as stored>     snapshot.json.zst, result.json.zst, their structure blobs, the
                                 workflows' version commits, and the executions' tombstones, tier
-                                events and tag/annotation events: the stored bytes, unchanged
+                                events, tag/annotation events and the legal-hold events of the
+                                executions and their workflows: the stored bytes, unchanged
     manifest/<table>.jsonl      the index rows of those executions (and the workflows' versions),
                                 one JSON object a line, timestamps RFC 3339, plus ``dt``
     bundle.json                 selection, time, counts, executions, the index chain entries of the
@@ -49,6 +50,7 @@ from archiver.errors import (
     NotFound,
     ObjectArchived,
 )
+from archiver.holds import HOLDS_PREFIX
 from archiver.layout import (
     blob_key,
     check_id,
@@ -449,6 +451,13 @@ def _collect(
     for workflow_id in sorted({e.workflow_id for e in kept if e.workflow_id}):
         for info in store.list(versions_prefix(workflow_id)):
             collector.record(info.key, _VERSION_KIND)
+        # legal holds set and cleared on the workflow (archiver.holds): part of the record
+        for info in store.list(f"{HOLDS_PREFIX}workflow/{workflow_id}/"):
+            collector.record(info.key, None)
+    for ex in kept:
+        for info in store.list(f"{HOLDS_PREFIX}execution/{ex.execution_id}/"):
+            collector.record(info.key, None)
+            ex.keys.append(info.key)
 
 
 def _rows(
@@ -629,7 +638,7 @@ The decompressed bytes are RFC 8785 canonical JSON: parsing and re-canonicalizin
 same bytes.
 
 **Records** (snapshots `snapshot.json.zst`, final states `result.json.zst`, version commits under
-`refs/`, tombstones and tier events under `events/`) decompress to one JCS object carrying
+`refs/`, tombstones, tier events and legal-hold events under `events/`) decompress to one JCS object carrying
 `formatVersion`, `kind` and `digest` = `"sha256:" + hex(SHA-256(JCS(the object without
 digest)))`. To check one (Python, with the `rfc8785` package):
 

@@ -171,6 +171,32 @@ def populate_and_seal(store: ObjectStore) -> list[Any]:
     return captured
 
 
+def test_export_carries_the_legal_hold_events_of_its_executions(tmp_path: Path) -> None:
+    from archiver.holds import clear_hold, set_hold
+
+    store = MemoryStore()
+    captured = populate_and_seal(store)
+    one = next(c for c in captured if c.workflow_id == "wf-a")
+    set_hold(store, "workflow", "wf-a", reason="case 17", by="legal")
+    set_hold(store, "execution", one.execution_id, reason="case 18", by="legal")
+    clear_hold(store, "execution", one.execution_id, reason="settled", by="legal")
+    set_hold(store, "workflow", "wf-b", reason="other case", by="legal")
+    bundle = tmp_path / "bundle"
+    export_bundle(store, Selection.parse(workflow_id="wf-a"), bundle)
+    held = sorted(
+        p.relative_to(bundle / "objects").as_posix()
+        for p in (bundle / "objects" / "events" / "holds").rglob("*.zst")
+    )
+    assert [k.split("/")[2:4] for k in held] == [
+        ["execution", one.execution_id],
+        ["execution", one.execution_id],
+        ["workflow", "wf-a"],
+    ]
+    actions = [orjson.loads(decompress((bundle / "objects" / k).read_bytes())) for k in held]
+    assert [a["action"] for a in actions] == ["set", "clear", "set"]
+    assert all((bundle / "objects" / k).read_bytes() == store.get(k) for k in held)
+
+
 def test_export_as_tar_by_ids_and_time_range(tmp_path: Path) -> None:
     sha256sum, tar = _tool("sha256sum"), _tool("tar")
     store = MemoryStore()
