@@ -848,8 +848,9 @@ class Sanitizer:
 
     def _node(self, node: Any, call: _Call, raw: bytes | None, digest: bytes) -> dict[str, Any]:
         """One workflow node not found in the memo (``raw``: its bytes, None if not memoisable):
-        NODE_KEPT_KEYS kept (shared) and classified, the rest walked like any object. The memo
-        keeps the sanitized rest by the whole node's digest."""
+        NODE_KEPT_KEYS kept (shared) and classified, the rest walked like the fields of any
+        object (``_walk_dict``, inline: one copy of the node). The memo keeps the sanitized rest
+        by the whole node's digest (``_store_chunks``)."""
         if type(node) is not dict:
             if isinstance(node, dict):
                 raise _NotPlain()
@@ -857,33 +858,79 @@ class Sanitizer:
         saved = call.flags
         call.flags = 0
         kept = NODE_KEPT_KEYS
+        keys = self._keys
+        memo = self._memo
+        pending = call.pending
         found = 0
-        rest = {}
+        out = dict(node)
         for k, v in node.items():
+            t = type(v)
             if k in kept:
-                t = type(v)
                 if t is str or t is bool or v is None:
                     continue
-                if t is list and len(v) == 2:  # a position: two numbers, usually small ints
+                if t is int:
+                    if -_SAFE_INT <= v <= _SAFE_INT:
+                        continue
+                elif t is list and len(v) == 2:  # a position: two numbers, usually small ints
                     x, y = v
                     if (
                         type(x) is int
                         and type(y) is int
-                        and abs(x) <= _SAFE_INT
-                        and abs(y) <= _SAFE_INT
+                        and -_SAFE_INT <= x <= _SAFE_INT
+                        and -_SAFE_INT <= y <= _SAFE_INT
                     ):
                         continue
                 found |= _kept_flags(v)
-            else:
-                rest[k] = v
-        clean = self._walk_dict(rest, call, None)
-        out = dict(node)
-        out.update(clean)
+                continue
+            code = keys.get(k)
+            if code is None:
+                if type(k) is not str:
+                    raise _not_json(k, key=True)
+                code = self._key_code(k)
+            if code and self._node_field(node, k, v, code, out, call):
+                continue
+            if t is str:
+                if len(v) >= _MIN_SCAN_LEN and v not in memo:
+                    pending.append((out, k, v))
+            elif t is dict:
+                out[k] = self._walk_dict(v, call, None)
+            elif t is list or t is tuple:
+                out[k] = self._walk_list(v, call, None)
+            elif t is int:
+                if v > _SAFE_INT or v < -_SAFE_INT:
+                    call.flags |= NUMBER_SLOW
+            elif t is float:
+                call.flags |= number_flags(v)
+            elif not (v is None or t is bool):
+                raise _not_json(v)
         flags = call.flags | found
         call.flags = saved | flags
         if raw is not None:
-            call.chunks.append((_MODE_NODE, digest, rest, clean, flags | _has_null(raw)))
+            call.chunks.append((_MODE_NODE, digest, node, out, flags | _has_null(raw)))
         return out
+
+    def _node_field(
+        self, node: dict[str, Any], k: str, v: Any, code: int, out: dict[str, Any], call: _Call
+    ) -> bool:
+        """``_walk_dict``'s handling of a key with a code, for a node field that is not in
+        NODE_KEPT_KEYS: True if done, False if ``v`` is to be walked as under a plain key."""
+        if code == _SECRET:
+            out[k] = self._secret_value(v, call, secret_numbers=True)
+            return True
+        if code == _PAIR_VALUE:  # the pair's name fields are looked up among the walked fields
+            code = self._pair_code({f: x for f, x in node.items() if f not in NODE_KEPT_KEYS})
+        if code == _WEAK:
+            if type(v) is str and _looks_like_key_value(v):
+                out[k] = self._redact_string(v)
+                return True
+        elif code == _PAIR_VALUE:
+            out[k] = self._secret_value(v, call, secret_numbers=True)
+            return True
+        elif code == _NAME_MAP and type(v) is dict:
+            out[k] = self._walk_name_map(v, call, None)
+            return True
+        # _CREDENTIALS: "credentials" is in NODE_KEPT_KEYS
+        return False
 
     def _chunk1(self, v: Any, call: _Call, mode: int) -> Any:
         return self._chunk(v, call, mode, self._chunk2)
@@ -892,12 +939,15 @@ class Sanitizer:
         return self._chunk(v, call, mode, None)
 
     def _store_chunks(self, chunks: list[tuple[int, bytes, Any, Any, int]]) -> None:
+        kept = NODE_KEPT_KEYS
         for mode, digest, before, out, flags in chunks:
             if flags & (NUMBER_NONFINITE | _NOT_MEMO):
                 continue  # NaN prints as null: a hit would turn it into null
             if out == before:
                 result = _UNCHANGED
             else:
+                if mode == _MODE_NODE:  # the sanitized fields but NODE_KEPT_KEYS
+                    out = {k: v for k, v in out.items() if k not in kept}
                 try:
                     result = _dumps(out)
                 except TypeError:
