@@ -568,9 +568,9 @@ class Sanitizer:
 
         Like ``sanitize_json`` (numbers checked, paths ``nodes[i]...``). Each node's result is
         memoised by the node's bytes, so a node seen before costs a serialization, a hash and a
-        parse: of the node's own bytes when sanitizing changed nothing in it (the common case),
-        else of its sanitized fields but NODE_KEPT_KEYS (those are then shared with ``nodes``).
-        A node not seen before is walked whole (its containers are not memoised one by one).
+        parse (of the fields but NODE_KEPT_KEYS: those are shared with ``nodes``). A node not seen
+        before is walked whole (its containers are not memoised one by one); one that sanitizing
+        left unchanged is stored as such, and its fields are serialized on its first hit.
         """
         call = _Call()
         out: list[dict[str, Any]] = []
@@ -589,21 +589,16 @@ class Sanitizer:
                     digest = _sha256(raw).digest()
                     hit = memo.get(digest)
                     # orjson prints NaN as null: a node holding one has the bytes of a null twin.
-                    if hit is not None:
+                    if hit is not None and (not hit[1] & _HAS_NULL or _loads(raw) == node):
                         result = hit[0]
-                        if not result:  # sanitizing changed nothing: the node as its bytes say
-                            done = _loads(raw)
-                            if not hit[1] & _HAS_NULL or done == node:
-                                flags |= hit[1]
-                                append(done)
-                                continue
-                        elif not hit[1] & _HAS_NULL or _loads(raw) == node:
-                            done = dict(node)
-                            done.update(_loads(result))
-                            flags |= hit[1]
-                            append(done)
-                            continue
-                    append(self._node(node, call, raw, digest))
+                        if not result:  # first hit of a node sanitizing left unchanged
+                            result = self._unchanged_node(memo, digest, node, hit[1])
+                        done = dict(node)
+                        done.update(_loads(result))
+                        flags |= hit[1]
+                        append(done)
+                    else:
+                        append(self._node(node, call, raw, digest))
                 else:
                     append(self._node(node, call, None, b""))
         except _NotPlain:
@@ -943,7 +938,7 @@ class Sanitizer:
         for mode, digest, before, out, flags in chunks:
             if flags & (NUMBER_NONFINITE | _NOT_MEMO):
                 continue  # NaN prints as null: a hit would turn it into null
-            if out == before:
+            if out == before:  # a node: its fields but NODE_KEPT_KEYS on its first hit
                 result = _UNCHANGED
             else:
                 if mode == _MODE_NODE:  # the sanitized fields but NODE_KEPT_KEYS
@@ -960,6 +955,21 @@ class Sanitizer:
                 self._chunk_size = 0
             self._chunks[mode][digest] = (result, flags)
             self._chunk_size += size
+
+    def _unchanged_node(
+        self, memo: _Memo, digest: bytes, node: dict[str, Any], flags: int
+    ) -> bytes:
+        """The bytes a hit parses for a node in which sanitizing changed nothing.
+
+        Such a node is stored without serializing anything (most workflows a capture meets for
+        the first time are never sanitized again by this memo); its first hit serializes its
+        fields but NODE_KEPT_KEYS (equal to their sanitized form) and keeps them for later hits.
+        """
+        result = _dumps({k: v for k, v in node.items() if k not in NODE_KEPT_KEYS})
+        if memo.get(digest) is not None:  # still there (not evicted meanwhile)
+            memo[digest] = (result, flags)
+            self._chunk_size += len(result)
+        return result
 
     def _walk_credentials(self, creds: dict[Any, Any], call: _Call) -> dict[str, Any]:
         """A node's credential references: keep ``id`` and ``name``, replace anything else."""

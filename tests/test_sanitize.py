@@ -995,7 +995,8 @@ def test_sanitize_nodes_keeps_identity_and_reports_numbers(params: list[Any], ve
         for i, p in enumerate(params)
     ]
     cached = Sanitizer(KEY)
-    for sanitizer in (cached, cached, Sanitizer(KEY, cache_bytes=0)):
+    # cold, first hit, later hit (a node left unchanged is serialized on its first hit), no memo
+    for sanitizer in (cached, cached, cached, Sanitizer(KEY, cache_bytes=0)):
         out, numbers = sanitizer.sanitize_nodes(nodes)
         assert numbers == numbers_of(out)
         for node, clean in zip(nodes, out, strict=True):
@@ -1045,13 +1046,18 @@ def test_values_orjson_prints_but_the_walk_refuses_are_refused_memo_or_not() -> 
 def test_a_caller_mutating_a_result_does_not_change_later_results() -> None:
     s = Sanitizer(KEY)
     nodes = [
-        {"name": "A", "type": "t", "parameters": {"url": "https://x.example", "password": "p"}}
+        {"name": "A", "type": "t", "parameters": {"url": "https://x.example", "password": "p"}},
+        {"name": "B", "type": "t", "parameters": {"url": "https://y.example", "n": [1, 2.5]}},
     ]
     first = copy.deepcopy(s.sanitize_nodes(nodes)[0])
+    assert first[1] == nodes[1]  # nothing to sanitize in B
     second = s.sanitize_nodes(nodes)[0]  # from the memo
     assert second == first
-    second[0]["parameters"]["url"] = "https://evil.example"
-    second[0]["parameters"]["password"] = "hunter2"
+    for node in second:
+        node["parameters"]["url"] = "https://evil.example"
+        node["parameters"]["password"] = "hunter2"
+        node["parameters"]["n"] = [3]
+    assert nodes[1]["parameters"] == {"url": "https://y.example", "n": [1, 2.5]}
     assert s.sanitize_nodes(nodes)[0] == first
     assert s.sanitize_nodes(nodes)[0] == first
 
