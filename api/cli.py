@@ -16,7 +16,7 @@ import orjson
 
 from archiver.archive import Archive
 from archiver.config import Settings, load_settings
-from archiver.errors import ArchiveError
+from archiver.errors import ArchiveError, RunBusy
 from archiver.index import ManifestWriter
 from archiver.index import rebuild_index as rebuild
 from archiver.index import verify as verify_index
@@ -106,6 +106,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except RunBusy as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(3)
         except ArchiveError as err:
             field = getattr(err, "field", None)
             where = f" (field: {field})" if field else ""

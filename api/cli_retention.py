@@ -16,6 +16,7 @@ import orjson
 from archiver.holds import HOLD_SCOPES, active_holds, clear_hold, cli_user, set_hold
 from archiver.holds import sync_object_holds as sync_holds
 from archiver.retention import (
+    RETENTION_LEASE,
     RetentionPolicy,
     apply_lifecycle,
     archive_cold,
@@ -25,6 +26,7 @@ from archiver.retention import (
     plan,
     restore_execution,
 )
+from archiver.runlock import break_lease, run_lease
 
 __all__ = ["register_retention"]
 
@@ -155,7 +157,8 @@ def expire_command(ctx: click.Context, policy_file: str | None, dry_run: bool) -
         result = plan(store, policy, max_object_bytes=settings.max_object_bytes)
         click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2))
         return
-    report = expire(store, policy, max_object_bytes=settings.max_object_bytes)
+    with run_lease(store, RETENTION_LEASE, owner=cli_user()):
+        report = expire(store, policy, max_object_bytes=settings.max_object_bytes)
     click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
 
 
@@ -179,14 +182,35 @@ def archive_command(ctx: click.Context, policy_file: str | None) -> None:
     def progress(done: int, total: int) -> None:
         click.echo(f"\rarchive: {done}/{total}\x1b[K", nl=False, err=True)
 
-    report = archive_cold(
-        settings.open_store(),
-        _policy(ctx, policy_file),
-        progress=progress,
-        max_object_bytes=settings.max_object_bytes,
-    )
+    store = settings.open_store()
+    with run_lease(store, RETENTION_LEASE, owner=cli_user()):
+        report = archive_cold(
+            store,
+            _policy(ctx, policy_file),
+            progress=progress,
+            max_object_bytes=settings.max_object_bytes,
+        )
     _end_progress()
     click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+
+
+@retention.command("break-lock")
+@click.pass_context
+def break_lock(ctx: click.Context) -> None:
+    """Release the run lease of a stuck `archive` / `expire` run, so the next run may start.
+
+    Only one retention run works on a store at a time; a run killed on another machine keeps
+    the lease until its heartbeats are 10 minutes old (on the same machine, until its process
+    is gone). Use this when you know the holder is dead. Prints the holder it released.
+
+    \b
+    Example:
+      execvault retention break-lock && execvault expire --policy retention.toml
+    """
+    from api.cli import _settings
+
+    holder = break_lease(_settings(ctx).open_store(), RETENTION_LEASE)
+    click.echo(orjson.dumps({"released": holder}, option=orjson.OPT_INDENT_2))
 
 
 @click.command("restore")

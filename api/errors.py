@@ -46,6 +46,7 @@ from archiver.errors import (
     QueryLimitExceeded,
     QueryRefused,
     RetentionLocked,
+    RunBusy,
     SanitizationError,
     StoreUnavailable,
 )
@@ -125,6 +126,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str | None], ...] = (
     (ImmutableConflict, 409, "immutable_conflict", None),
     (RetentionLocked, 409, "retention_locked", None),
     (ObjectArchived, 409, "archived", None),
+    (RunBusy, 409, "busy", None),
     (StoreUnavailable, 503, "store_unavailable", "the object store is unavailable; retry later"),
     (IntegrityError, 500, "integrity_error", "a stored object failed verification"),
     (ManifestError, 500, "manifest_error", "the index could not be read or written"),

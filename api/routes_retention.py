@@ -31,6 +31,7 @@ from archiver.holds import HOLD_SCOPES, active_holds, check_hold, clear_hold, se
 from archiver.jsonio import loads_strict
 from archiver.layout import check_id
 from archiver.retention import (
+    RETENTION_LEASE,
     RetentionPolicy,
     archive_cold,
     expire,
@@ -38,6 +39,7 @@ from archiver.retention import (
     plan,
     restore_execution,
 )
+from archiver.runlock import run_lease
 from archiver.store.base import ObjectStore
 
 __all__ = ["RESTORE_RETRY_AFTER_SECONDS", "router"]
@@ -157,7 +159,8 @@ async def archive(request: Request) -> Response:
         policy = load_policy(settings.retention_policy_file)
         if dry_run:
             return _json(plan(store, policy).to_json(), 200)
-        report = archive_cold(store, policy, max_object_bytes=settings.max_object_bytes)
+        with run_lease(store, RETENTION_LEASE, owner="api"):
+            report = archive_cold(store, policy, max_object_bytes=settings.max_object_bytes)
         return _json(report.to_json(), 201 if report.moved else 200)
 
     return await run_in_threadpool(run)
@@ -278,7 +281,8 @@ async def expire_route(request: Request) -> Response:
             return _json(
                 plan(store, policy, max_object_bytes=settings.max_object_bytes).to_json(), 200
             )
-        report = expire(store, policy, max_object_bytes=settings.max_object_bytes)
+        with run_lease(store, RETENTION_LEASE, owner="api"):
+            report = expire(store, policy, max_object_bytes=settings.max_object_bytes)
         return _json(report.to_json(), 201 if report.tombstones else 200)
 
     return await run_in_threadpool(run)

@@ -42,6 +42,7 @@ __all__ = [
     "QueryLimitExceeded",
     "QueryRefused",
     "RetentionLocked",
+    "RunBusy",
     "SanitizationError",
     "StoreUnavailable",
 ]
@@ -131,3 +132,12 @@ class QueryLimitExceeded(ArchiveError):
 
 class QueryBusy(ArchiveError):
     """Every analyst query slot stayed busy for longer than the query's time limit."""
+
+
+class RunBusy(ArchiveError):
+    """Another retention run (``archive`` / ``expire``) holds the store's run lease
+    (``archiver/runlock.py``); ``holder`` describes it."""
+
+    def __init__(self, message: str, *, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = dict(holder or {})

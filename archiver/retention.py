@@ -100,6 +100,8 @@ COLD_COPY_TIER: Final = "cold-copy"
 _COPY_SUFFIX: Final = "cold-copy"
 _UNCOPY_SUFFIX: Final = "cold-restore"
 RETENTION_TABLE: Final = "retention_events"
+#: the store-wide run lease ``archive`` and ``expire`` take (``archiver/runlock.py``)
+RETENTION_LEASE: Final = "retention"
 _SNAPSHOT_KIND: Final = "execution-snapshot"
 _FINAL_STATE_KIND: Final = "final-state"
 _NEVER: Final = "never"
