@@ -32,11 +32,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import re
 import secrets
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -53,7 +55,7 @@ from archiver.errors import (
     ObjectArchived,
     RetentionLocked,
 )
-from archiver.events import EventLog
+from archiver.events import EVENTS_PREFIX, EventLog, TagEvent
 from archiver.holds import HoldSet, active_holds
 from archiver.layout import blob_key, check_id, execution_prefix
 from archiver.store.base import ObjectStore
@@ -66,6 +68,7 @@ __all__ = [
     "ArchiveReport",
     "ExecutionInfo",
     "ExpiryReport",
+    "IndexFacts",
     "LifecycleUnsupported",
     "RetentionPlan",
     "RetentionPolicy",
@@ -80,6 +83,7 @@ __all__ = [
     "normalize_cold_url",
     "open_cold_store",
     "plan",
+    "read_index_facts",
     "rebuild_retention_index",
     "restore_execution",
     "scan",
@@ -375,6 +379,10 @@ class ExecutionInfo:
     #: the latest cold-copy tier event of the execution (archive or restore), if any
     copy_event: Mapping[str, Any] | None = None
     copy_event_key: str | None = None
+    #: where the snapshot facts came from: ``record`` (the record was read), ``index`` (its
+    #: ``snapshots`` row; checked against the record before anything is deleted or recorded)
+    #: or ``tier-event`` (what an archive tier event recorded)
+    facts_from: str = "record"
 
     @property
     def stored_bytes(self) -> int:
@@ -406,6 +414,9 @@ class Scan:
     #: archived (GLACIER / DEEP_ARCHIVE) executions without an archive event to describe them:
     #: neither moved nor expired (restore them, or rebuild their events, first)
     unreadable: tuple[str, ...] = ()
+    #: executions described by their index rows (no record read) / by reading their records
+    from_index: int = 0
+    from_records: int = 0
 
 
 _NEEDS_RESTORE: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
@@ -506,11 +517,202 @@ def _facts(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> Scan:
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: Parquet files of the index tables the scan reads (any name in a day folder, as the readers)
+_FACT_PART_RE: Final = re.compile(
+    r"index/(?P<table>snapshots|final_states|tag_events)/dt=\d{4}-\d{2}-\d{2}/"
+    r"[A-Za-z0-9][A-Za-z0-9._=-]*\.parquet"
+)
+_FACT_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
+    "snapshots": (
+        "execution_id",
+        "workflow_id",
+        "created_at",
+        "snapshot_hash",
+        "object_key",
+        "stored_bytes",
+    ),
+    "final_states": ("execution_id", "status", "object_key", "stored_bytes"),
+    "tag_events": (
+        "event_id",
+        "action",
+        "workflow_id",
+        "execution_id",
+        "tag",
+        "previous_execution_id",
+        "created_at",
+        "object_key",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFact:
+    """What a ``snapshots`` row says about an execution's record."""
+
+    workflow_id: str
+    created_at: datetime
+    snapshot_hash: str
+    object_key: str
+    stored_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexFacts:
+    """The facts retention needs, as the Parquet index (``docs/index.md``) holds them.
+
+    Only a hint: :func:`scan` uses a row only when its ``object_key`` and ``stored_bytes`` match
+    the listed object, reads the record otherwise, and expiry checks every execution it deletes
+    against its record. An execution whose rows disagree with each other has none here.
+    """
+
+    #: execution id → its ``snapshots`` row
+    snapshots: Mapping[str, SnapshotFact] = field(default_factory=dict)
+    #: execution id → (status, object_key, stored_bytes) of its ``final_states`` row
+    final_states: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)
+    #: object key of a tag event → the event (``tag_events`` rows)
+    tag_events: Mapping[str, TagEvent] = field(default_factory=dict)
+    #: index files read / files that could not be read (skipped: their executions are read)
+    parts: int = 0
+    unreadable_parts: tuple[str, ...] = ()
+
+
+def _ms_datetimes(column: Any) -> list[datetime]:
+    return [_EPOCH + timedelta(milliseconds=int(ms)) for ms in column.cast(pa.int64()).to_pylist()]
+
+
+def read_index_facts(store: ObjectStore, *, workers: int = 8) -> IndexFacts:
+    """Read the ``snapshots``, ``final_states`` and ``tag_events`` files of the index (only the
+    columns retention needs; ``workers`` parallel GETs). A file that cannot be read is skipped
+    (listed in ``unreadable_parts``): the scan then reads the records of the executions it would
+    have described. Rows of one identity that disagree (a broken writer) are dropped."""
+    infos = [i for i in store.list("index/") if _FACT_PART_RE.fullmatch(i.key)]
+
+    def read(key: str) -> tuple[str, Any]:
+        table = key.split("/", 2)[1]
+        try:
+            data = store.get(key)
+            return table, pq.read_table(pa.BufferReader(data), columns=list(_FACT_COLUMNS[table]))
+        except NotFound:
+            return table, None  # replaced meanwhile (compaction): its rows are in another file
+        except Exception:  # any unreadable file: its executions are read instead
+            return table, key
+
+    snapshots: dict[str, SnapshotFact] = {}
+    finals: dict[str, tuple[str, str, int]] = {}
+    tags: dict[str, TagEvent] = {}
+    conflicts: set[tuple[str, str]] = set()
+    unreadable: list[str] = []
+    interned: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for table, got in pool.map(read, [i.key for i in infos]):
+            if got is None:
+                continue
+            if isinstance(got, str):
+                unreadable.append(got)
+                continue
+            cols = {name: got.column(name) for name in _FACT_COLUMNS[table]}
+            if table == "snapshots":
+                rows = zip(
+                    cols["execution_id"].to_pylist(),
+                    cols["workflow_id"].to_pylist(),
+                    _ms_datetimes(cols["created_at"]),
+                    cols["snapshot_hash"].to_pylist(),
+                    cols["object_key"].to_pylist(),
+                    cols["stored_bytes"].to_pylist(),
+                    strict=True,
+                )
+                for eid, wf, created, shash, okey, size in rows:
+                    wf = interned.setdefault(wf, wf)
+                    fact = SnapshotFact(wf, created, shash, okey, int(size))
+                    if snapshots.setdefault(eid, fact) != fact:
+                        conflicts.add((table, eid))
+            elif table == "final_states":
+                rows2 = zip(
+                    cols["execution_id"].to_pylist(),
+                    cols["status"].to_pylist(),
+                    cols["object_key"].to_pylist(),
+                    cols["stored_bytes"].to_pylist(),
+                    strict=True,
+                )
+                for eid, status, okey, size in rows2:
+                    status = interned.setdefault(status, status)
+                    entry = (status, okey, int(size))
+                    if finals.setdefault(eid, entry) != entry:
+                        conflicts.add((table, eid))
+            else:
+                created_at = _ms_datetimes(cols["created_at"])
+                names = ("event_id", "action", "workflow_id", "execution_id", "tag")
+                values = [cols[n].to_pylist() for n in names]
+                previous = cols["previous_execution_id"].to_pylist()
+                for n, okey in enumerate(cols["object_key"].to_pylist()):
+                    event = TagEvent(
+                        event_id=values[0][n],
+                        action=values[1][n],
+                        workflow_id=values[2][n],
+                        execution_id=values[3][n],
+                        tag=values[4][n],
+                        created_at=created_at[n],
+                        previous_execution_id=previous[n],
+                    )
+                    if tags.setdefault(okey, event) != event:
+                        conflicts.add((table, okey))
+    for table, name in conflicts:
+        if table == "snapshots":
+            snapshots.pop(name, None)
+        elif table == "final_states":
+            finals.pop(name, None)
+        else:
+            tags.pop(name, None)
+    return IndexFacts(snapshots, finals, tags, len(infos), tuple(sorted(unreadable)))
+
+
+def _current_tags(
+    store: ObjectStore, index: IndexFacts | None, max_object_bytes: int
+) -> dict[str, dict[str, list[str]]]:
+    """workflow id → execution id → the tags it holds now: the fold of every workflow's tag
+    events (``archiver.events``), listed in one LIST of ``events/workflows/``; an event's body
+    comes from its ``tag_events`` row when the index has one for that key, else from the object."""
+    by_workflow: dict[str, list[str]] = {}
+    for info in store.list(EVENTS_PREFIX):
+        parts = info.key.split("/")
+        if len(parts) == 5 and parts[3] == "tags" and parts[4].endswith(".json.zst"):
+            by_workflow.setdefault(parts[2], []).append(info.key)
+    out: dict[str, dict[str, list[str]]] = {}
+    for workflow_id, keys in by_workflow.items():
+        events: list[TagEvent] = []
+        for key in sorted(keys):
+            event = None if index is None else index.tag_events.get(key)
+            if event is None or event.workflow_id != workflow_id:
+                try:
+                    body = decode_record(store.get(key), "tag-event", max_size=max_object_bytes)
+                except NotFound:
+                    continue
+                event = TagEvent.from_json(body)
+            events.append(event)
+        held: dict[str, list[str]] = {}
+        for tag, event in EventLog.fold_tags(events).items():
+            held.setdefault(event.execution_id, []).append(tag)
+        out[workflow_id] = held
+    return out
+
+
+def scan(
+    store: ObjectStore,
+    *,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    index: IndexFacts | None = None,
+) -> Scan:
     """Every execution (record, status, current tags, objects) and every blob of the store.
 
-    Executions moved to a cold store are included from their archive tier event (their objects
-    have the pseudo class ``COLD_COPY``); the cold store itself is not read.
+    The listing of ``executions/`` says which objects exist (sizes, storage classes). With
+    ``index`` (:func:`read_index_facts`), an execution whose ``snapshots`` row names the listed
+    snapshot object with its size is described from the row (and its status from its
+    ``final_states`` row, when that names the listed final state), without reading the record;
+    executions the index does not describe (rows missing or not matching) are read as without
+    one, so the result is the same. Executions moved to a cold store are included from their
+    archive tier event (their objects have the pseudo class ``COLD_COPY``); the cold store itself
+    is not read.
     """
     objects: dict[str, dict[str, tuple[int, str]]] = {}
     for info in store.list("executions/"):
@@ -521,11 +723,11 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     blobs = {info.key: info.size for info in store.list("blobs/")}
     copies = _copy_names(store, f"{TIER_PREFIX}executions/")
     outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/") if copies else {}
-    events = EventLog(store, max_object_bytes=max_object_bytes)
-    tag_cache: dict[str, dict[str, list[str]]] = {}
+    tag_map: dict[str, dict[str, list[str]]] | None = None
     out: list[ExecutionInfo] = []
     orphans: dict[str, int] = {}
     unreadable: list[str] = []
+    from_index = from_records = 0
     for execution_id in sorted(set(objects) | set(copies)):
         keys = dict(objects.get(execution_id, {}))
         ex_copies = copies.get(execution_id, [])
@@ -549,10 +751,13 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
             continue
         status = None
         res_key = next((k for k in keys if k.endswith("/result.json.zst")), None)
+        source = "record"
+        fact = None if index is None else index.snapshots.get(execution_id)
         if keys[snap_key][1] == COLD_COPY:
             assert copy_event is not None
             body = _facts(copy_event)
             status = copy_event.get("status")
+            source = "tier-event"
         elif keys[snap_key][1] in _NEEDS_RESTORE:
             # not readable without a restore: what the archive job recorded when it moved it
             recorded = _last_archive_event(store, execution_id, max_object_bytes)
@@ -561,26 +766,47 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
                 continue
             body = recorded
             status = recorded.get("status")
+            source = "tier-event"
         else:
-            try:
-                body = decode_record(store.get(snap_key), _SNAPSHOT_KIND, max_size=max_object_bytes)
-            except NotFound:
-                continue
-            if res_key is not None and keys[res_key][1] != COLD_COPY:
-                with contextlib.suppress(NotFound):
-                    final = decode_record(
-                        store.get(res_key), _FINAL_STATE_KIND, max_size=max_object_bytes
+            if (
+                fact is not None
+                and fact.object_key == snap_key
+                and fact.stored_bytes == keys[snap_key][0]
+            ):
+                body = {
+                    "workflowId": fact.workflow_id,
+                    "createdAt": fact.created_at,
+                    "snapshotHash": fact.snapshot_hash,
+                }
+                source = "index"
+                from_index += 1
+            else:
+                try:
+                    body = decode_record(
+                        store.get(snap_key), _SNAPSHOT_KIND, max_size=max_object_bytes
                     )
-                    if final.get("status") is not None:
-                        status = str(final["status"])
+                except NotFound:
+                    continue
+                from_records += 1
+            if res_key is not None and keys[res_key][1] != COLD_COPY:
+                row = None
+                if source == "index":
+                    assert index is not None
+                    row = index.final_states.get(execution_id)
+                if row is not None and row[1] == res_key and row[2] == keys[res_key][0]:
+                    status = row[0]
+                else:
+                    with contextlib.suppress(NotFound):
+                        final = decode_record(
+                            store.get(res_key), _FINAL_STATE_KIND, max_size=max_object_bytes
+                        )
+                        if final.get("status") is not None:
+                            status = str(final["status"])
             elif moved and copy_event is not None:
                 status = copy_event.get("status")
         workflow_id = str(body["workflowId"])
-        if workflow_id not in tag_cache:
-            by_exec: dict[str, list[str]] = {}
-            for tag, event in events.current_tags(workflow_id).items():
-                by_exec.setdefault(event.execution_id, []).append(tag)
-            tag_cache[workflow_id] = by_exec
+        if tag_map is None:
+            tag_map = _current_tags(store, index, max_object_bytes)
         out.append(
             ExecutionInfo(
                 execution_id=execution_id,
@@ -588,13 +814,78 @@ def scan(store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
                 created_at=parse_ts(body["createdAt"], "createdAt"),
                 snapshot_hash=str(body["snapshotHash"]),
                 status=None if status is None else str(status),
-                tags=tuple(sorted(tag_cache[workflow_id].get(execution_id, []))),
+                tags=tuple(sorted(tag_map.get(workflow_id, {}).get(execution_id, []))),
                 objects=keys,
                 copy_event=copy_event,
                 copy_event_key=ex_copies[-1][2] if copy_event is not None else None,
+                facts_from=source,
             )
         )
-    return Scan(tuple(out), blobs, orphans, tuple(unreadable))
+    return Scan(tuple(out), blobs, orphans, tuple(unreadable), from_index, from_records)
+
+
+def _record_disagreement(
+    store: ObjectStore,
+    ex: ExecutionInfo,
+    tags_of: Callable[[str], Mapping[str, list[str]]] | None,
+    max_object_bytes: int,
+    *,
+    snapshot: Mapping[str, Any] | None = None,
+    final: Mapping[str, Any] | None = None,
+) -> str | None:
+    """None when the execution's records (and, with ``tags_of``, its tag events read from the
+    objects) say what ``ex`` says; otherwise what differs. ``snapshot`` / ``final``: bodies the
+    caller already read (they are read here otherwise)."""
+    snap_key = next(k for k in ex.objects if k.endswith("/snapshot.json.zst"))
+    res_key = next(
+        (
+            k
+            for k, (_, c) in ex.objects.items()
+            if k.endswith("/result.json.zst") and c != COLD_COPY
+        ),
+        None,
+    )
+    try:
+        if snapshot is None:
+            snapshot = decode_record(store.get(snap_key), _SNAPSHOT_KIND, max_size=max_object_bytes)
+        status = None
+        if res_key is not None:
+            if final is None:
+                with contextlib.suppress(NotFound):
+                    final = decode_record(
+                        store.get(res_key), _FINAL_STATE_KIND, max_size=max_object_bytes
+                    )
+            if final is not None and final.get("status") is not None:
+                status = str(final["status"])
+        elif ex.copy_event is not None and COLD_COPY in {c for _, c in ex.objects.values()}:
+            status = ex.copy_event.get("status")  # as scan: the moved final state's status
+        found: dict[str, Any] = {
+            "workflowId": str(snapshot.get("workflowId")),
+            "createdAt": format_ts(parse_ts(snapshot.get("createdAt"), "createdAt")),
+            "snapshotHash": str(snapshot.get("snapshotHash")),
+            "status": status,
+        }
+    except NotFound:
+        return "its snapshot record is gone"
+    except ArchiveError as err:
+        return f"its record cannot be read ({err})"
+    said: dict[str, Any] = {
+        "workflowId": ex.workflow_id,
+        "createdAt": format_ts(ex.created_at),
+        "snapshotHash": ex.snapshot_hash,
+        "status": ex.status,
+    }
+    if tags_of is not None:
+        found["tags"] = sorted(tags_of(found["workflowId"]).get(ex.execution_id, []))
+        said["tags"] = sorted(ex.tags)
+    differ = [
+        f"{name} {said[name]!r} (record: {found[name]!r})"
+        for name in said
+        if said[name] != found[name]
+    ]
+    if not differ:
+        return None
+    return "the index disagrees with the record: " + ", ".join(differ)
 
 
 # --------------------------------------------------------------------------------------------
@@ -762,17 +1053,26 @@ def plan_from_scan(
     )
 
 
+def _scan(store: ObjectStore, max_object_bytes: int, use_index: bool) -> Scan:
+    index = read_index_facts(store) if use_index else None
+    return scan(store, max_object_bytes=max_object_bytes, index=index)
+
+
 def plan(
     store: ObjectStore,
     policy: RetentionPolicy,
     now: datetime | None = None,
     *,
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    use_index: bool = True,
 ) -> RetentionPlan:
-    """What would move to cold storage and what would expire under ``policy``; changes nothing."""
+    """What would move to cold storage and what would expire under ``policy``; changes nothing.
+
+    ``use_index``: learn the snapshot facts of indexed executions from the Parquet index instead
+    of reading every record (the same plan; records are read for what the index lacks)."""
     when = utcnow() if now is None else now
     holds = active_holds(store, max_object_bytes=max_object_bytes)
-    return plan_from_scan(policy, scan(store, max_object_bytes=max_object_bytes), when, holds)
+    return plan_from_scan(policy, _scan(store, max_object_bytes, use_index), when, holds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -894,6 +1194,9 @@ class ExpiryReport:
     completed: list[str] = field(default_factory=list)
     #: blobs deleted, then put back because an execution captured meanwhile references them
     restored_blobs: list[str] = field(default_factory=list)
+    #: executions the plan (from the index) let expire but whose records disagree with the
+    #: index: not deleted; {executionId, reason}
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -906,6 +1209,7 @@ class ExpiryReport:
             "tombstones": len(self.tombstones),
             "completedIntents": len(self.completed),
             "restoredBlobs": len(self.restored_blobs),
+            "skipped": self.skipped,
             "executions": self.expired,
         }
 
@@ -1195,6 +1499,7 @@ def expire(
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
     cold_store: ObjectStore | None = None,
     progress: Callable[[int, int], None] | None = None,
+    use_index: bool = True,
 ) -> ExpiryReport:
     """Delete what ``policy`` lets expire at ``now``, leaving a tombstone for each deletion.
 
@@ -1204,10 +1509,14 @@ def expire(
     names). Every deletion is announced by an intent record first, so a run killed at any point
     leaves every deleted object explained; re-running converges: intents left behind are
     finished, what is gone is not planned again, an interrupted execution is finished.
+
+    ``use_index``: plan from the Parquet index (see :func:`scan`); an execution planned from its
+    index rows is deleted only after its records (and its workflow's tag events) confirm every
+    fact the decision rests on, else it is kept and listed in ``skipped``.
     """
     job = _Job(store, policy, clock, cold_store=cold_store, max_object_bytes=max_object_bytes)
     blob_intents = job.finish_intents()
-    scanned = scan(store, max_object_bytes=max_object_bytes)
+    scanned = _scan(store, max_object_bytes, use_index)
     holds = active_holds(store, max_object_bytes=max_object_bytes)
     result = plan_from_scan(policy, scanned, clock() if now is None else now, holds)
     by_id = {ex.execution_id: ex for ex in scanned.executions}
@@ -1227,6 +1536,19 @@ def expire(
     still_referenced: set[str] = set()
     todo = [d for d in result.decisions if d.action == "expire"]
     done = 0
+    tag_cache: dict[str, dict[str, list[str]]] = {}
+
+    def tags_of(workflow_id: str) -> dict[str, list[str]]:
+        """The workflow's current tags from its event objects (not the index)."""
+        if workflow_id not in tag_cache:
+            held: dict[str, list[str]] = {}
+            with contextlib.suppress(ArchiveError):
+                log = EventLog(store, max_object_bytes=max_object_bytes)
+                for tag, event in log.current_tags(workflow_id).items():
+                    held.setdefault(event.execution_id, []).append(tag)
+            tag_cache[workflow_id] = held
+        return tag_cache[workflow_id]
+
     for decision in result.decisions:
         ex = by_id[decision.execution_id]
         if decision.action == "held":
@@ -1234,6 +1556,22 @@ def expire(
         if decision.action != "expire":
             still_referenced.add(blob_key(ex.snapshot_hash))
             continue
+        if ex.facts_from == "index":  # a deletion never rests on the index alone
+            why = _record_disagreement(store, ex, tags_of, max_object_bytes)
+            if why is not None:
+                job.report.skipped.append({"executionId": ex.execution_id, "reason": why})
+                still_referenced.add(blob_key(ex.snapshot_hash))
+                with contextlib.suppress(NotFound, ArchiveError):
+                    real = decode_record(
+                        store.get(next(k for k in ex.objects if k.endswith("/snapshot.json.zst"))),
+                        _SNAPSHOT_KIND,
+                        max_size=max_object_bytes,
+                    )
+                    still_referenced.add(blob_key(str(real.get("snapshotHash", ""))))
+                done += 1
+                if progress is not None:
+                    progress(done, len(todo))
+                continue
         # the snapshot first: once it is gone the execution is expired; a final state left behind
         # by a lock is an orphan the next run finishes
         hot_keys = _snapshot_first(k for k, (_, c) in ex.objects.items() if c != COLD_COPY)
@@ -1476,7 +1814,8 @@ class ArchiveReport:
     already_cold: int = 0
     #: hot objects Object Lock kept after their verified cold copy: {object, key, reason}
     retained_locked: list[dict[str, Any]] = field(default_factory=list)
-    #: executions that could not be copied (e.g. in GLACIER: restore first): {executionId, reason}
+    #: executions that could not be copied (e.g. in GLACIER: restore first), or whose records
+    #: disagree with the index the plan came from: {executionId, reason}
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -1527,6 +1866,7 @@ def archive_cold(
     progress: Callable[[int, int], None] | None = None,
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
     cold_store: ObjectStore | None = None,
+    use_index: bool = True,
 ) -> ArchiveReport:
     """Move every execution past its hot period to cold storage.
 
@@ -1537,12 +1877,16 @@ def archive_cold(
     one, on S3 stores: each object is copied onto itself with the new storage class and verified
     (S3Store.set_storage_class); the tier event is written first, so no moved object lacks one.
     Blobs are never moved. Re-running finishes what a killed run left (idempotent).
+
+    ``use_index``: plan from the Parquet index (see :func:`scan`); the snapshot facts a tier
+    event records are checked against the records first (read anyway to copy them), and an
+    execution whose records disagree is left hot and listed in ``skipped``.
     """
     job = _Job(store, policy, clock, cold_store=cold_store, max_object_bytes=max_object_bytes)
     copying = job.has_cold()
     set_class = None if copying else _storage(store, "set_storage_class")
     cold = job.cold() if copying else None
-    scanned = scan(store, max_object_bytes=max_object_bytes)
+    scanned = _scan(store, max_object_bytes, use_index)
     holds = active_holds(store, max_object_bytes=max_object_bytes)
     result = plan_from_scan(
         policy, scanned, clock() if now is None else now, holds, cold_copy=copying
@@ -1573,6 +1917,11 @@ def _move_class(
     report: ArchiveReport,
 ) -> None:
     keys = sorted(k for k, (_, cls) in ex.objects.items() if cls != target)
+    if ex.facts_from == "index":  # the tier event records these facts: from the records
+        why = _record_disagreement(job.store, ex, None, job.max_object_bytes)
+        if why is not None:
+            report.skipped.append({"executionId": ex.execution_id, "reason": why})
+            return
     last = _latest_plain_event(job.store, ex.execution_id, job.max_object_bytes)
     if (
         last is not None
@@ -1605,11 +1954,17 @@ _KIND_OF: Final = {"snapshot.json.zst": _SNAPSHOT_KIND, "result.json.zst": _FINA
 
 
 def _verified_copy(
-    source: ObjectStore, target: ObjectStore, key: str, max_object_bytes: int
+    source: ObjectStore,
+    target: ObjectStore,
+    key: str,
+    max_object_bytes: int,
+    data: bytes | None = None,
 ) -> tuple[str, int]:
     """Copy ``key`` byte for byte (create-only: an identical copy already there is fine), read it
-    back and verify it (same SHA-256, the record's own digest); (sha256 hex, size)."""
-    data = source.get(key)
+    back and verify it (same SHA-256, the record's own digest); (sha256 hex, size). ``data``: the
+    source's bytes when the caller has read them already."""
+    if data is None:
+        data = source.get(key)
     digest = hashlib.sha256(data).hexdigest()
     target.put(key, data)
     back = target.get(key)
@@ -1632,8 +1987,29 @@ def _copy_to_cold(
         digests.update({k: v for k, v in previous.get("digests", {}).items() if k not in hot_keys})
         sizes.update({k: v for k, v in previous.get("sizes", {}).items() if k not in hot_keys})
     try:
+        read: dict[str, bytes] = {}
+        if ex.facts_from == "index":  # the tier event records these facts: from the records
+            bodies: dict[str, dict[str, Any]] = {}
+            for key in hot_keys:
+                read[key] = job.store.get(key)
+                kind = _KIND_OF.get(key.rsplit("/", 1)[-1])
+                if kind is not None:
+                    bodies[kind] = decode_record(read[key], kind, max_size=job.max_object_bytes)
+            why = _record_disagreement(
+                job.store,
+                ex,
+                None,
+                job.max_object_bytes,
+                snapshot=bodies.get(_SNAPSHOT_KIND),
+                final=bodies.get(_FINAL_STATE_KIND),
+            )
+            if why is not None:
+                report.skipped.append({"executionId": ex.execution_id, "reason": why})
+                return
         for key in hot_keys:
-            digests[key], sizes[key] = _verified_copy(job.store, cold, key, job.max_object_bytes)
+            digests[key], sizes[key] = _verified_copy(
+                job.store, cold, key, job.max_object_bytes, read.get(key)
+            )
     except ObjectArchived:
         report.skipped.append(
             {"executionId": ex.execution_id, "reason": "in a cold storage class: restore first"}
