@@ -110,7 +110,9 @@ def make_indexed(store: ObjectStore, ages: tuple[int, ...] = AGES) -> Archive:
         writer.attach(archive)
         for age in ages:
             _capture(archive, age, final=age != 48)
-    events = EventLog(store)
+    ticks = iter(range(1, 100))
+    # one event per second: events of the same millisecond are ordered by their random ids
+    events = EventLog(store, clock=lambda: NOW + timedelta(seconds=next(ticks)))
     events.add_tag(archive.get_snapshot("ex-152"), "baseline")
     events.add_tag(archive.get_snapshot("ex-104"), "baseline")
     events.add_tag(archive.get_snapshot("ex-096"), "audit")
