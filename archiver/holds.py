@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
 from archiver.errors import InvalidInput, NotFound, ObjectArchived, ObjectLockUnsupported
@@ -42,6 +42,9 @@ from archiver.events import EventLog, check_tag
 from archiver.layout import check_id, execution_prefix, snapshot_key
 from archiver.store.base import LockingStore, ObjectStore
 from archiver.timeutil import format_ts, parse_ts, utcnow
+
+if TYPE_CHECKING:
+    from archiver.retention import ExecutionInfo
 
 __all__ = [
     "HOLDS_PREFIX",
@@ -254,6 +257,8 @@ class _Covered:
     workflow_id: str | None  # None: the record is archived and unreadable here
     tags: tuple[str, ...]
     keys: tuple[str, ...]
+    #: what the retention scan said (its facts may come from the index); None: read here
+    info: ExecutionInfo | None = None
 
 
 def _record_keys(keys: Iterable[str]) -> tuple[str, ...]:
@@ -280,19 +285,42 @@ def _covered(
     store: ObjectStore, scope: str, target: str | None, max_object_bytes: int
 ) -> list[_Covered]:
     """The executions (and their record keys) ``scope``/``target`` covers; every execution when
-    ``target`` is None."""
+    ``target`` is None.
+
+    Workflow and tag scopes learn each execution's workflow and tags as retention does
+    (``archiver.retention.scan`` with the Parquet index: records read only for executions the
+    index does not describe). An object hold is only ever *released* after
+    :func:`_index_doubt` confirmed those facts against the records."""
     if scope == "execution" and target is not None:
         return _one_execution(store, target, max_object_bytes)
-    from archiver.retention import scan  # retention imports this module
+    from archiver.retention import read_index_facts, scan  # retention imports this module
 
+    scanned = scan(store, max_object_bytes=max_object_bytes, index=read_index_facts(store))
     out = []
-    for ex in scan(store, max_object_bytes=max_object_bytes).executions:
+    for ex in scanned.executions:
         if target is None or (
             (scope == "workflow" and ex.workflow_id == target)
             or (scope == "tag" and target in ex.tags)
         ):
-            out.append(_Covered(ex.execution_id, ex.workflow_id, ex.tags, _record_keys(ex.objects)))
+            keys = _record_keys(ex.objects)
+            out.append(_Covered(ex.execution_id, ex.workflow_id, ex.tags, keys, ex))
     return out
+
+
+def _index_doubt(
+    store: ObjectStore,
+    item: _Covered,
+    tags_of: Callable[[str], Mapping[str, list[str]]],
+    max_object_bytes: int,
+) -> str | None:
+    """Before an object hold is released: None when ``item``'s facts did not come from the
+    index or the records confirm them; else why the hold stays (the safe side)."""
+    if item.info is None:
+        return None
+    from archiver.retention import index_disagreement
+
+    why = index_disagreement(store, item.info, tags_of, max_object_bytes)
+    return None if why is None else f"{why}: its object hold is left as it is"
 
 
 def _still_held(item: _Covered, holds: HoldSet, policy_hold: PolicyHold | None) -> str | None:
@@ -465,9 +493,14 @@ def clear_hold(
     applied: bool = False
     note: str | None = _no_object_holds(store)
     if isinstance(store, LockingStore):
+        from archiver.retention import tags_reader
+
+        tags_of = tags_reader(store, max_object_bytes)
         to_release: list[str] = []
         for item in _covered(store, scope_, target_, max_object_bytes):
             still = _still_held(item, others, policy_hold)
+            if still is None:
+                still = _index_doubt(store, item, tags_of, max_object_bytes)
             if still is None:
                 to_release += item.keys
             else:
@@ -512,12 +545,16 @@ def sync_object_holds(
     if not isinstance(store, LockingStore):
         report.applied_to_objects, report.note = False, _no_object_holds(store)
         return report
+    from archiver.retention import tags_reader
+
+    tags_of = tags_reader(store, max_object_bytes)
     holds = active_holds(store, max_object_bytes=max_object_bytes)
     items = _covered(store, "workflow", None, max_object_bytes)
     for n, item in enumerate(items, 1):
         if item.workflow_id is None:  # archived and unreadable: left as it is
             continue
         want = _still_held(item, holds, policy_hold) is not None
+        doubt: str | None = None if want else ""  # "": not checked yet
         for key in item.keys:
             report.checked += 1
             try:
@@ -525,6 +562,10 @@ def sync_object_holds(
             except NotFound:
                 continue
             if state.legal_hold == want:
+                continue
+            if doubt == "":  # a release: only on facts the records confirm
+                doubt = _index_doubt(store, item, tags_of, max_object_bytes)
+            if doubt is not None and not want:
                 continue
             applied, note = _put_holds(
                 store, [key], want, report.set_on if want else report.set_off

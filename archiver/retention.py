@@ -37,13 +37,14 @@ import secrets
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
@@ -73,10 +74,12 @@ __all__ = [
     "RetentionPlan",
     "RetentionPolicy",
     "Rule",
+    "TierRow",
     "apply_lifecycle",
     "archive_cold",
     "cold_moved_executions",
     "expire",
+    "index_disagreement",
     "is_cold_moved",
     "lifecycle_configuration",
     "load_policy",
@@ -88,6 +91,7 @@ __all__ = [
     "restore_execution",
     "scan",
     "sync_retention_index",
+    "tags_reader",
 ]
 
 COLD_STORAGE_CLASSES: Final = ("GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
@@ -128,7 +132,29 @@ RETENTION_EVENTS_SCHEMA: Final = pa.schema(
         ("object_key", pa.string()),
         ("tier", pa.string()),
         ("location", pa.string()),
+        # added later (parts written before lack them: read as null, see read_index_facts)
+        ("snapshot_created_at", _TS),
+        ("status", pa.string()),
+        ("key_sizes", pa.list_(pa.int64())),
+        ("restored_until", _TS),
     ]
+)
+#: the columns a part must have for its tier-event rows to stand in for the events (scan)
+_TIER_FACT_COLUMNS: Final = (
+    "object_key",
+    "action",
+    "tier",
+    "execution_id",
+    "workflow_id",
+    "snapshot_hash",
+    "deleted_keys",
+    "storage_class",
+    "stored_bytes",
+    "location",
+    "snapshot_created_at",
+    "status",
+    "key_sizes",
+    "restored_until",
 )
 
 
@@ -383,6 +409,10 @@ class ExecutionInfo:
     #: ``snapshots`` row; checked against the record before anything is deleted or recorded)
     #: or ``tier-event`` (what an archive tier event recorded)
     facts_from: str = "record"
+    #: ``copy_event`` (then without its digests) or the archive event's facts came from
+    #: ``retention_events`` rows: checked against the events before anything is deleted or
+    #: recorded (:func:`_confirm_tier`)
+    tier_from_index: bool = False
 
     @property
     def stored_bytes(self) -> int:
@@ -417,6 +447,9 @@ class Scan:
     #: executions described by their index rows (no record read) / by reading their records
     from_index: int = 0
     from_records: int = 0
+    #: executions whose tier-event facts came from ``retention_events`` rows / tier events read
+    tier_from_index: int = 0
+    tier_events_read: int = 0
 
 
 _NEEDS_RESTORE: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
@@ -440,16 +473,33 @@ def _event_id_of(name: str) -> str:
     return name.split("-", 1)[1] if "-" in name else name
 
 
-def _copy_names(store: ObjectStore, prefix: str) -> dict[str, list[tuple[str, str, str]]]:
-    """execution id → its cold-copy tier events (name, suffix, key), oldest first (keys only)."""
+def _tier_names(store: ObjectStore, prefix: str) -> dict[str, list[tuple[str, str, str]]]:
+    """execution id → its tier events (name, suffix, key), oldest first (keys only)."""
     out: dict[str, list[tuple[str, str, str]]] = {}
     for info in store.list(prefix):
         parsed = _parse_record(info.key)
-        if parsed is not None and parsed[2] in (_COPY_SUFFIX, _UNCOPY_SUFFIX):
+        if parsed is not None:
             out.setdefault(parsed[0], []).append((parsed[1], parsed[2], info.key))
     for names in out.values():
         names.sort()
     return out
+
+
+def _only_copies(
+    tiers: Mapping[str, list[tuple[str, str, str]]],
+) -> dict[str, list[tuple[str, str, str]]]:
+    """The cold-copy tier events (archive and restore) of :func:`_tier_names`."""
+    out = {}
+    for execution_id, names in tiers.items():
+        copies = [n for n in names if n[1] in (_COPY_SUFFIX, _UNCOPY_SUFFIX)]
+        if copies:
+            out[execution_id] = copies
+    return out
+
+
+def _copy_names(store: ObjectStore, prefix: str) -> dict[str, list[tuple[str, str, str]]]:
+    """execution id → its cold-copy tier events (name, suffix, key), oldest first (keys only)."""
+    return _only_copies(_tier_names(store, prefix))
 
 
 def _outcome_names(store: ObjectStore, prefix: str) -> dict[str, list[str]]:
@@ -492,20 +542,54 @@ def is_cold_moved(store: ObjectStore, execution_id: str) -> bool:
     return _moved(copies, outcomes.get(execution_id, ()))
 
 
+class _TierEvents:
+    """Tier events by key: from their ``retention_events`` rows (``index``) where there is one,
+    else read (and counted)."""
+
+    def __init__(self, store: ObjectStore, index: IndexFacts | None, max_object_bytes: int):
+        self.store = store
+        self.rows: Mapping[str, TierRow] = {} if index is None else index.tier_events
+        self.max_object_bytes = max_object_bytes
+        self.read = 0
+        self.from_rows = 0
+
+    def body(self, key: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the event, or None if it is gone; whether it came from its row)."""
+        row = self.rows.get(key)
+        if row is not None:
+            self.from_rows += 1
+            return row.event(), True
+        self.read += 1
+        try:
+            return decode_record(
+                self.store.get(key), TIER_KIND, max_size=self.max_object_bytes
+            ), False
+        except NotFound:
+            return None, False
+
+    def archive_facts(self, keys: Iterable[str]) -> tuple[dict[str, Any] | None, bool]:
+        """The snapshot facts the latest ``archive`` event among ``keys`` (one execution's tier
+        events) recorded, or None; whether a row was used."""
+        used = False
+        for key in sorted(keys, reverse=True):
+            body, from_row = self.body(key)
+            used = used or from_row
+            if (
+                body is not None
+                and body.get("action") == "archive"
+                and body.get("snapshotCreatedAt")
+            ):
+                return _facts(body), used
+        return None, used
+
+
 def _last_archive_event(
     store: ObjectStore, execution_id: str, max_object_bytes: int
 ) -> dict[str, Any] | None:
-    """The snapshot facts the latest ``archive`` tier event of the execution recorded."""
+    """The snapshot facts the latest ``archive`` tier event of the execution recorded (read)."""
     where = execution_prefix(execution_id).split("/", 1)[1]
-    found = None
-    for info in sorted(store.list(f"{TIER_PREFIX}executions/{where}"), key=lambda i: i.key):
-        with contextlib.suppress(NotFound):
-            body = decode_record(store.get(info.key), TIER_KIND, max_size=max_object_bytes)
-            if body.get("action") == "archive" and body.get("snapshotCreatedAt"):
-                found = body
-    if found is None:
-        return None
-    return _facts(found)
+    keys = [i.key for i in store.list(f"{TIER_PREFIX}executions/{where}")]
+    return _TierEvents(store, None, max_object_bytes).archive_facts(keys)[0]
 
 
 def _facts(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,7 +604,7 @@ def _facts(body: Mapping[str, Any]) -> dict[str, Any]:
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Parquet files of the index tables the scan reads (any name in a day folder, as the readers)
 _FACT_PART_RE: Final = re.compile(
-    r"index/(?P<table>snapshots|final_states|tag_events)/dt=\d{4}-\d{2}-\d{2}/"
+    r"index/(?P<table>snapshots|final_states|tag_events|retention_events)/dt=\d{4}-\d{2}-\d{2}/"
     r"[A-Za-z0-9][A-Za-z0-9._=-]*\.parquet"
 )
 _FACT_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -543,6 +627,7 @@ _FACT_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "created_at",
         "object_key",
     ),
+    RETENTION_TABLE: _TIER_FACT_COLUMNS,
 }
 
 
@@ -555,6 +640,79 @@ class SnapshotFact:
     snapshot_hash: str
     object_key: str
     stored_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TierRow:
+    """What a ``retention_events`` row says about a tier event: the fields :func:`scan` reads
+    from the event (the row's ``object_key`` is the event's key). Not the digests: archiving and
+    restoring read the event itself."""
+
+    action: str
+    tier: str | None
+    execution_id: str | None
+    workflow_id: str | None
+    snapshot_hash: str | None
+    keys: tuple[str, ...]
+    key_sizes: tuple[int | None, ...]
+    storage_class: str | None
+    stored_bytes: int | None
+    location: str | None
+    snapshot_created_at: datetime | None
+    status: str | None
+    restored_until: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TierRow:
+        return cls(
+            action=row["action"],
+            tier=row["tier"],
+            execution_id=row["execution_id"],
+            workflow_id=row["workflow_id"],
+            snapshot_hash=row["snapshot_hash"],
+            keys=tuple(row["deleted_keys"] or ()),
+            key_sizes=tuple(row["key_sizes"] or ()),
+            storage_class=row["storage_class"],
+            stored_bytes=row["stored_bytes"],
+            location=row["location"],
+            snapshot_created_at=row["snapshot_created_at"],
+            status=row["status"],
+            restored_until=row["restored_until"],
+        )
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> TierRow:
+        """The row :func:`rebuild_retention_index` writes for the event ``body``."""
+        return cls.from_row(_fact_columns(body))
+
+    def event(self) -> dict[str, Any]:
+        """The event's body as far as the scan reads it (``from_body(row.event()) == row``)."""
+        body: dict[str, Any] = {
+            "action": self.action,
+            "objectKind": "execution",
+            "executionId": self.execution_id,
+            "workflowId": self.workflow_id,
+            "keys": list(self.keys),
+            "sizes": {
+                k: s for k, s in zip(self.keys, self.key_sizes, strict=False) if s is not None
+            },
+            "status": self.status,
+        }
+        optional = {
+            "tier": self.tier,
+            "snapshotHash": self.snapshot_hash,
+            "storageClass": self.storage_class,
+            "storedBytes": self.stored_bytes,
+            "location": self.location,
+            "snapshotCreatedAt": _optional_format(self.snapshot_created_at),
+            "restoredUntil": _optional_format(self.restored_until),
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+
+def _optional_format(value: datetime | None) -> str | None:
+    return None if value is None else format_ts(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,6 +730,9 @@ class IndexFacts:
     final_states: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)
     #: object key of a tag event → the event (``tag_events`` rows)
     tag_events: Mapping[str, TagEvent] = field(default_factory=dict)
+    #: object key of a tier event → what its ``retention_events`` row says (parts written
+    #: before the row held the event's facts are skipped: those events are read)
+    tier_events: Mapping[str, TierRow] = field(default_factory=dict)
     #: index files read / files that could not be read (skipped: their executions are read)
     parts: int = 0
     unreadable_parts: tuple[str, ...] = ()
@@ -581,17 +742,32 @@ def _ms_datetimes(column: Any) -> list[datetime]:
     return [_EPOCH + timedelta(milliseconds=int(ms)) for ms in column.cast(pa.int64()).to_pylist()]
 
 
+def _ms_optional(column: Any) -> list[datetime | None]:
+    return [
+        None if ms is None else _EPOCH + timedelta(milliseconds=int(ms))
+        for ms in column.cast(pa.int64()).to_pylist()
+    ]
+
+
 def read_index_facts(store: ObjectStore, *, workers: int = 8) -> IndexFacts:
-    """Read the ``snapshots``, ``final_states`` and ``tag_events`` files of the index (only the
-    columns retention needs; ``workers`` parallel GETs). A file that cannot be read is skipped
-    (listed in ``unreadable_parts``): the scan then reads the records of the executions it would
-    have described. Rows of one identity that disagree (a broken writer) are dropped."""
+    """Read the ``snapshots``, ``final_states``, ``tag_events`` and ``retention_events`` files of
+    the index (only the columns retention needs; ``workers`` parallel GETs). A file that cannot
+    be read is skipped (listed in ``unreadable_parts``): the scan then reads the records of the
+    executions it would have described. Rows of one identity that disagree (a broken writer) are
+    dropped. ``retention_events`` parts written before their rows held the tier events' facts
+    are skipped (the scan reads those events)."""
     infos = [i for i in store.list("index/") if _FACT_PART_RE.fullmatch(i.key)]
 
     def read(key: str) -> tuple[str, Any]:
         table = key.split("/", 2)[1]
         try:
             data = store.get(key)
+            if table == RETENTION_TABLE:
+                part = pq.ParquetFile(pa.BufferReader(data))
+                if not set(_TIER_FACT_COLUMNS) <= set(part.schema_arrow.names):
+                    return table, None  # an older part: its tier events are read instead
+                rows = part.read(columns=list(_TIER_FACT_COLUMNS))
+                return table, rows.filter(pc.starts_with(rows.column("object_key"), TIER_PREFIX))
             return table, pq.read_table(pa.BufferReader(data), columns=list(_FACT_COLUMNS[table]))
         except NotFound:
             return table, None  # replaced meanwhile (compaction): its rows are in another file
@@ -601,6 +777,7 @@ def read_index_facts(store: ObjectStore, *, workers: int = 8) -> IndexFacts:
     snapshots: dict[str, SnapshotFact] = {}
     finals: dict[str, tuple[str, str, int]] = {}
     tags: dict[str, TagEvent] = {}
+    tiers: dict[str, TierRow] = {}
     conflicts: set[tuple[str, str]] = set()
     unreadable: list[str] = []
     interned: dict[str, str] = {}
@@ -627,6 +804,17 @@ def read_index_facts(store: ObjectStore, *, workers: int = 8) -> IndexFacts:
                     fact = SnapshotFact(wf, created, shash, okey, int(size))
                     if snapshots.setdefault(eid, fact) != fact:
                         conflicts.add((table, eid))
+            elif table == RETENTION_TABLE:
+                lists = {n: cols[n].to_pylist() for n in _TIER_FACT_COLUMNS if n not in _TIMES}
+                lists.update({n: _ms_optional(cols[n]) for n in _TIMES})
+                for n, okey in enumerate(lists["object_key"]):
+                    row = {name: column[n] for name, column in lists.items()}
+                    for name in _INTERNED:
+                        if row[name] is not None:
+                            row[name] = interned.setdefault(row[name], row[name])
+                    tier = TierRow.from_row(row)
+                    if tiers.setdefault(okey, tier) != tier:
+                        conflicts.add((table, okey))
             elif table == "final_states":
                 rows2 = zip(
                     cols["execution_id"].to_pylist(),
@@ -662,9 +850,22 @@ def read_index_facts(store: ObjectStore, *, workers: int = 8) -> IndexFacts:
             snapshots.pop(name, None)
         elif table == "final_states":
             finals.pop(name, None)
+        elif table == RETENTION_TABLE:
+            tiers.pop(name, None)
         else:
             tags.pop(name, None)
-    return IndexFacts(snapshots, finals, tags, len(infos), tuple(sorted(unreadable)))
+    return IndexFacts(
+        snapshots,
+        finals,
+        tags,
+        tiers,
+        parts=len(infos),
+        unreadable_parts=tuple(sorted(unreadable)),
+    )
+
+
+_TIMES: Final = ("snapshot_created_at", "restored_until")
+_INTERNED: Final = ("action", "tier", "workflow_id", "storage_class", "location", "status")
 
 
 def _current_tags(
@@ -712,7 +913,9 @@ def scan(
     executions the index does not describe (rows missing or not matching) are read as without
     one, so the result is the same. Executions moved to a cold store are included from their
     archive tier event (their objects have the pseudo class ``COLD_COPY``); the cold store itself
-    is not read.
+    is not read. A tier event (named by the one LIST of ``events/tiers/``) is taken from its
+    ``retention_events`` row when ``index`` has one for its key (``tier_from_index``: checked
+    against the event before anything is deleted or recorded), else read.
     """
     objects: dict[str, dict[str, tuple[int, str]]] = {}
     for info in store.list("executions/"):
@@ -721,22 +924,22 @@ def scan(
             continue
         objects.setdefault(parts[2], {})[info.key] = (info.size, info.storage_class or "STANDARD")
     blobs = {info.key: info.size for info in store.list("blobs/")}
-    copies = _copy_names(store, f"{TIER_PREFIX}executions/")
+    tiers = _tier_names(store, f"{TIER_PREFIX}executions/")
+    copies = _only_copies(tiers)
     outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/") if copies else {}
+    events = _TierEvents(store, index, max_object_bytes)
     tag_map: dict[str, dict[str, list[str]]] | None = None
     out: list[ExecutionInfo] = []
     orphans: dict[str, int] = {}
     unreadable: list[str] = []
-    from_index = from_records = 0
+    from_index = from_records = tier_rows = 0
     for execution_id in sorted(set(objects) | set(copies)):
         keys = dict(objects.get(execution_id, {}))
         ex_copies = copies.get(execution_id, [])
         copy_event: dict[str, Any] | None = None
+        tier_row = False
         if ex_copies:
-            with contextlib.suppress(NotFound):
-                copy_event = decode_record(
-                    store.get(ex_copies[-1][2]), TIER_KIND, max_size=max_object_bytes
-                )
+            copy_event, tier_row = events.body(ex_copies[-1][2])
         moved = copy_event is not None and _moved(ex_copies, outcomes.get(execution_id, ()))
         if moved:
             assert copy_event is not None
@@ -760,7 +963,8 @@ def scan(
             source = "tier-event"
         elif keys[snap_key][1] in _NEEDS_RESTORE:
             # not readable without a restore: what the archive job recorded when it moved it
-            recorded = _last_archive_event(store, execution_id, max_object_bytes)
+            recorded, used = events.archive_facts(t[2] for t in tiers.get(execution_id, ()))
+            tier_row = tier_row or used
             if recorded is None:
                 unreadable.append(execution_id)
                 continue
@@ -819,9 +1023,97 @@ def scan(
                 copy_event=copy_event,
                 copy_event_key=ex_copies[-1][2] if copy_event is not None else None,
                 facts_from=source,
+                tier_from_index=tier_row,
             )
         )
-    return Scan(tuple(out), blobs, orphans, tuple(unreadable), from_index, from_records)
+        tier_rows += tier_row
+    return Scan(
+        tuple(out),
+        blobs,
+        orphans,
+        tuple(unreadable),
+        from_index=from_index,
+        from_records=from_records,
+        tier_from_index=tier_rows,
+        tier_events_read=events.read,
+    )
+
+
+def tags_reader(
+    store: ObjectStore, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+) -> Callable[[str], dict[str, list[str]]]:
+    """workflow id → (execution id → the tags it holds now), read from the workflow's tag event
+    objects (not the index), each workflow once."""
+    cache: dict[str, dict[str, list[str]]] = {}
+
+    def tags_of(workflow_id: str) -> dict[str, list[str]]:
+        if workflow_id not in cache:
+            held: dict[str, list[str]] = {}
+            with contextlib.suppress(ArchiveError):
+                log = EventLog(store, max_object_bytes=max_object_bytes)
+                for tag, event in log.current_tags(workflow_id).items():
+                    held.setdefault(event.execution_id, []).append(tag)
+            cache[workflow_id] = held
+        return cache[workflow_id]
+
+    return tags_of
+
+
+def index_disagreement(
+    store: ObjectStore,
+    ex: ExecutionInfo,
+    tags_of: Callable[[str], Mapping[str, list[str]]] | None,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+) -> str | None:
+    """None when what :func:`scan` took from the index about ``ex`` (snapshot facts, status,
+    with ``tags_of`` its tags; tier-event facts from ``retention_events`` rows) is what the
+    records and events themselves say, or when nothing came from the index; else what differs.
+    Reads the records (2 GETs) and the tier event(s) only for what came from the index."""
+    ex, why = _confirm_tier(store, ex, max_object_bytes)
+    if why is None and ex.facts_from == "index":
+        why = _record_disagreement(store, ex, tags_of, max_object_bytes)
+    return why
+
+
+def _confirm_tier(
+    store: ObjectStore, ex: ExecutionInfo, max_object_bytes: int
+) -> tuple[ExecutionInfo, str | None]:
+    """``ex`` with its tier facts as the tier events themselves say them, when the scan took them
+    from ``retention_events`` rows (its cold-copy event read whole, digests included: 1 GET; the
+    archive event of an execution in GLACIER / DEEP_ARCHIVE: a LIST and its events), and None;
+    or ``ex`` and what differs. Executions described without rows come back as they are."""
+    if not ex.tier_from_index:
+        return ex, None
+    copy_event = ex.copy_event
+    if ex.copy_event_key is not None and ex.copy_event is not None:
+        copy_event, _ = _TierEvents(store, None, max_object_bytes).body(ex.copy_event_key)
+        if copy_event is None:
+            return ex, f"its tier event {ex.copy_event_key} is gone"
+        found, said = TierRow.from_body(copy_event), TierRow.from_body(ex.copy_event)
+        differ = [
+            f.name for f in fields(TierRow) if getattr(found, f.name) != getattr(said, f.name)
+        ]
+        if differ:
+            return ex, (
+                f"the retention_events row of {ex.copy_event_key} disagrees with the event: "
+                + ", ".join(differ)
+            )
+    snap_key = next(k for k in ex.objects if k.endswith("/snapshot.json.zst"))
+    if ex.facts_from == "tier-event" and ex.objects[snap_key][1] != COLD_COPY:
+        recorded = _last_archive_event(store, ex.execution_id, max_object_bytes)
+        said_facts = (ex.workflow_id, ex.created_at, ex.snapshot_hash, ex.status)
+        found_facts = None
+        if recorded is not None:
+            status = recorded.get("status")
+            found_facts = (
+                str(recorded["workflowId"]),
+                parse_ts(recorded["createdAt"], "createdAt"),
+                str(recorded["snapshotHash"]),
+                None if status is None else str(status),
+            )
+        if found_facts != said_facts:
+            return ex, "the retention_events rows disagree with the execution's archive event"
+    return replace(ex, copy_event=copy_event, tier_from_index=False), None
 
 
 def _record_disagreement(
@@ -1424,26 +1716,44 @@ class _Job:
         return pending
 
 
-def _row(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+def _optional_ts(value: object, name: str) -> datetime | None:
+    return None if value is None else parse_ts(value, name)
+
+
+def _fact_columns(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The row columns of a tombstone or tier event that :class:`TierRow` holds."""
     location = body.get("coldStore") or body.get("location")
-    deleted = list(body.get("deletedKeys") or body.get("keys") or [])
-    deleted += [f"{location}/{k}" for k in body.get("deletedColdKeys") or []]
+    plain = list(body.get("deletedKeys") or body.get("keys") or [])
+    cold = list(body.get("deletedColdKeys") or [])
+    sizes = body.get("sizes") or {}
+    status = body.get("status")
+    stored = body.get("storedBytes")
     return {
-        "event_id": body["eventId"],
         "action": body["action"],
-        "object_kind": body.get("objectKind", "execution"),
         "execution_id": body.get("executionId"),
         "workflow_id": body.get("workflowId"),
         "snapshot_hash": body.get("snapshotHash"),
-        "deleted_keys": deleted,
+        "deleted_keys": plain + [f"{location}/{k}" for k in cold],
         "storage_class": body.get("storageClass"),
-        "stored_bytes": body.get("storedBytes"),
+        "stored_bytes": None if stored is None else int(stored),
+        "tier": body.get("tier") or ("cold-copy" if body.get("deletedColdKeys") else None),
+        "location": location,
+        "snapshot_created_at": _optional_ts(body.get("snapshotCreatedAt"), "snapshotCreatedAt"),
+        "status": None if status is None else str(status),
+        "key_sizes": [None if sizes.get(k) is None else int(sizes[k]) for k in [*plain, *cold]],
+        "restored_until": _optional_ts(body.get("restoredUntil"), "restoredUntil"),
+    }
+
+
+def _row(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {
+        "event_id": body["eventId"],
+        "object_kind": body.get("objectKind", "execution"),
         "reason": body["reason"],
         "policy": body["policy"],
         "created_at": parse_ts(body["createdAt"], "createdAt"),
         "object_key": key,
-        "tier": body.get("tier") or ("cold-copy" if body.get("deletedColdKeys") else None),
-        "location": location,
+        **_fact_columns(body),
     }
 
 
@@ -1536,18 +1846,7 @@ def expire(
     still_referenced: set[str] = set()
     todo = [d for d in result.decisions if d.action == "expire"]
     done = 0
-    tag_cache: dict[str, dict[str, list[str]]] = {}
-
-    def tags_of(workflow_id: str) -> dict[str, list[str]]:
-        """The workflow's current tags from its event objects (not the index)."""
-        if workflow_id not in tag_cache:
-            held: dict[str, list[str]] = {}
-            with contextlib.suppress(ArchiveError):
-                log = EventLog(store, max_object_bytes=max_object_bytes)
-                for tag, event in log.current_tags(workflow_id).items():
-                    held.setdefault(event.execution_id, []).append(tag)
-            tag_cache[workflow_id] = held
-        return tag_cache[workflow_id]
+    tags_of = tags_reader(store, max_object_bytes)
 
     for decision in result.decisions:
         ex = by_id[decision.execution_id]
@@ -1556,8 +1855,10 @@ def expire(
         if decision.action != "expire":
             still_referenced.add(blob_key(ex.snapshot_hash))
             continue
-        if ex.facts_from == "index":  # a deletion never rests on the index alone
-            why = _record_disagreement(store, ex, tags_of, max_object_bytes)
+        if ex.facts_from == "index" or ex.tier_from_index:  # never on the index alone
+            ex, why = _confirm_tier(store, ex, max_object_bytes)
+            if why is None and ex.facts_from == "index":
+                why = _record_disagreement(store, ex, tags_of, max_object_bytes)
             if why is not None:
                 job.report.skipped.append({"executionId": ex.execution_id, "reason": why})
                 still_referenced.add(blob_key(ex.snapshot_hash))
@@ -1896,8 +2197,12 @@ def archive_cold(
     todo = [d for d in result.decisions if d.action == "cold"]
     report.already_cold = sum(1 for d in result.decisions if d.action == "keep")
     for n, decision in enumerate(todo, 1):
-        ex = by_id[decision.execution_id]
-        if cold is not None:
+        # facts from retention_events rows are checked against the tier events (and the whole
+        # cold-copy event read, digests included) before a move rests on them
+        ex, why = _confirm_tier(store, by_id[decision.execution_id], max_object_bytes)
+        if why is not None:
+            report.skipped.append({"executionId": ex.execution_id, "reason": why})
+        elif cold is not None:
             _copy_to_cold(job, cold, ex, decision.reason, report)
         else:
             assert set_class is not None and decision.target_class is not None
