@@ -187,6 +187,20 @@ def _list_source(paths: Sequence[str], *, union_by_name: bool) -> str:
     return f"read_parquet({files}, hive_partitioning = true, {union}hive_types = {{'dt': DATE}})"
 
 
+#: tables that gained columns after parts were written: their views always have every column
+#: (older parts read them as null), also when no file has them yet
+_PADDED_TABLES: Final = frozenset({RETENTION_TABLE})
+
+
+def _padded(table: str, body: str, union_by_name: bool) -> str:
+    """``body`` with every column of ``table``'s schema, in schema order. Only with
+    ``union_by_name``: without it a view shows the first file's columns, which is how the
+    sandbox notices files of older formats (it then turns ``union_by_name`` on)."""
+    if table not in _PADDED_TABLES or not union_by_name:
+        return body
+    return f"SELECT * FROM {_empty_source(table)} UNION ALL BY NAME SELECT * FROM ({body})"
+
+
 def view_statements(
     manifests: ManifestCache,
     tables: frozenset[str],
@@ -223,7 +237,7 @@ def view_statements(
                 branches.append(f"SELECT * FROM ({_dedup_sql(source, table)})")
             if not branches:
                 branches.append(f"SELECT * FROM {_empty_source(table)}")
-            body = " UNION ALL BY NAME ".join(branches)
+            body = _padded(table, " UNION ALL BY NAME ".join(branches), union_by_name)
             statements.append(f"CREATE OR REPLACE VIEW {table} AS {body}")
             continue
         source = (
@@ -231,7 +245,8 @@ def view_statements(
             if table in tables
             else _empty_source(table)
         )
-        statements.append(f"CREATE OR REPLACE VIEW {table} AS {_dedup_sql(source, table)}")
+        body = _padded(table, _dedup_sql(source, table), union_by_name)
+        statements.append(f"CREATE OR REPLACE VIEW {table} AS {body}")
     statements.append(_EXECUTIONS_SQL)
     return statements
 
