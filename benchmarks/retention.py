@@ -39,8 +39,15 @@ to delete the same executions.
 - ``archive_records_time`` / ``archive_index_time``: ``archive_cold`` to a local cold store (one
   run each on its own copy; most executions go cold in this first run).
 - ``plan_after_archive_index_time``: the plan of the archive after ``archive_cold``: executions
-  moved to the cold store are described by their tier events (one GET each), which the index does
-  not replace.
+  moved to the cold store are described by their tier events, taken from their
+  ``retention_events`` rows (the run wrote them at its end); ``plan_after_archive_no_rows_time``
+  the same plan with the rows ignored (each tier event read: one GET per cold-moved execution, as
+  before the rows held the events' facts). Both plans are checked to be identical.
+- ``hold_set_*`` / ``hold_clear_*``: ``set_hold`` / ``clear_hold`` on one workflow (1/12 of the
+  executions) through a store that takes object legal holds (counted as ``LEGAL_HOLD``, applied
+  to nothing: a LocalStore has no Object Lock); ``records`` is the old way (the index hidden:
+  every record read to find the workflow's executions), ``index`` the new one (records read only
+  for what the index lacks; ``clear`` reads the released executions' records to confirm them).
 - ``*_extrapolated_10m``: requests at 10 M executions (requests per execution × 10 M + the fixed
   ones) and the hours they take one after another at ``--s3-latency-ms`` (15 ms) per request.
 """
@@ -56,6 +63,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,6 +74,7 @@ if str(ROOT) not in sys.path:
 
 from archiver.archive import Archive  # noqa: E402
 from archiver.events import EventLog  # noqa: E402
+from archiver.holds import active_holds, clear_hold, set_hold  # noqa: E402
 from archiver.index import ManifestWriter  # noqa: E402
 from archiver.retention import (  # noqa: E402
     RetentionPlan,
@@ -74,10 +83,12 @@ from archiver.retention import (  # noqa: E402
     archive_cold,
     expire,
     plan,
+    plan_from_scan,
     read_index_facts,
+    scan,
 )
 from archiver.sanitize import Sanitizer  # noqa: E402
-from archiver.store.base import ObjectInfo, ObjectStore  # noqa: E402
+from archiver.store.base import ObjectInfo, ObjectLockState, ObjectStore  # noqa: E402
 from archiver.store.local import LocalStore  # noqa: E402
 
 BENCHMARK = "retention"
@@ -140,6 +151,42 @@ class CountingStore:
         out = dict(sorted(self.ops.items()))
         self.ops.clear()
         return out
+
+
+class HoldingStore(CountingStore):
+    """A CountingStore that takes object legal holds (counted, applied to nothing): what
+    ``set_hold`` / ``clear_hold`` do on S3 with Object Lock, on a LocalStore. With ``hide_index``
+    it lists nothing under ``index/`` (the way before holds read the index)."""
+
+    def __init__(self, inner: ObjectStore, *, hide_index: bool = False) -> None:
+        super().__init__(inner)
+        self.hide_index = hide_index
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if self.hide_index and prefix.startswith("index"):
+            self.ops["LIST"] += 1
+            return iter(())
+        return super().list(prefix)
+
+    @property
+    def object_lock_enabled(self) -> bool:
+        return False
+
+    def put_locked(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        retain_until: datetime | None = None,
+        legal_hold: bool = False,
+    ) -> bool:
+        return self.put(key, data)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        self.ops["LEGAL_HOLD"] += 1
+
+    def object_lock(self, key: str) -> ObjectLockState:  # pragma: no cover - sync is not timed
+        raise NotImplementedError
 
 
 def _workflow(workflow_id: str, variant: int) -> dict[str, Any]:
@@ -372,21 +419,65 @@ def measure(base: Path, info: dict[str, int], args: argparse.Namespace) -> None:
         log(f"archive ({label}): {seconds:.2f} s, {len(report.moved)} moved, {ops}")
         extrapolate(f"archive_{label}", ops, parts if use_index else 0, n, latency)
         if use_index:
-            seconds, after = timed(lambda c=counting: plan(c, pol, NOW))
-            ops = counting.take()
+            after: dict[str, RetentionPlan] = {}
+            for kind in ("no_rows", "index"):
+                seconds, after[kind] = timed(
+                    lambda c=counting, k=kind: (
+                        plan_without_rows(c, pol) if k == "no_rows" else plan(c, pol, NOW)
+                    )
+                )
+                ops = counting.take()
+                emit(
+                    f"plan_after_archive_{kind}_time",
+                    seconds,
+                    1,
+                    executions=n,
+                    already_cold=after[kind].summary()["alreadyCold"]["executions"],
+                    ops=ops,
+                    requests_per_execution=round(per_execution(ops, n), 4),
+                )
+                log(f"plan after archive ({kind}): {seconds:.2f} s, {ops}")
+                extrapolate(f"plan_after_archive_{kind}", ops, parts, n, latency)
+            if not same_plan(after["no_rows"], after["index"]):
+                raise SystemExit("the plan from the retention_events rows differs")
+        shutil.rmtree(copy)
+        shutil.rmtree(base / f"cold-{label}")
+
+
+def plan_without_rows(store: ObjectStore, pol: RetentionPolicy) -> RetentionPlan:
+    """``plan`` as before the ``retention_events`` rows held the tier events' facts."""
+    facts = replace(read_index_facts(store), tier_events={})
+    scanned = scan(store, index=facts)
+    return plan_from_scan(pol, scanned, NOW, active_holds(store))
+
+
+def measure_holds(base: Path, n: int) -> None:
+    """set_hold / clear_hold of one workflow, with the index hidden (before) and read (after)."""
+    for label, hide in (("records", True), ("index", False)):
+        copy = base / f"holds-{label}"
+        shutil.copytree(base / "hot", copy)
+        store = HoldingStore(LocalStore(copy), hide_index=hide)
+        for action in ("set", "clear"):
+
+            def run(s: HoldingStore = store, a: str = action) -> Any:
+                if a == "set":
+                    return set_hold(s, "workflow", "wf-00", reason="bench", by="bench")
+                return clear_hold(s, "workflow", "wf-00", by="bench")
+
+            seconds, result = timed(run)
+            ops = store.take()
             emit(
-                "plan_after_archive_index_time",
+                f"hold_{action}_{label}_time",
                 seconds,
                 1,
                 executions=n,
-                already_cold=after.summary()["alreadyCold"]["executions"],
+                objects=len(result.objects),
+                kept=len(result.kept),
                 ops=ops,
-                requests_per_execution=round(per_execution(ops, n), 4),
+                requests=sum(ops.values()),
             )
-            log(f"plan after archive (index): {seconds:.2f} s, {ops}")
-            extrapolate("plan_after_archive_index", ops, parts, n, latency)
+            log(f"hold {action} ({label}): {seconds:.2f} s, {len(result.objects)} objects, {ops}")
         shutil.rmtree(copy)
-        shutil.rmtree(base / f"cold-{label}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -416,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds, info = timed(lambda: generate(base / "hot", args))
         emit("generation_time", seconds, 1, **info)
         measure(base, info, args)
+        measure_holds(base, info["executions"])
     return 0
 
 
