@@ -14,6 +14,7 @@ execution but does not define the version.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -321,7 +322,9 @@ def _normalize_connections(raw: Any, node_names: set[str]) -> tuple[list[Edge], 
                     target_input = target.get("index", 0)
                     if type(target_input) is not int:
                         if isinstance(target_input, str) and target_input.isdigit():
-                            target_input = int(target_input)
+                            # "²" is a digit to str.isdigit but not to int(); so are >4300 digits
+                            with contextlib.suppress(ValueError):
+                                target_input = int(target_input)
                         if not isinstance(target_input, int) or isinstance(target_input, bool):
                             raise MalformedWorkflow(
                                 "index must be an integer",

@@ -152,6 +152,15 @@ def test_credentials_become_references() -> None:
         (lambda w: w["nodes"][1].update(id="a"), "nodes"),
         (lambda w: w.update(settings=[]), "settings"),
         (lambda w: w["connections"]["Start"].update(main="x"), "connections.Start.main"),
+        # digits to str.isdigit, not to int(): a clear error, not a ValueError (an HTTP 500)
+        (
+            lambda w: w["connections"]["Start"]["main"][0][0].update(index="\u00b2"),
+            "connections.Start.main[0][0].index",
+        ),
+        (
+            lambda w: w["connections"]["Start"]["main"][0][0].update(index="9" * 5000),
+            "connections.Start.main[0][0].index",
+        ),
     ],
 )
 def test_broken_workflows_name_the_field(mutate: Any, field: str) -> None:
