@@ -124,6 +124,20 @@ def _store(request: Request) -> ObjectStore:
     return store
 
 
+def _policy(request: Request) -> RetentionPolicy:
+    settings: Settings = request.app.state.settings
+    return load_policy(settings.retention_policy_file)
+
+
+async def _dry_run(request: Request) -> bool:
+    """The ``{"dryRun": bool}`` body of the archive and expire routes (``{}``: false)."""
+    body = _body(await read_json_body(request), frozenset({"dryRun"}))
+    dry_run = body.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidInput("dryRun must be true or false", field="dryRun")
+    return dry_run
+
+
 @router.post(
     "/api/retention/archive",
     dependencies=[Depends(require_scope("retention"))],
@@ -148,15 +162,12 @@ def _store(request: Request) -> ObjectStore:
     tags=["retention"],
 )
 async def archive(request: Request) -> Response:
-    body = _body(await read_json_body(request), frozenset({"dryRun"}))
-    dry_run = body.get("dryRun", False)
-    if not isinstance(dry_run, bool):
-        raise InvalidInput("dryRun must be true or false", field="dryRun")
+    dry_run = await _dry_run(request)
     settings: Settings = request.app.state.settings
     store = _store(request)
 
     def run() -> Response:
-        policy = load_policy(settings.retention_policy_file)
+        policy = _policy(request)
         if dry_run:
             return _json(plan(store, policy).to_json(), 200)
         with run_lease(store, RETENTION_LEASE, owner="api"):
@@ -230,18 +241,12 @@ async def restore(
     tags=["retention"],
 )
 async def retention_plan(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
     store = _store(request)
 
     def run() -> Response:
-        return _json(plan(store, load_policy(settings.retention_policy_file)).to_json(), 200)
+        return _json(plan(store, _policy(request)).to_json(), 200)
 
     return await run_in_threadpool(run)
-
-
-def _policy(request: Request) -> RetentionPolicy:
-    settings: Settings = request.app.state.settings
-    return load_policy(settings.retention_policy_file)
 
 
 @router.post(
@@ -268,10 +273,7 @@ def _policy(request: Request) -> RetentionPolicy:
     tags=["retention"],
 )
 async def expire_route(request: Request) -> Response:
-    body = _body(await read_json_body(request), frozenset({"dryRun"}))
-    dry_run = body.get("dryRun", False)
-    if not isinstance(dry_run, bool):
-        raise InvalidInput("dryRun must be true or false", field="dryRun")
+    dry_run = await _dry_run(request)
     settings: Settings = request.app.state.settings
     store = _store(request)
 

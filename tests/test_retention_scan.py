@@ -38,6 +38,7 @@ from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectInfo, ObjectStore
 from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
+from tests.test_retention import _workflow
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 WORKFLOWS = ("wf-a", "wf-b", "wf-c")
@@ -48,32 +49,6 @@ POLICY = RetentionPolicy(
     statuses={"error": Rule(keep_days=730)},
     tags={"baseline": Rule(keep_days="never")},
 )
-
-
-def _workflow(workflow_id: str, variant: int) -> dict[str, Any]:
-    return {
-        "id": workflow_id,
-        "name": f"flow {workflow_id}",
-        "nodes": [
-            {
-                "id": "t",
-                "name": "Webhook",
-                "type": "n8n-nodes-base.webhook",
-                "typeVersion": 2,
-                "position": [0, 0],
-                "parameters": {"path": "hook"},
-            },
-            {
-                "id": "h",
-                "name": "HTTP",
-                "type": "n8n-nodes-base.httpRequest",
-                "typeVersion": 4.2,
-                "position": [200, 0],
-                "parameters": {"url": f"https://example.com/{workflow_id}/{variant}"},
-            },
-        ],
-        "connections": {"Webhook": {"main": [[{"node": "HTTP", "type": "main", "index": 0}]]}},
-    }
 
 
 def _capture(archive: Archive, age: int, *, final: bool = True) -> str:
