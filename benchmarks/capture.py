@@ -60,7 +60,6 @@ import gc
 import hashlib
 import io
 import itertools
-import json
 import pstats
 import random
 import secrets
@@ -75,6 +74,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,7 @@ from archiver.normalize import normalize_workflow, unwrap_workflow  # noqa: E402
 from archiver.sanitize import Sanitizer  # noqa: E402
 from archiver.store.s3 import S3Config, S3Store  # noqa: E402
 from archiver.timeutil import utcnow  # noqa: E402
+from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 from tests.seaweedfs import run_seaweedfs  # noqa: E402
 
 BENCHMARK = "capture"
@@ -137,27 +138,8 @@ TRIGGER_DATA = {
 # output
 
 
-def emit(
-    metric: str,
-    value: float,
-    n: int,
-    *,
-    unit: str = "ms",
-    target: float | None = None,
-    **extra: Any,
-) -> None:
-    """One figure as one JSON line on stdout."""
-    line: dict[str, Any] = {"benchmark": BENCHMARK, "metric": metric, "value": round(value, 3)}
-    line["unit"] = unit
-    if target is not None:
-        line["target"] = target
-    line["n"] = n
-    line.update(extra)
-    print(json.dumps(line), flush=True)
-
-
-def log(message: str) -> None:
-    print(f"[capture] {message}", file=sys.stderr, flush=True)
+emit = partial(emit_line, BENCHMARK)
+log = partial(log_line, BENCHMARK)
 
 
 class Progress:

@@ -34,13 +34,13 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from api.cli_compare import render_diff  # noqa: E402
 from archiver.archive import Archive  # noqa: E402
 from archiver.sanitize import Sanitizer  # noqa: E402
 from archiver.store.local import LocalStore  # noqa: E402
+from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 from query.diff import CompareSide, compare, compare_executions  # noqa: E402
 
 BENCHMARK = "compare"
@@ -64,19 +65,8 @@ TARGET_P99_MS = 50.0
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
-def emit(metric: str, value: float, n: int, *, unit: str = "ms", target: float | None = None,
-         **extra: Any) -> None:  # fmt: skip
-    line: dict[str, Any] = {"benchmark": BENCHMARK, "metric": metric, "value": round(value, 3)}
-    line["unit"] = unit
-    if target is not None:
-        line["target"] = target
-    line["n"] = n
-    line.update(extra)
-    print(json.dumps(line), flush=True)
-
-
-def log(message: str) -> None:
-    print(f"[compare] {message}", file=sys.stderr, flush=True)
+emit = partial(emit_line, BENCHMARK)
+log = partial(log_line, BENCHMARK)
 
 
 class Pressure(CpuPressure):

@@ -82,6 +82,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -104,6 +105,7 @@ from archiver.index import (  # noqa: E402
 from archiver.store.local import LocalStore  # noqa: E402
 from archiver.versioning import next_version  # noqa: E402
 from benchmarks.capture import CpuPressure, pct  # noqa: E402
+from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 from query.catalog import Catalog  # noqa: E402
 from query.history import HistoryPage, executions_by_hash, workflow_history  # noqa: E402
 
@@ -150,27 +152,8 @@ ID_ALPHABET: Final = string.ascii_letters + string.digits
 # output
 
 
-def emit(
-    metric: str,
-    value: float,
-    n: int,
-    *,
-    unit: str = "ms",
-    target: float | None = None,
-    **extra: Any,
-) -> None:
-    """One figure as one JSON line on stdout."""
-    line: dict[str, Any] = {"benchmark": BENCHMARK, "metric": metric, "value": round(value, 3)}
-    line["unit"] = unit
-    if target is not None:
-        line["target"] = target
-    line["n"] = n
-    line.update(extra)
-    print(json.dumps(line), flush=True)
-
-
-def log(message: str) -> None:
-    print(f"[{BENCHMARK}] {message}", file=sys.stderr, flush=True)
+emit = partial(emit_line, BENCHMARK)
+log = partial(log_line, BENCHMARK)
 
 
 class Pressure(CpuPressure):

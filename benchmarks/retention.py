@@ -55,7 +55,6 @@ to delete the same executions.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -65,6 +64,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,7 @@ from archiver.retention import (  # noqa: E402
 from archiver.sanitize import Sanitizer  # noqa: E402
 from archiver.store.base import ObjectInfo, ObjectLockState, ObjectStore  # noqa: E402
 from archiver.store.local import LocalStore  # noqa: E402
+from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 
 BENCHMARK = "retention"
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -97,17 +98,8 @@ TEN_M = 10_000_000
 LIST_PAGE = 1000
 
 
-def emit(metric: str, value: float, n: int, *, unit: str = "s", **extra: Any) -> None:
-    """One figure as one JSON line on stdout."""
-    line: dict[str, Any] = {"benchmark": BENCHMARK, "metric": metric, "value": round(value, 4)}
-    line["unit"] = unit
-    line["n"] = n
-    line.update(extra)
-    print(json.dumps(line), flush=True)
-
-
-def log(message: str) -> None:
-    print(f"[{BENCHMARK}] {message}", file=sys.stderr, flush=True)
+emit = partial(emit_line, BENCHMARK, unit="s", digits=4)
+log = partial(log_line, BENCHMARK)
 
 
 class CountingStore:

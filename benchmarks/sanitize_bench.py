@@ -27,11 +27,11 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import secrets
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archiver.sanitize import Sanitizer  # noqa: E402
+from benchmarks.jsonlines import emit_line  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "n8n-workflows"
 TARGET_P99_MS = 1.2
@@ -128,15 +129,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def emit(
-    metric: str, value: float, n: int, *, unit: str = "ms", target: float | None = None
-) -> None:
-    line: dict[str, Any] = {"benchmark": "sanitize", "metric": metric, "value": round(value, 3)}
-    line["unit"] = unit
-    if target is not None:
-        line["target"] = target
-    line["n"] = n
-    print(json.dumps(line), flush=True)
+emit = partial(emit_line, "sanitize")
 
 
 def emit_times(prefix: str, wall: list[float], cpu: list[float], target: float | None) -> None:

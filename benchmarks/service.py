@@ -61,7 +61,6 @@ import argparse
 import contextlib
 import hashlib
 import itertools
-import json
 import os
 import random
 import secrets
@@ -78,6 +77,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -97,6 +97,7 @@ from benchmarks.capture import (  # noqa: E402
     load_corpus,
     pct,
 )
+from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 from tests.seaweedfs import run_seaweedfs  # noqa: E402
 
 BENCHMARK = "service"
@@ -114,27 +115,8 @@ ERROR_RATE: Final = 0.03
 # output
 
 
-def emit(
-    metric: str,
-    value: float,
-    n: int,
-    *,
-    unit: str = "ms",
-    target: float | None = None,
-    **extra: Any,
-) -> None:
-    """One figure as one JSON line on stdout."""
-    line: dict[str, Any] = {"benchmark": BENCHMARK, "metric": metric, "value": round(value, 3)}
-    line["unit"] = unit
-    if target is not None:
-        line["target"] = target
-    line["n"] = n
-    line.update(extra)
-    print(json.dumps(line), flush=True)
-
-
-def log(message: str) -> None:
-    print(f"[{BENCHMARK}] {message}", file=sys.stderr, flush=True)
+emit = partial(emit_line, BENCHMARK)
+log = partial(log_line, BENCHMARK)
 
 
 def emit_latencies(

@@ -69,6 +69,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -81,6 +82,7 @@ sys.path.insert(0, str(ROOT))
 from archiver.index import SCHEMAS, encode_part, part_key  # noqa: E402
 from archiver.store.local import LocalStore  # noqa: E402
 from benchmarks import index_lookup  # noqa: E402
+from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 from query.catalog import Catalog  # noqa: E402
 from query.sql import DEFAULT_MEMORY_LIMIT, SqlSandbox  # noqa: E402
 
@@ -122,20 +124,8 @@ ERRORS: Final = (
 )
 
 
-def emit(metric: str, value: float, n: int, *, unit: str = "ms", **extra: Any) -> None:
-    line: dict[str, Any] = {"benchmark": BENCHMARK, "metric": metric, "value": round(value, 3)}
-    line["unit"] = unit
-    if "target" in extra and extra["target"] is None:
-        del extra["target"]
-    if "target" in extra:
-        line["target"] = extra.pop("target")
-    line["n"] = n
-    line.update(extra)
-    print(json.dumps(line), flush=True)
-
-
-def log(message: str) -> None:
-    print(f"[{BENCHMARK}] {message}", file=sys.stderr, flush=True)
+emit = partial(emit_line, BENCHMARK)
+log = partial(log_line, BENCHMARK)
 
 
 # --------------------------------------------------------------------------------------------
