@@ -7,14 +7,15 @@ the storage half (content blob → version → execution record).
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from archiver.canonical import NUMBER_SLOW, canonicalize, canonicalize_tree
+from archiver.canonical import NUMBER_SLOW, canonicalize_checked
 from archiver.model import CredentialRef, TriggerSnapshot
 from archiver.normalize import Edge, NormalizedWorkflow, normalize_workflow
 from archiver.sanitize import NODE_KEPT_KEYS, Sanitizer
@@ -70,7 +71,9 @@ def trigger_kind(node_type: str) -> str | None:
 class PreparedWorkflow:
     """A workflow ready to store: sanitized structure, its JCS bytes and hash.
 
-    ``structure`` is a private tree equal to what ``structure_jcs`` parses back to.
+    ``structure`` is a private tree equal to what ``structure_jcs`` parses back to; ``workflow``
+    is the normalized workflow with that structure and the sanitized pinData in place of what
+    was sent (nothing in a prepared workflow is unsanitized).
     """
 
     workflow: NormalizedWorkflow
@@ -137,19 +140,26 @@ def extract_triggers(nodes: list[dict[str, Any]]) -> tuple[TriggerSnapshot, ...]
 
 def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
     """Normalize, sanitize, canonicalize and hash one workflow document."""
+    return _prepare(document, sanitizer)[0]
+
+
+def _prepare(document: Any, sanitizer: Sanitizer) -> tuple[PreparedWorkflow, bool]:
+    """``prepare_workflow``, and whether orjson parses ``structure_jcs`` back to ``structure``
+    exactly (False where the exact printer was needed: integers beyond 2^53 and the like, which
+    orjson would read as floats and ``json`` reads as ``canonicalize`` does)."""
     wf = normalize_workflow(document)
     nodes, node_numbers = sanitizer.sanitize_nodes(wf.nodes)
     settings, settings_numbers = sanitizer.sanitize_json(wf.settings, where="settings")
     # ``structure`` becomes exactly what the stored bytes read back as (1.0 → 1 and so on). The
     # sanitizer has looked at every number of the nodes and settings (or remembers them), and
     # normalize built the edges: canonicalize need not walk the tree again.
-    jcs, structure = canonicalize_tree(
+    jcs, structure, exact = canonicalize_checked(
         {"nodes": nodes, "connections": wf.connections, "settings": settings},
         numbers=node_numbers | settings_numbers | edge_numbers(wf.connections),
     )
     pin_data = sanitizer.sanitize(wf.pin_data) if wf.pin_data else None
-    return PreparedWorkflow(
-        workflow=wf,
+    prepared = PreparedWorkflow(
+        workflow=_sanitized(wf, structure, pin_data),
         structure=structure,
         structure_jcs=jcs,
         snapshot_hash=hashlib.sha256(jcs).hexdigest(),
@@ -157,32 +167,90 @@ def prepare_workflow(document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
         triggers=extract_triggers(nodes),
         pin_data=pin_data,
     )
+    return prepared, exact
+
+
+def _sanitized(
+    wf: NormalizedWorkflow, structure: dict[str, Any], pin_data: dict[str, Any] | None
+) -> NormalizedWorkflow:
+    """``wf`` with its structure and pinData replaced by their sanitized form: what a prepared
+    workflow holds (and PreparedCache keeps) must hold no secret."""
+    names = {node["name"] for node in structure["nodes"]}
+    edges = structure["connections"]
+    return replace(
+        wf,
+        nodes=structure["nodes"],
+        connections=edges,
+        settings=structure["settings"],
+        pin_data=pin_data,
+        dangling_edges=[e for e in edges if e["source"] not in names or e["target"] not in names],
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    prepared: PreparedWorkflow
-    pin_data: bytes  # orjson bytes of prepared.pin_data
+    """What a hit rebuilds a PreparedWorkflow from: bytes and a few small records.
 
-    def intact(self) -> bool:
-        """Checked on every hit: the cached trees are shared with callers, and a caller that
-        mutated one must not change what a later capture stores (pinData) or compares."""
-        prepared = self.prepared
-        structure = orjson.dumps(prepared.structure, option=orjson.OPT_SORT_KEYS)
-        if structure != prepared.structure_jcs and (
-            canonicalize(prepared.structure) != prepared.structure_jcs
-        ):
-            return False
-        return orjson.dumps(prepared.pin_data) == self.pin_data
+    No parsed trees: every full garbage collection traverses every tree a process holds, and a
+    full cache of trees (64 MiB of 400-node workflows: ~250,000 containers) made each one take
+    ~100 ms, paid by whichever capture triggered it. Parsing the bytes again on a hit costs
+    ~0.4 ms for a 200 KB structure (tens of µs for a typical one), and each hit gets trees of
+    its own that the caller may change.
+    """
+
+    structure_jcs: bytes
+    exact: bool  # orjson parses structure_jcs back to the structure (else json does)
+    snapshot_hash: str
+    workflow: NormalizedWorkflow  # structure and pinData emptied: parsed again on a hit
+    credentials_refs: tuple[CredentialRef, ...]
+    triggers: tuple[TriggerSnapshot, ...]
+    pin_data: bytes | None  # orjson bytes of the sanitized pinData
+
+    @classmethod
+    def of(cls, prepared: PreparedWorkflow, exact: bool) -> _Entry:
+        pin = prepared.pin_data
+        return cls(
+            structure_jcs=prepared.structure_jcs,
+            exact=exact,
+            snapshot_hash=prepared.snapshot_hash,
+            workflow=replace(
+                prepared.workflow,
+                nodes=[],
+                connections=[],
+                settings={},
+                pin_data=None,
+                dangling_edges=[],
+            ),
+            credentials_refs=prepared.credentials_refs,
+            triggers=prepared.triggers,
+            pin_data=None if pin is None else orjson.dumps(pin),
+        )
+
+    def size(self) -> int:
+        return len(self.structure_jcs) + len(self.pin_data or b"") + 512
+
+    def prepared(self) -> PreparedWorkflow:
+        jcs = self.structure_jcs
+        structure = orjson.loads(jcs) if self.exact else json.loads(jcs)
+        pin_data = None if self.pin_data is None else orjson.loads(self.pin_data)
+        return PreparedWorkflow(
+            workflow=_sanitized(self.workflow, structure, pin_data),
+            structure=structure,
+            structure_jcs=jcs,
+            snapshot_hash=self.snapshot_hash,
+            credentials_refs=self.credentials_refs,
+            triggers=self.triggers,
+            pin_data=pin_data,
+        )
 
 
 class PreparedCache:
     """Remembers prepared workflows by the SHA-256 of the document as sent.
 
     Engines send the same workflow for run after run; preparing it is a pure function of the
-    document and the sanitizer's key, so a repeat costs two serializations and a hash. Bounded by
-    the total size of the cached structures. The cached trees are shared: treat them as read-only
-    (a hit checks that they still serialize to what was prepared, else prepares again).
+    document and the sanitizer's key, so a repeat costs a serialization and a hash of the
+    document and a parse of the prepared structure. Holds bytes, not trees (see ``_Entry``),
+    bounded by their total size; each answer is a tree of its own. Holds nothing unsanitized.
 
     Known limit: orjson prints NaN and infinities as null, so a document holding one (which
     ``prepare_workflow`` refuses) is answered like its twin with null there if that twin is
@@ -205,19 +273,19 @@ class PreparedCache:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
-        if hit is not None and hit.intact():
-            return hit.prepared
-        prepared = prepare_workflow(document, sanitizer)
-        size = len(prepared.structure_jcs) * 3  # the bytes plus the parsed tree, roughly
+        if hit is not None:
+            return hit.prepared()
+        prepared, exact = _prepare(document, sanitizer)
+        entry = _Entry.of(prepared, exact)
+        size = entry.size()
         if size <= self._max_bytes // 8:
-            entry = _Entry(prepared, orjson.dumps(prepared.pin_data))
             with self._lock:
                 old = self._entries.pop(key, None)
                 if old is not None:
-                    self._bytes -= len(old.prepared.structure_jcs) * 3
+                    self._bytes -= old.size()
                 self._entries[key] = entry
                 self._bytes += size
                 while self._bytes > self._max_bytes:
                     _, evicted = self._entries.popitem(last=False)
-                    self._bytes -= len(evicted.prepared.structure_jcs) * 3
+                    self._bytes -= evicted.size()
         return prepared
