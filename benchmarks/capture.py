@@ -31,7 +31,13 @@ cProfile of the slowest captures and direct timings of each pass of ``canonicali
 ``--big-bytes`` bytes (unique names and ids, chained ``main`` connections): ``big_cpu_*`` repeated
 (warm memo), ``big_cpu_cold_*`` with the sanitizer memo cleared before every run,
 ``big_cpu_repeat_*`` the archive's path for a document it has prepared before (``PreparedCache``:
-a serialization and a hash of the document, and a check that the cached structure is intact).
+a serialization and a hash of the document, and a parse of the cached structure's bytes).
+``big_cpu_stream_*`` is a stream of ``2 × --big-runs`` captures of the big workflow through the
+archive's own CPU path (``PreparedCache``, the blob compressed once per new structure, the
+record), starting from an empty sanitizer; before each run the workflow changes with probability
+``--change-rate`` like the store workload (``_edit`` is the changed runs, ``_first`` the first
+capture). ``prepared_cache_full_gc`` is the wall time of one full garbage collection with a
+``PreparedCache`` filled to its bound by versions of the big workflow.
 
 ``store_*`` — ``Archive.capture_snapshot`` / ``get_snapshot`` over ``S3Store`` on a ``weed mini``
 started by ``tests/seaweedfs.py`` (Object-Lock bucket; COMPLIANCE retention of 1 day unless
@@ -465,6 +471,69 @@ def time_steps(
     return steps
 
 
+def time_stream(
+    big: dict[str, Any], key: bytes, runs: int, change_rate: float, seed: int
+) -> tuple[list[float], list[float]]:
+    """CPU ms of each capture of a stream of the big workflow through the archive's own path
+    (``PreparedCache``, a new structure compressed once, the record), from an empty sanitizer;
+    before each run the workflow changes with probability ``change_rate`` (``_mutate``: parameter
+    edits, added nodes, reverts). Returns every capture's time, and those of the changed runs."""
+    sanitizer, cache = Sanitizer(key), PreparedCache()
+    rng = random.Random(seed)
+    current = _copy(big)
+    history: list[bytes] = []  # earlier states as bytes: trees would slow every collection
+    seen: set[str] = set()
+    when = utcnow()
+    clock = time.process_time_ns
+    times: list[float] = []
+    edits: list[float] = []
+    progress = Progress("big cpu stream", runs)
+    for i in range(runs):
+        changed = i > 0 and rng.random() < change_rate
+        if changed:
+            evolving = _Evolving("bench-big", current, [orjson.loads(h) for h in history[-3:]])
+            _mutate(evolving, rng, i)
+            history.append(orjson.dumps(current))
+            current = evolving.current
+        t0 = clock()
+        prepared = cache.prepare(current, sanitizer)
+        if prepared.snapshot_hash not in seen:
+            seen.add(prepared.snapshot_hash)
+            encode_blob(prepared.structure_jcs)
+        encode_record(
+            SNAPSHOT_KIND,
+            _record_body(prepared, prepared.structure, sanitizer, f"exec-{i}", "bench-big", when),
+        )
+        elapsed = _ms(clock() - t0)
+        times.append(elapsed)
+        if changed:
+            edits.append(elapsed)
+        del prepared
+        progress.tick()
+    return times, edits
+
+
+def cache_gc_ms(big: dict[str, Any], sanitizer: Sanitizer) -> float:
+    """Median wall ms of a full garbage collection with a ``PreparedCache`` filled to its bound
+    by versions of the big workflow: what the cache adds to every full collection the process
+    makes (and so to the capture that triggers one)."""
+    cache = PreparedCache()
+    gc.collect()
+    for i in range(400):
+        doc = _copy(big)
+        doc["nodes"][i % len(doc["nodes"])]["parameters"]["benchRevision"] = i
+        cache.prepare(doc, sanitizer)
+        del doc
+        if i % 40 == 39:
+            log(f"filling a PreparedCache: {i + 1}/400")
+    walls = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        gc.collect()
+        walls.append(_ms(time.perf_counter_ns() - t0))
+    return statistics.median(walls)
+
+
 def emit_steps(prefix: str, steps: list[list[float]]) -> None:
     for name, values in zip(STEPS, steps, strict=True):
         emit(f"{prefix}_{name}_p50", statistics.median(values), len(values))
@@ -569,6 +638,11 @@ def run_cpu(args: argparse.Namespace, docs: list[tuple[str, Any]]) -> None:
         cache.prepare(big, big_sanitizer)
         repeat.append(_ms(clock() - t0))
     emit_latencies("big_cpu_repeat", repeat, p99_target=TARGET_CPU_P99_MS)
+    stream, edits = time_stream(big, key, args.big_runs * 2, args.change_rate, args.seed)
+    emit_latencies("big_cpu_stream", stream, p99_target=TARGET_CPU_P99_MS, with_max=True)
+    emit("big_cpu_stream_first", stream[0], 1)
+    emit_latencies("big_cpu_stream_edit", edits)
+    emit("prepared_cache_full_gc", cache_gc_ms(big, big_sanitizer), 5)
     pressure.emit("cpu_host_cpu_pressure", len(stream) + args.big_runs)
 
     if args.profile:
