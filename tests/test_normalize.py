@@ -191,3 +191,46 @@ def test_whole_corpus_normalizes() -> None:
         for edge in wf.connections:
             if edge not in wf.dangling_edges:
                 assert edge["source"] in names and edge["target"] in names
+
+
+def test_connections_seen_before_give_the_same_edges_fresh_each_time() -> None:
+    doc = _wf()
+    doc["connections"]["HTTP"] = {"main": [[{"node": "Gone", "type": "main", "index": 0}]]}
+    first = normalize_workflow(copy.deepcopy(doc))
+    first.connections[0]["target"] = "mutated by a caller"
+    again = normalize_workflow(copy.deepcopy(doc))
+    assert again.connections == normalize_workflow(copy.deepcopy(doc)).connections
+    assert {(e["source"], e["target"]) for e in again.connections} == {
+        ("HTTP", "Gone"),
+        ("Start", "HTTP"),
+    }
+    assert again.connections is not first.connections
+    # dangling depends on the nodes, not only on the connections: same connections, a node more
+    doc["nodes"].append({"name": "Gone", "type": "n8n-nodes-base.noOp", "parameters": {}})
+    assert normalize_workflow(doc).dangling_edges == []
+    assert [e["target"] for e in again.dangling_edges] == ["Gone"]
+
+
+def test_a_broken_connection_is_refused_every_time() -> None:
+    doc = _wf()
+    doc["connections"]["Start"]["main"][0][0]["index"] = "x"
+    for _ in range(2):
+        with pytest.raises(MalformedWorkflow) as info:
+            normalize_workflow(copy.deepcopy(doc))
+        assert info.value.field == "connections.Start.main[0][0].index"
+
+
+def test_tuples_are_read_as_lists_in_connections() -> None:
+    """orjson prints a tuple as a list: a memo keyed by those bytes must not make a tuple
+    accepted only after its list twin was seen."""
+    doc = _wf()
+    as_tuples = copy.deepcopy(doc)
+    as_tuples["connections"]["Start"]["main"] = ([{"node": "HTTP", "type": "main", "index": 0}],)
+    assert normalize_workflow(as_tuples).connections == normalize_workflow(doc).connections
+
+
+def test_index_beyond_64_bits_is_kept_exactly() -> None:
+    doc = _wf()
+    doc["connections"]["Start"]["main"][0][0]["index"] = 2**70
+    for _ in range(2):
+        assert normalize_workflow(copy.deepcopy(doc)).connections[0]["targetInput"] == 2**70
