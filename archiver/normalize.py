@@ -19,7 +19,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,7 +242,7 @@ def _str(value: str) -> str:
     return value if type(value) is str else str.__str__(value)
 
 
-def _position(items: list[Any], item: Any) -> int:
+def _position(items: Sequence[Any], item: Any) -> int:
     """Where ``item`` is in ``items`` (for an error message)."""
     return next(i for i, x in enumerate(items) if x is item)
 
