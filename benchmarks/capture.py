@@ -72,7 +72,6 @@ import secrets
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -107,6 +106,7 @@ from archiver.normalize import normalize_workflow, unwrap_workflow  # noqa: E402
 from archiver.sanitize import Sanitizer  # noqa: E402
 from archiver.store.s3 import S3Config, S3Store  # noqa: E402
 from archiver.timeutil import utcnow  # noqa: E402
+from benchmarks.jsonlines import Progress as _Progress  # noqa: E402
 from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 from tests.seaweedfs import run_seaweedfs  # noqa: E402
 
@@ -146,24 +146,7 @@ TRIGGER_DATA = {
 
 emit = partial(emit_line, BENCHMARK)
 log = partial(log_line, BENCHMARK)
-
-
-class Progress:
-    """``tick()`` per item; a line on stderr at most every two seconds."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.started = self.last = time.monotonic()
-        self._lock = threading.Lock()
-
-    def tick(self) -> None:
-        with self._lock:
-            self.done += 1
-            now = time.monotonic()
-            if now - self.last >= 2.0 or self.done == self.total:
-                self.last = now
-                rate = self.done / max(now - self.started, 1e-9)
-                log(f"{self.label}: {self.done}/{self.total} ({rate:.0f}/s)")
+Progress = partial(_Progress, BENCHMARK)
 
 
 class CpuPressure:
@@ -519,13 +502,13 @@ def cache_gc_ms(big: dict[str, Any], sanitizer: Sanitizer) -> float:
     makes (and so to the capture that triggers one)."""
     cache = PreparedCache()
     gc.collect()
+    progress = Progress("filling a PreparedCache", 400)
     for i in range(400):
         doc = _copy(big)
         doc["nodes"][i % len(doc["nodes"])]["parameters"]["benchRevision"] = i
         cache.prepare(doc, sanitizer)
         del doc
-        if i % 40 == 39:
-            log(f"filling a PreparedCache: {i + 1}/400")
+        progress.tick()
     walls = []
     for _ in range(5):
         t0 = time.perf_counter_ns()

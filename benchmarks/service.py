@@ -97,6 +97,7 @@ from benchmarks.capture import (  # noqa: E402
     load_corpus,
     pct,
 )
+from benchmarks.jsonlines import Progress as _Progress  # noqa: E402
 from benchmarks.jsonlines import emit_line, log_line  # noqa: E402
 from tests.seaweedfs import run_seaweedfs  # noqa: E402
 
@@ -117,6 +118,7 @@ ERROR_RATE: Final = 0.03
 
 emit = partial(emit_line, BENCHMARK)
 log = partial(log_line, BENCHMARK)
+Progress = partial(_Progress, BENCHMARK)
 
 
 def emit_latencies(
@@ -131,24 +133,6 @@ def emit_latencies(
     emit(f"{prefix}_p50", statistics.median(values), n, unit=unit, target=p50_target)
     emit(f"{prefix}_p99", pct(values, 0.99), n, unit=unit, target=p99_target)
     log(f"{prefix}: p50 {statistics.median(values):.2f} {unit}, p99 {pct(values, 0.99):.2f} {unit}")
-
-
-class Progress:
-    """``tick()`` per item; a line on stderr at most every two seconds."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.started = self.last = time.monotonic()
-        self._lock = threading.Lock()
-
-    def tick(self) -> None:
-        with self._lock:
-            self.done += 1
-            now = time.monotonic()
-            if now - self.last >= 2.0 or self.done == self.total:
-                self.last = now
-                rate = self.done / max(now - self.started, 1e-9)
-                log(f"{self.label}: {self.done}/{self.total} ({rate:.0f}/s)")
 
 
 class Pressure(CpuPressure):
