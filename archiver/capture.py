@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from archiver.canonical import NUMBER_SLOW, canonicalize_checked
+from archiver.lru import SizedLRU
 from archiver.model import CredentialRef, TriggerSnapshot
 from archiver.normalize import Edge, NormalizedWorkflow, normalize_workflow
 from archiver.sanitize import NODE_KEPT_KEYS, Sanitizer
@@ -258,10 +257,7 @@ class PreparedCache:
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._bytes = 0
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()
+        self._entries: SizedLRU[bytes, _Entry] = SizedLRU(max_bytes, _Entry.size)
 
     def prepare(self, document: Any, sanitizer: Sanitizer) -> PreparedWorkflow:
         try:
@@ -269,23 +265,9 @@ class PreparedCache:
         except (TypeError, orjson.JSONEncodeError):
             return prepare_workflow(document, sanitizer)  # not plain JSON: let it explain why
         key = hashlib.sha256(data).digest()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
+        hit = self._entries.get(key)
         if hit is not None:
             return hit.prepared()
         prepared, exact = _prepare(document, sanitizer)
-        entry = _Entry.of(prepared, exact)
-        size = entry.size()
-        if size <= self._max_bytes // 8:
-            with self._lock:
-                old = self._entries.pop(key, None)
-                if old is not None:
-                    self._bytes -= old.size()
-                self._entries[key] = entry
-                self._bytes += size
-                while self._bytes > self._max_bytes:
-                    _, evicted = self._entries.popitem(last=False)
-                    self._bytes -= evicted.size()
+        self._entries.put(key, _Entry.of(prepared, exact))
         return prepared
