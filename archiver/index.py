@@ -107,6 +107,7 @@ __all__ = [
     "RowProblem",
     "VerifyReport",
     "encode_part",
+    "final_state_day",
     "final_state_row",
     "node_run_rows",
     "parse_part_key",
@@ -283,6 +284,21 @@ def parse_part_key(key: str) -> tuple[str, date, str, int] | None:
     return match["table"], day, match["writer"], int(match["seq"])
 
 
+def final_state_day(finished_at: datetime | None, snapshot_created_at: datetime) -> date:
+    """The ``dt`` of a final state (and its node runs): the UTC day of ``finished_at``, but never
+    before its snapshot's day (a final state without ``finished_at``: the snapshot's day).
+
+    A run cannot end before it starts, so an earlier ``finished_at`` is a clock skewed or a value
+    made up by the engine (a backfill, a fixed example date): the row still sits on or after its
+    snapshot's day, where readers look for it. Both inputs come from immutable records, so a
+    rebuild places every row in the same day as the live writer.
+    """
+    day = _utc_day(snapshot_created_at)
+    if finished_at is None:
+        return day
+    return max(day, _utc_day(finished_at))
+
+
 def _utc_day(value: datetime) -> date:
     return value.astimezone(UTC).date()
 
@@ -347,7 +363,7 @@ def final_state_row(
         "stored_bytes": stored_bytes,
         "format_version": final.format_version,
         "recorded_at": recorded_at,
-        "_day": _utc_day(summary["finishedAt"] or snapshot_created_at),
+        "_day": final_state_day(summary["finishedAt"], snapshot_created_at),
     }
 
 
@@ -366,7 +382,7 @@ def node_run_rows(
     rows share their final state's day, so an execution's node runs sit in one partition.
     """
     by_name = {n.get("name"): n for n in nodes if isinstance(n, Mapping)}
-    day = _utc_day(final.finished_at or snapshot_created_at)
+    day = final_state_day(final.finished_at, snapshot_created_at)
     rows: list[Row] = []
     for state in final.nodes:
         node = by_name.get(state.node) or {}
@@ -423,8 +439,9 @@ def version_row(commit: VersionCommit) -> Row:
 def row_day(table: str, row: Mapping[str, Any]) -> date:
     """The UTC day (``dt`` partition) of a row.
 
-    snapshots, versions: ``created_at``. final_states and node_runs: ``finished_at``, else the day
-    of the execution's snapshot (both come from immutable records, so live and rebuilt rows agree).
+    snapshots, versions: ``created_at``. final_states and node_runs: ``final_state_day`` (the day
+    of ``finished_at``, never before the day of the execution's snapshot; both come from immutable
+    records, so live and rebuilt rows agree).
     """
     if table in ("final_states", "node_runs"):
         day: date = row["_day"]

@@ -459,8 +459,9 @@ def _finals(
 ) -> dict[str, dict[str, Any]]:
     """The final states of the executions of one page.
 
-    A final state's day is its finish day (or its snapshot's), so never before its snapshot's day
-    (a day of clock skew allowed), but possibly any time later. Only days where the key map has
+    A final state's day is its finish day, never before its snapshot's day
+    (``archiver.index.final_state_day``; one day earlier is still read, for indexes written before
+    that rule), but possibly any time later. Only days where the key map has
     final states of the page's workflows are read: first up to ``_FINISH_WINDOW_DAYS`` after the
     page's newest day, then, for executions not found yet, the days after that.
     """

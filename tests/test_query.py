@@ -368,7 +368,10 @@ def test_final_states_recorded_days_after_the_start_are_found(store: ObjectStore
     archive = make_archive(store)
     with ManifestWriter(store) as writer:
         writer.attach(archive)
-        for i, (started, finished) in enumerate([(0, 12), (1, None), (2, 2), (30, 30)]):
+        # late-4 finished 30 days before its capture (clock skew, a backfill, a fixed example
+        # date), late-5 three days after: both are found wherever their day partitions are
+        plan = [(0, 12), (1, None), (2, 2), (30, 30), (40, 10), (41, 44)]
+        for i, (started, finished) in enumerate(plan):
             when = T0 + timedelta(days=started)
             archive.capture_snapshot(
                 execution_id=f"late-{i}", workflow=workflow(), workflow_id="wf", created_at=when
@@ -382,7 +385,14 @@ def test_final_states_recorded_days_after_the_start_are_found(store: ObjectStore
                         "nodes": {},
                     },
                 )
-    expected = {"late-3": "success", "late-2": "success", "late-1": None, "late-0": "error"}
+    expected = {
+        "late-5": "success",
+        "late-4": "success",
+        "late-3": "success",
+        "late-2": "success",
+        "late-1": None,
+        "late-0": "error",
+    }
     with Catalog(store) as catalog:
         page = workflow_history(catalog, "wf")
         assert {i.execution_id: i.status for i in page.items} == expected
@@ -393,7 +403,16 @@ def test_final_states_recorded_days_after_the_start_are_found(store: ObjectStore
         errors = workflow_history(catalog, "wf", status="error", limit=1)
         assert [(i.execution_id, i.status) for i in errors.items] == [("late-0", "error")]
         assert errors.next_cursor is None
-        by_hash = executions_by_hash(catalog, page.items[0].snapshot_hash, limit=2)
+        successes = workflow_history(catalog, "wf", status="success")
+        assert [i.execution_id for i in successes.items] == ["late-5", "late-4", "late-3", "late-2"]
+        head = executions_by_hash(catalog, page.items[0].snapshot_hash, limit=2)
+        assert [(i.execution_id, i.status) for i in head.items] == [
+            ("late-5", "success"),
+            ("late-4", "success"),
+        ]
+        by_hash = executions_by_hash(
+            catalog, page.items[0].snapshot_hash, limit=2, cursor=head.next_cursor
+        )
         assert [(i.execution_id, i.status) for i in by_hash.items] == [
             ("late-3", "success"),
             ("late-2", "success"),

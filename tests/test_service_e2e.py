@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,14 @@ def test_plain_http_client_archives_the_whole_corpus(tmp_path: Path) -> None:
             assert response.status_code == 201, (path.name, response.text)
             captured[execution_id] = response.json()
             status = "error" if i % 3 == 0 else "success"
+            # relative to the capture: some finish 30 days "before" it (a skewed engine clock),
+            # some 3 days after it (a long wait), most at once; all must show in history
+            shift = {0: timedelta(days=-30), 1: timedelta(days=3)}.get(i % 5, timedelta(0))
+            started = datetime.now(UTC) + shift
             final = {
                 "status": status,
-                "startedAt": "2026-11-25T10:00:00Z",
-                "finishedAt": "2026-11-25T10:00:01Z",
+                "startedAt": started.isoformat(),
+                "finishedAt": (started + timedelta(seconds=1)).isoformat(),
                 "nodes": {"Step": {"status": status}},
             }
             response = http.post(f"{SNAPSHOTS}/{execution_id}/final-state", json=final)
