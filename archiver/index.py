@@ -743,11 +743,11 @@ class ManifestWriter:
         self._wake.set()
         return self
 
-    def _index_capture(self, archive: Archive, result: CaptureResult) -> None:
+    def _index_capture(self, archive: Archive, result: CaptureResult) -> int:
         """The snapshot row and, when this capture created its version, the version row: both
-        buffered together, under the snapshot's journal entry."""
+        buffered together, under the snapshot's journal entry. Rows added."""
         if result.record is None or (not result.created and self._known(result.record.key)):
-            return
+            return 0
         snapshot = result.snapshot
         rows = self._snapshot_rows(result)
         waiting = False
@@ -779,6 +779,7 @@ class ManifestWriter:
                     )
                 )
             self._wake.set()
+        return len(rows)
 
     def detach(self, archive: Archive) -> None:
         with self._lock:
@@ -920,9 +921,7 @@ class ManifestWriter:
                         archive.structure_size(snapshot.snapshot_hash),
                     ),
                 )
-                before = self._count_rows()
-                self._index_capture(archive, capture)
-                return self._count_rows() - before
+                return self._index_capture(archive, capture)
             found = archive.read_final_state_record(execution_id)
             if found is None:
                 raise NotFound(key)
@@ -936,14 +935,6 @@ class ManifestWriter:
         except (IntegrityError, InvalidInput, ManifestError) as err:
             _log.error("index journal: %s does not verify (%s): not indexed", key, err)
         return 0
-
-    def _count_rows(self) -> int:
-        with self._lock:
-            return (
-                sum(len(b.rows) for b in self._buffers.values())
-                + self.rows_written
-                + sum(p.rows for p in self._failed)
-            )
 
     # -- flushing -----------------------------------------------------------------------------
 
