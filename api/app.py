@@ -167,10 +167,14 @@ class IndexService:
         self._catalog: Catalog | None = None
 
     def start(self) -> None:
+        store = self._archive.store
+        # The journal lets this start index what a killed predecessor acknowledged but had not
+        # written to the index yet (ManifestWriter.recover, in the writer's thread).
         self.writer = ManifestWriter(
-            self._archive.store,
+            store,
             flush_rows=self._settings.index_flush_rows,
             flush_seconds=self._settings.index_flush_ms / 1000.0,
+            journal_dir=self._settings.journal_dir(store),
         ).attach(self._archive)
 
     def catalog(self) -> Catalog:

@@ -35,7 +35,13 @@ from archiver.codec import (
     encode_blob,
     encode_record,
 )
-from archiver.errors import ImmutableConflict, InvalidInput, NotFound, ObjectArchived
+from archiver.errors import (
+    ImmutableConflict,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    ObjectArchived,
+)
 from archiver.final_state import FinalState, parse_final_state
 from archiver.holds import HoldCache
 from archiver.layout import blob_key, check_id, result_key, snapshot_key
@@ -167,6 +173,7 @@ class Archive:
         return raw
 
     def _remember(self, snapshot_hash: str, raw: bytes) -> None:
+        """Cache structure bytes under their hash; callers pass only bytes verified against it."""
         with self._cache_lock:
             self._blob_cache[snapshot_hash] = raw
             while len(self._blob_cache) > self._blob_cache_size:
@@ -191,7 +198,8 @@ class Archive:
         except ImmutableConflict:
             # Same content compressed by another zstd build: fine if the stored blob verifies.
             decode_blob(self.store.get(key), prepared.snapshot_hash, max_size=self.max_object_bytes)
-        self._remember(prepared.snapshot_hash, prepared.structure_jcs)
+        if hashlib.sha256(prepared.structure_jcs).hexdigest() == prepared.snapshot_hash:
+            self._remember(prepared.snapshot_hash, prepared.structure_jcs)  # verified bytes only
         return WrittenObject(key, len(data), len(prepared.structure_jcs))
 
     def _recheck_blob(self, prepared: PreparedWorkflow) -> None:
@@ -279,7 +287,8 @@ class Archive:
         # A re-send must not move the version chain: answer it from what is stored.
         existing = self._existing_snapshot(exec_id)
         if existing is not None:
-            return self._same_or_conflict(existing, build(None), created_at is not None)
+            same = self._same_or_conflict(existing[0], build(None), created_at is not None)
+            return self._resent(same, existing[1])
 
         blob = self._write_blob(prepared)
         commit = self.versions.assign(
@@ -300,9 +309,10 @@ class Archive:
             existing = self._existing_snapshot(exec_id)
             if existing is None:
                 raise
-            return self._same_or_conflict(existing, snapshot, created_at is not None)
+            same = self._same_or_conflict(existing[0], snapshot, created_at is not None)
+            return self._resent(same, existing[1])
         if not created:
-            return CaptureResult(snapshot, created=False)
+            return self._resent(CaptureResult(snapshot, created=False), len(data))
         if blob.stored_bytes == 0:
             self._recheck_blob(prepared)
         result = CaptureResult(
@@ -331,11 +341,28 @@ class Archive:
         clean: dict[str, Any] = self.sanitizer.sanitize(variables)
         return clean
 
-    def _existing_snapshot(self, execution_id: str) -> ExecutionSnapshot | None:
+    def _existing_snapshot(self, execution_id: str) -> tuple[ExecutionSnapshot, int] | None:
         try:
-            return self.get_snapshot(execution_id)
+            return self.read_snapshot_record(execution_id)
         except NotFound:
             return None
+
+    def _resent(self, result: CaptureResult, stored_bytes: int) -> CaptureResult:
+        """An identical re-send: answered from the stored record, and told to the observers too
+        (with ``created=False``): the first attempt may have stored the record and then failed
+        before its index row was buffered (a lost answer, a crash), so the index may lack it."""
+        snap = result.snapshot
+        resent = CaptureResult(
+            snap,
+            created=False,
+            record=WrittenObject(snapshot_key(snap.execution_id), stored_bytes, 0),
+            blob=WrittenObject(
+                blob_key(snap.snapshot_hash), 0, len(self._structure_jcs(snap.snapshot_hash))
+            ),
+        )
+        for observer in self.snapshot_observers:
+            observer(resent)
+        return resent
 
     @staticmethod
     def _same_or_conflict(
@@ -371,9 +398,10 @@ class Archive:
                 f"execution {exec_id} already has a different final state", key=key
             ) from None
         result = FinalStateResult(final, created, WrittenObject(key, len(data), 0))
-        if created:
-            for observer in self.final_state_observers:
-                observer(snapshot, result)
+        # An identical re-send (created=False) is told too: its first attempt may have stored the
+        # record without its index row being buffered (see _resent).
+        for observer in self.final_state_observers:
+            observer(snapshot, result)
         return result
 
     # ------------------------------------------------------------------ Object Lock
@@ -410,7 +438,13 @@ class Archive:
     # ------------------------------------------------------------------ reads
 
     def get_snapshot(self, execution_id: object) -> ExecutionSnapshot:
-        """Two GETs: the execution record and its structure blob; both re-verified."""
+        """The execution record (GET, verified) and its structure blob (verified when read; the
+        process keeps verified blobs by hash); IntegrityError for a record that names another
+        execution."""
+        return self.read_snapshot_record(execution_id)[0]
+
+    def read_snapshot_record(self, execution_id: object) -> tuple[ExecutionSnapshot, int]:
+        """:meth:`get_snapshot` and the size of the record as stored."""
         exec_id = check_id(execution_id, "executionId")
         try:
             data = self.store.get(snapshot_key(exec_id))
@@ -423,8 +457,13 @@ class Archive:
                 execution_id=exec_id,
             ) from None
         body = decode_record(data, SNAPSHOT_KIND, max_size=self.max_object_bytes)
+        if body.get("executionId") != exec_id:
+            # a valid record copied under another execution's key: never served as this one
+            raise IntegrityError(
+                f"the snapshot record stored for execution {exec_id} names another execution"
+            )
         structure = self._structure_by_hash(body["snapshotHash"])
-        return ExecutionSnapshot.from_record(body, structure)
+        return ExecutionSnapshot.from_record(body, structure), len(data)
 
     def _raise_if_cold_moved(self, exec_id: str) -> None:
         """A missing object of an execution retention moved to its cold store is archived (409
@@ -438,6 +477,12 @@ class Archive:
             )
 
     def get_final_state(self, execution_id: object) -> FinalState | None:
+        found = self.read_final_state_record(execution_id)
+        return None if found is None else found[0]
+
+    def read_final_state_record(self, execution_id: object) -> tuple[FinalState, int] | None:
+        """The final state (verified; IntegrityError when it names another execution) and the
+        size of its record as stored; None when the execution has none."""
         exec_id = check_id(execution_id, "executionId")
         try:
             data = self.store.get(result_key(exec_id))
@@ -446,7 +491,16 @@ class Archive:
             return None
         body = decode_record(data, FINAL_STATE_KIND, max_size=self.max_object_bytes)
         body.pop("kind", None)
-        return FinalState.from_json(body)
+        final = FinalState.from_json(body)
+        if final.execution_id != exec_id:
+            raise IntegrityError(
+                f"the final-state record stored for execution {exec_id} names another execution"
+            )
+        return final, len(data)
+
+    def structure_size(self, snapshot_hash: str) -> int:
+        """Bytes of the canonical structure ``snapshot_hash`` (read and verified once)."""
+        return len(self._structure_jcs(snapshot_hash))
 
     def snapshot_version(self, workflow_id: object) -> str:
         """The head version of a workflow's chain; NotFound when it has none."""

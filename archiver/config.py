@@ -7,6 +7,7 @@ and a test keeps the two in step.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import tomllib
@@ -47,6 +48,7 @@ class Settings:
     index_cache_dir: str | None = None
     index_flush_rows: int = 1000
     index_flush_ms: int = 1000
+    index_journal_dir: str | None = None
     query_max_rows: int = 10_000
     query_timeout_ms: int = 30_000
     query_memory_limit: str = "1GB"
@@ -78,6 +80,21 @@ class Settings:
             max_object_bytes=self.max_object_bytes,
             retention_policy=load_policy(self.retention_policy_file),
         )
+
+    def journal_dir(self, store: ObjectStore) -> Path | None:
+        """Where the service's index journal for ``store`` lives (None: no journal).
+
+        One folder per store (SHA-256 of its URL), so services of different stores can share
+        the base directory. A memory store has nothing to recover after a restart.
+        """
+        if self.index_journal_dir == "off" or store.url.startswith("memory:"):
+            return None
+        if self.index_journal_dir:
+            base = Path(self.index_journal_dir)
+        else:
+            state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+            base = Path(state) / "execvault" / "journal"
+        return base / hashlib.sha256(store.url.encode()).hexdigest()[:16]
 
     def sanitizer(self) -> Sanitizer:
         return Sanitizer(self.load_hmac_key())
@@ -194,6 +211,13 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
         "index_flush_ms",
         "EXECVAULT_INDEX_FLUSH_MS",
         "longest time an index row waits in the buffer (index freshness)",
+    ),
+    (
+        "index_journal_dir",
+        "EXECVAULT_INDEX_JOURNAL_DIR",
+        "local directory of the index journal (keys of objects whose index rows are not yet "
+        "written; the next start indexes them after a crash); `off` disables it; default "
+        "`$XDG_STATE_HOME/execvault/journal` (`~/.local/state/…`), one folder per store",
     ),
     (
         "query_max_rows",

@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +56,7 @@ from archiver.archive import (
     Archive,
     CaptureResult,
     FinalStateResult,
+    WrittenObject,
 )
 from archiver.chain import (
     ChainProblem,
@@ -82,7 +83,8 @@ from archiver.errors import (
     NotFound,
 )
 from archiver.final_state import FinalState, summarize
-from archiver.layout import blob_key, snapshot_key, version_key
+from archiver.journal import IndexJournal, Orphan, find_orphans
+from archiver.layout import blob_key, result_key, snapshot_key, version_key
 from archiver.model import ExecutionSnapshot, VersionCommit
 from archiver.store.base import ObjectInfo, ObjectStore
 from archiver.timeutil import utcnow
@@ -493,6 +495,7 @@ def _clean(row: Mapping[str, Any]) -> Row:
 class _Buffer:
     rows: list[Row]
     since: float  # time.monotonic() of the oldest row
+    segments: Counter[int] = field(default_factory=Counter)  # journal segments of its rows
 
 
 @dataclass(slots=True)
@@ -504,9 +507,29 @@ class _Part:
     rows: int
     attempts: int = 0
     not_before: float = 0.0
+    segments: Counter[int] = field(default_factory=Counter)  # journal segments of its rows
 
     def key(self, writer_id: str) -> str:
         return part_key(self.table, self.day, writer_id, self.seq)
+
+
+class _PendingVersion:
+    """A version row that could not be looked up yet (the store failed): retried later."""
+
+    __slots__ = ("archive", "execution_id", "segment", "seq", "workflow_id")
+
+    def __init__(
+        self, archive: Archive, workflow_id: str, seq: int, execution_id: str, segment: int | None
+    ) -> None:
+        self.archive = archive
+        self.workflow_id = workflow_id
+        self.seq = seq
+        self.execution_id = execution_id
+        self.segment = segment
+
+
+#: object keys a writer remembers having indexed (so an identical re-send adds no second row)
+_REMEMBERED_KEYS: Final = 65_536
 
 
 class ManifestWriter:
@@ -515,6 +538,11 @@ class ManifestWriter:
     Thread-safe. Use as a context manager, or call :meth:`close` at shutdown: rows still buffered
     are written then. ``flush_rows`` / ``flush_seconds`` bound a buffer's size and its oldest
     row's age; a daemon thread writes buffers that are due.
+
+    ``journal_dir`` turns on the journal (``archiver.journal``): the key of every object indexed
+    through :meth:`attach` is appended to a local file before the capture returns, and
+    :meth:`recover` (also run by the thread, at start and every ``recover_seconds``) indexes the
+    objects in the journals of writers that died before writing their rows.
     """
 
     def __init__(
@@ -526,6 +554,8 @@ class ManifestWriter:
         flush_seconds: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
         retry_max_delay: float = 30.0,
+        journal_dir: str | Path | None = None,
+        recover_seconds: float = 30.0,
     ) -> None:
         if flush_rows < 1:
             raise ValueError("flush_rows must be at least 1")
@@ -542,16 +572,24 @@ class ManifestWriter:
         self._buffers: dict[tuple[str, date], _Buffer] = {}
         self._failed: deque[_Part] = deque()  # built parts whose put failed, retried as they are
         self._seq = itertools.count(1)
-        self._lock = threading.Lock()  # buffers, failed queue, counters
+        self._lock = threading.Lock()  # buffers, failed queue, counters, journal
         self._flush_lock = threading.Lock()  # one flush at a time (thread, flush(), close())
+        self._recover_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._archives: list[tuple[Archive, Callable[..., None], Callable[..., None]]] = []
         # (workflow, seq) -> the execution that created that version, learned once per writer
         self._version_creators: dict[tuple[str, int], str | None] = {}
+        self._pending_versions: list[_PendingVersion] = []
+        self._indexed: OrderedDict[str, None] = OrderedDict()  # object keys indexed (recent)
+        self._journal = None if journal_dir is None else IndexJournal(journal_dir, self.writer_id)
+        self.journal_dir = None if journal_dir is None else Path(journal_dir)
+        self._recover_seconds = recover_seconds
+        self._recover_at = time.monotonic() if self._journal is not None else float("inf")
         self.parts_written = 0
         self.rows_written = 0
         self.write_failures = 0
+        self.rows_recovered = 0  # rows added by recover() for objects of dead writers
         self._thread = threading.Thread(
             target=self._run, name=f"manifest-writer-{self.writer_id}", daemon=True
         )
@@ -561,68 +599,127 @@ class ManifestWriter:
 
     def add_row(self, table: str, row: Mapping[str, Any]) -> None:
         """Buffer one row of ``table``; the object it describes must already be stored."""
-        if table not in SCHEMAS:
-            raise ValueError(f"unknown index table {table!r}")
-        day = row_day(table, row)
-        clean = _clean(row)
+        self._add_rows([(table, row)])
+
+    def _add_rows(
+        self,
+        rows: Sequence[tuple[str, Mapping[str, Any]]],
+        journal: Sequence[str] = (),
+        segment: int | None = None,
+    ) -> int | None:
+        """Buffer rows, their objects' keys journaled first (same lock: a segment never loses a
+        key whose rows are still buffered). ``segment``: rows of keys journaled earlier. Returns
+        the segment the rows belong to (None without a journal)."""
+        for table, _ in rows:
+            if table not in SCHEMAS:
+                raise ValueError(f"unknown index table {table!r}")
+        staged = [(table, row_day(table, row), _clean(row)) for table, row in rows]
+        wake = False
         with self._lock:
             if self._closed:
                 _log.error(
-                    "manifest writer %s is closed; %s row not indexed (rebuild-index adds it)",
+                    "manifest writer %s is closed; %d row(s) not indexed (rebuild-index adds them)",
                     self.writer_id,
-                    table,
+                    len(staged),
                 )
-                return
-            buf = self._buffers.get((table, day))
-            new = buf is None
-            if buf is None:
-                buf = self._buffers[(table, day)] = _Buffer([], time.monotonic())
-            buf.rows.append(clean)
-            full = len(buf.rows) >= self.flush_rows
-        if new or full:
+                return None
+            if self._journal is not None and journal and segment is None:
+                try:
+                    segment = self._journal.append(journal)
+                except OSError as err:
+                    _log.error(
+                        "manifest writer %s: cannot journal %s: %s (a crash before the next "
+                        "flush would lose its row until rebuild-index)",
+                        self.writer_id,
+                        journal,
+                        err,
+                    )
+            for key in journal:
+                self._remember(key)
+            for table, day, clean in staged:
+                buf = self._buffers.get((table, day))
+                if buf is None:
+                    buf = self._buffers[(table, day)] = _Buffer([], time.monotonic())
+                    wake = True
+                buf.rows.append(clean)
+                if segment is not None and self._journal is not None:
+                    buf.segments[segment] += 1
+                    self._journal.hold(segment)
+                if len(buf.rows) >= self.flush_rows:
+                    wake = True
+        if wake:
             self._wake.set()
+        return segment
+
+    def _remember(self, key: str) -> None:
+        """(under the lock) ``key`` is indexed by this writer."""
+        self._indexed[key] = None
+        self._indexed.move_to_end(key)
+        while len(self._indexed) > _REMEMBERED_KEYS:
+            self._indexed.popitem(last=False)
+
+    def _known(self, key: str) -> bool:
+        with self._lock:
+            return key in self._indexed
+
+    def _snapshot_rows(self, result: CaptureResult) -> list[tuple[str, Row]]:
+        assert result.record is not None
+        snapshot = result.snapshot
+        blob = result.blob
+        return [
+            (
+                "snapshots",
+                snapshot_row(
+                    snapshot,
+                    object_key=result.record.key,
+                    stored_bytes=result.record.stored_bytes,
+                    blob_key=blob.key if blob is not None else blob_key(snapshot.snapshot_hash),
+                    raw_bytes=blob.raw_bytes if blob is not None else 0,
+                ),
+            )
+        ]
+
+    def _final_state_rows(
+        self, snapshot: ExecutionSnapshot, result: FinalStateResult
+    ) -> list[tuple[str, Row]]:
+        assert result.record is not None
+        rows: list[tuple[str, Row]] = [
+            (
+                "final_states",
+                final_state_row(
+                    snapshot.workflow_id,
+                    result.final_state,
+                    snapshot_created_at=snapshot.created_at,
+                    object_key=result.record.key,
+                    stored_bytes=result.record.stored_bytes,
+                    recorded_at=self._clock(),
+                ),
+            )
+        ]
+        rows.extend(
+            ("node_runs", row)
+            for row in node_run_rows(
+                snapshot.workflow_id,
+                result.final_state,
+                snapshot.workflow_snapshot.nodes,
+                snapshot_created_at=snapshot.created_at,
+                object_key=result.record.key,
+            )
+        )
+        return rows
 
     def add_snapshot(self, result: CaptureResult) -> None:
         """Index a capture that created its record (``result.created``)."""
         if not result.created or result.record is None:
             return
-        snapshot = result.snapshot
-        blob = result.blob
-        self.add_row(
-            "snapshots",
-            snapshot_row(
-                snapshot,
-                object_key=result.record.key,
-                stored_bytes=result.record.stored_bytes,
-                blob_key=blob.key if blob is not None else blob_key(snapshot.snapshot_hash),
-                raw_bytes=blob.raw_bytes if blob is not None else 0,
-            ),
-        )
+        self._add_rows(self._snapshot_rows(result))
 
     def add_final_state(self, snapshot: ExecutionSnapshot, result: FinalStateResult) -> None:
         """Index a final state that was just created: its ``final_states`` row and its
         ``node_runs`` rows (node types come from the snapshot)."""
         if not result.created or result.record is None:
             return
-        self.add_row(
-            "final_states",
-            final_state_row(
-                snapshot.workflow_id,
-                result.final_state,
-                snapshot_created_at=snapshot.created_at,
-                object_key=result.record.key,
-                stored_bytes=result.record.stored_bytes,
-                recorded_at=self._clock(),
-            ),
-        )
-        for row in node_run_rows(
-            snapshot.workflow_id,
-            result.final_state,
-            snapshot.workflow_snapshot.nodes,
-            snapshot_created_at=snapshot.created_at,
-            object_key=result.record.key,
-        ):
-            self.add_row("node_runs", row)
+        self._add_rows(self._final_state_rows(snapshot, result))
 
     def add_version(self, commit: VersionCommit) -> None:
         self.add_row("versions", version_row(commit))
@@ -633,20 +730,24 @@ class ManifestWriter:
         """Index everything ``archive`` captures from now on (snapshots, final states, versions).
 
         The archive calls the observers after the record object was written, so a row never
-        precedes its object. ``close()`` detaches again.
+        precedes its object. An identical re-send (``created=False``) is indexed too unless this
+        writer indexed that object already: its first attempt may have stored the object and
+        failed before the row was buffered. ``close()`` detaches again.
         """
 
         def on_capture(result: CaptureResult) -> None:
             try:
-                self.add_snapshot(result)
-                if result.created:
-                    self._maybe_version(archive, result.snapshot)
+                self._index_capture(archive, result)
             except Exception:
                 _log.exception("indexing capture %s failed", result.snapshot.execution_id)
 
         def on_final_state(snapshot: ExecutionSnapshot, result: FinalStateResult) -> None:
             try:
-                self.add_final_state(snapshot, result)
+                if result.record is None or (not result.created and self._known(result.record.key)):
+                    return
+                self._add_rows(
+                    self._final_state_rows(snapshot, result), journal=[result.record.key]
+                )
             except Exception:
                 _log.exception("indexing final state %s failed", snapshot.execution_id)
 
@@ -654,7 +755,48 @@ class ManifestWriter:
         archive.final_state_observers.append(on_final_state)
         with self._lock:
             self._archives.append((archive, on_capture, on_final_state))
+            if self._journal is not None:
+                self._recover_at = time.monotonic()  # adopt dead writers' journals now
+        self._wake.set()
         return self
+
+    def _index_capture(self, archive: Archive, result: CaptureResult) -> int:
+        """The snapshot row and, when this capture created its version, the version row: both
+        buffered together, under the snapshot's journal entry. Rows added."""
+        if result.record is None or (not result.created and self._known(result.record.key)):
+            return 0
+        snapshot = result.snapshot
+        rows = self._snapshot_rows(result)
+        waiting = False
+        try:
+            commit = self._created_version(archive, snapshot)
+        except Exception as err:  # the store failed: keep the version row for later
+            _log.warning(
+                "version %s/%s of capture %s not indexed yet (%s); retried",
+                snapshot.workflow_id,
+                snapshot.version_seq,
+                snapshot.execution_id,
+                err,
+            )
+            commit, waiting = None, True
+        if commit is not None:
+            rows.append(("versions", version_row(commit)))
+        segment = self._add_rows(rows, journal=[result.record.key])
+        if waiting:
+            with self._lock:
+                if segment is not None and self._journal is not None:
+                    self._journal.hold(segment)  # the journal entry outlives the snapshot row
+                self._pending_versions.append(
+                    _PendingVersion(
+                        archive,
+                        snapshot.workflow_id,
+                        snapshot.version_seq,
+                        snapshot.execution_id,
+                        segment,
+                    )
+                )
+            self._wake.set()
+        return len(rows)
 
     def detach(self, archive: Archive) -> None:
         with self._lock:
@@ -666,33 +808,150 @@ class ManifestWriter:
             with contextlib.suppress(ValueError):
                 archive.final_state_observers.remove(on_final_state)
 
-    def _maybe_version(self, archive: Archive, snapshot: ExecutionSnapshot) -> None:
-        """Add a ``versions`` row when this capture is the one that created its version.
+    def _created_version(
+        self, archive: Archive, snapshot: ExecutionSnapshot
+    ) -> VersionCommit | None:
+        """The version commit this capture created, or None (it runs under an existing one).
 
         A version commit names the execution whose capture created it. The commit is looked up
-        once per (workflow, seq) per writer (from the archive's chain cache); the row is added when
-        the creating execution's capture is indexed, whichever thread or order that happens in.
-        Versions created by other processes are indexed by their writers; a version whose creator
-        crashed before its record was written is indexed by the next rebuild.
+        once per (workflow, seq) per writer (from the archive's chain cache). Raises when the
+        lookup fails (the caller retries later). A version whose creator crashed before its
+        record was written is indexed by the next rebuild.
         """
         seq = snapshot.version_seq
         if seq < 1:
-            return
+            return None
         key = (snapshot.workflow_id, seq)
         with self._lock:
             known = key in self._version_creators
             creator = self._version_creators.get(key)
-        commit: VersionCommit | None = None
-        if not known:
-            commit = archive.versions.get(snapshot.workflow_id, seq)
-            creator = commit.execution_id
+        if known and creator != snapshot.execution_id:
+            return None
+        commit = archive.versions.get(snapshot.workflow_id, seq)
+        with self._lock:
+            self._version_creators[key] = commit.execution_id
+        return commit if commit.execution_id == snapshot.execution_id else None
+
+    def _maybe_version(self, archive: Archive, snapshot: ExecutionSnapshot) -> None:
+        """Add a ``versions`` row when this capture is the one that created its version."""
+        commit = self._created_version(archive, snapshot)
+        if commit is not None:
+            self.add_version(commit)
+
+    def _retry_versions(self) -> None:
+        with self._lock:
+            waiting, self._pending_versions = self._pending_versions, []
+        keep: list[_PendingVersion] = []
+        for entry in waiting:
+            try:
+                commit = entry.archive.versions.get(entry.workflow_id, entry.seq)
+            except NotFound:
+                commit = None  # no such version (expired?): nothing to index
+            except Exception as err:
+                _log.warning(
+                    "version %s/%s still not readable: %s", entry.workflow_id, entry.seq, err
+                )
+                keep.append(entry)
+                continue
+            if commit is not None:
+                with self._lock:
+                    self._version_creators[(entry.workflow_id, entry.seq)] = commit.execution_id
+            if commit is not None and commit.execution_id == entry.execution_id:
+                self._add_rows([("versions", version_row(commit))], segment=entry.segment)
+            if entry.segment is not None:
+                with self._lock:
+                    if self._journal is not None:
+                        self._journal.release(Counter({entry.segment: 1}))
+        with self._lock:
+            self._pending_versions.extend(keep)
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def recover(self, archive: Archive | None = None, *, workers: int = 8) -> int:
+        """Index the objects named in the journals of writers that are gone; rows added.
+
+        Each object is read back through ``archive`` (verified, as a GET would) and indexed
+        like a capture: its key goes into this writer's journal with its rows, and the dead
+        writer's journal is deleted only when every key of it is done. An object that is gone
+        (expired) or does not verify is skipped (logged); a store failure stops the recovery,
+        which the writer's thread tries again every ``recover_seconds``. Without a journal, 0.
+        A dead writer may have written some of these rows already: those are indexed twice
+        (readers return each row once; compaction merges them).
+        """
+        if self._journal is None or self.journal_dir is None:
+            return 0
+        if archive is None:
             with self._lock:
-                self._version_creators[key] = creator
-        if creator != snapshot.execution_id:
-            return
-        if commit is None:
-            commit = archive.versions.get(snapshot.workflow_id, seq)
-        self.add_version(commit)
+                if not self._archives:
+                    return 0
+                archive = self._archives[0][0]
+        with self._recover_lock:
+            orphans = find_orphans(self.journal_dir, exclude=self.writer_id)
+            added = 0
+            try:
+                for orphan in orphans:
+                    added += self._adopt(archive, orphan, workers)
+                    orphan.done()
+            finally:
+                for orphan in orphans:
+                    orphan.release()
+            with self._lock:
+                self.rows_recovered += added
+            return added
+
+    def _adopt(self, archive: Archive, orphan: Orphan, workers: int) -> int:
+        todo = [k for k in orphan.keys if not self._known(k)]
+        if not todo:
+            return 0
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="index-recover") as pool:
+            counts = list(pool.map(functools.partial(self._replay_key, archive), todo))
+        _log.warning(
+            "manifest writer %s: re-indexed %d object(s) (%d rows) of dead writer %s in %.2fs",
+            self.writer_id,
+            len(todo),
+            sum(counts),
+            orphan.writer_id,
+            time.monotonic() - started,
+        )
+        return sum(counts)
+
+    def _replay_key(self, archive: Archive, key: str) -> int:
+        """Index one journaled object again; rows added. Store failures propagate."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "executions":
+            _log.error("index journal: ignoring unknown key %r", key)
+            return 0
+        execution_id, name = parts[2], parts[3]
+        try:
+            if snapshot_key(execution_id) != key and result_key(execution_id) != key:
+                raise ManifestError("key is not where its execution id puts it")
+            snapshot, stored = archive.read_snapshot_record(execution_id)
+            if name == "snapshot.json.zst":
+                capture = CaptureResult(
+                    snapshot,
+                    created=False,
+                    record=WrittenObject(key, stored, 0),
+                    blob=WrittenObject(
+                        blob_key(snapshot.snapshot_hash),
+                        0,
+                        archive.structure_size(snapshot.snapshot_hash),
+                    ),
+                )
+                return self._index_capture(archive, capture)
+            found = archive.read_final_state_record(execution_id)
+            if found is None:
+                raise NotFound(key)
+            final, stored = found
+            result = FinalStateResult(final, False, WrittenObject(key, stored, 0))
+            rows = self._final_state_rows(snapshot, result)
+            self._add_rows(rows, journal=[key])
+            return len(rows)
+        except NotFound:
+            _log.info("index journal: %s is gone (expired?): not indexed", key)
+        except (IntegrityError, InvalidInput, ManifestError) as err:
+            _log.error("index journal: %s does not verify (%s): not indexed", key, err)
+        return 0
 
     # -- flushing -----------------------------------------------------------------------------
 
@@ -710,20 +969,25 @@ class ManifestWriter:
         Raises ManifestError when some part could not be written: its rows stay queued and are
         retried (by the background thread, the next ``flush()`` or ``close()``).
         """
+        if self._pending_versions:
+            self._retry_versions()
         written = self._flush(due_only=False, retry_now=True)
         with self._lock:
             failed = sum(p.rows for p in self._failed)
-        if failed:
+            versions = len(self._pending_versions)
+        if failed or versions:
             raise ManifestError(
-                f"manifest writer {self.writer_id}: {failed} row(s) not written yet "
-                "(kept for retry; see the log)"
+                f"manifest writer {self.writer_id}: {failed} row(s) not written yet, "
+                f"{versions} version(s) not looked up yet (kept for retry; see the log)"
             )
         return written
 
-    def _take_due(self, due_only: bool) -> list[tuple[str, date, list[Row]]]:
+    def _take_due(self, due_only: bool) -> list[tuple[str, date, list[Row], Counter[int]]]:
         now = time.monotonic()
-        taken: list[tuple[str, date, list[Row]]] = []
+        taken: list[tuple[str, date, list[Row], Counter[int]]] = []
         with self._lock:
+            if self._journal is not None:
+                self._journal.rotate()
             for (table, day), buf in list(self._buffers.items()):
                 if (
                     not due_only
@@ -731,7 +995,7 @@ class ManifestWriter:
                     or now - buf.since >= self.flush_seconds
                 ):
                     del self._buffers[(table, day)]
-                    taken.append((table, day, buf.rows))
+                    taken.append((table, day, buf.rows, buf.segments))
         return taken
 
     def _flush(self, *, due_only: bool, retry_now: bool) -> int:
@@ -748,13 +1012,15 @@ class ManifestWriter:
                         self._failed.append(part)
                     continue
                 written += self._write(part)
-            for table, day, rows in self._take_due(due_only):
-                for start in range(0, len(rows), MAX_ROWS_PER_PART):
+            for table, day, rows, segments in self._take_due(due_only):
+                starts = range(0, len(rows), MAX_ROWS_PER_PART)
+                for start in starts:
                     chunk = rows[start : start + MAX_ROWS_PER_PART]
                     try:
                         data = encode_part(table, chunk, writer_id=self.writer_id)
                     except Exception:
                         # A row that cannot be encoded is a bug; say so loudly, keep the others.
+                        # (Its journal entries stay: the next start tries them again.)
                         _log.exception(
                             "manifest writer %s: cannot encode %d %s row(s) for %s; "
                             "they are NOT indexed (rebuild-index restores them)",
@@ -767,6 +1033,8 @@ class ManifestWriter:
                             self.write_failures += 1
                         continue
                     part = _Part(table, day, next(self._seq), data, len(chunk))
+                    if start == starts[-1]:
+                        part.segments = segments  # released when the last chunk is written
                     written += self._write(part)
         return written
 
@@ -802,6 +1070,8 @@ class ManifestWriter:
             with self._lock:
                 self.parts_written += 1
                 self.rows_written += part.rows
+                if self._journal is not None and part.segments:
+                    self._journal.release(part.segments)
             return part.rows
         raise ManifestError(f"manifest writer {self.writer_id}: cannot find a free part name")
 
@@ -823,8 +1093,9 @@ class ManifestWriter:
         with self._lock:
             deadlines = [b.since + self.flush_seconds for b in self._buffers.values()]
             deadlines += [p.not_before for p in self._failed]
-        if not deadlines:
-            return self.flush_seconds
+            if self._pending_versions:
+                deadlines.append(now + min(1.0, self.flush_seconds))
+            deadlines.append(self._recover_at)
         return max(0.0, min(deadlines) - now)
 
     def _run(self) -> None:
@@ -835,7 +1106,15 @@ class ManifestWriter:
                 closed = self._closed
             if closed:
                 return
+            if time.monotonic() >= self._recover_at and self._archives:
+                self._recover_at = time.monotonic() + self._recover_seconds
+                try:
+                    self.recover()
+                except Exception as err:  # the store is down: the next round tries again
+                    _log.warning("manifest writer %s: recovery deferred: %s", self.writer_id, err)
             try:
+                if self._pending_versions:
+                    self._retry_versions()
                 self._flush(due_only=True, retry_now=False)
             except Exception:  # never let the thread die: rows would stay buffered forever
                 _log.exception("manifest writer %s: flush failed", self.writer_id)
@@ -843,7 +1122,8 @@ class ManifestWriter:
     # -- shutdown -----------------------------------------------------------------------------
 
     def close(self, *, attempts: int = 3) -> None:
-        """Detach, stop the thread, write everything; ManifestError if rows remain unwritten."""
+        """Detach, stop the thread, write everything; ManifestError if rows remain unwritten
+        (the journal then stays for the next writer to recover)."""
         for archive, _, _ in list(self._archives):
             self.detach(archive)
         with self._lock:
@@ -851,14 +1131,21 @@ class ManifestWriter:
         self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
-        for attempt in range(attempts):
-            try:
-                self.flush()
-                return
-            except ManifestError:
-                if attempt + 1 == attempts:
-                    raise
-                time.sleep(min(1.0, 0.1 * 2**attempt))
+        try:
+            for attempt in range(attempts):
+                try:
+                    self.flush()
+                    break
+                except ManifestError:
+                    if attempt + 1 == attempts:
+                        raise
+                    time.sleep(min(1.0, 0.1 * 2**attempt))
+        finally:
+            if self._journal is not None:
+                with self._lock:
+                    keep = bool(self._failed or self._buffers or self._pending_versions)
+                    keep = keep or self._journal.pending > 0
+                    self._journal.close(keep=keep)
 
     def __enter__(self) -> ManifestWriter:
         return self

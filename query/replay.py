@@ -279,6 +279,10 @@ def validate_for_replay(archive: Archive, execution_id: object) -> dict[str, Any
     except IntegrityError as err:
         issue("error", "record_corrupt", f"the snapshot record does not verify: {err}")
         return result
+    if body.get("executionId") != exec_id:
+        # a valid record copied under another execution's key is not this execution's
+        issue("error", "record_misplaced", "the snapshot record names another execution")
+        return result
     checks["recordVerified"] = True
     snapshot_hash = str(body.get("snapshotHash"))
     result.update(
