@@ -23,7 +23,7 @@ from archiver.codec import decode_record, encode_record
 from archiver.errors import ImmutableConflict, IntegrityError, NotFound
 from archiver.layout import check_id, version_key, version_seq_from_key, versions_prefix
 from archiver.model import VersionCommit
-from archiver.normalize import node_key
+from archiver.normalize import node_keys
 from archiver.store.base import ObjectStore
 
 __all__ = ["StructureChange", "VersionChains", "classify_change", "next_version"]
@@ -81,9 +81,15 @@ class StructureChange:
         }
 
 
+def _keyed(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return dict(zip(node_keys(nodes), nodes, strict=True))
+
+
 def _edge_set(structure: Mapping[str, Any]) -> set[tuple[Any, ...]]:
-    """Edges with endpoints by node identity, so a rename is not a rewire."""
-    by_name = {n["name"]: node_key(n) for n in structure["nodes"]}
+    """Edges with endpoints by node identity, so a rename is not a rewire. An edge names a node;
+    where several nodes share that name, it reaches the last of them (as in n8n)."""
+    nodes = structure["nodes"]
+    by_name = {n["name"]: key for n, key in zip(nodes, node_keys(nodes), strict=True)}
     return {
         (
             by_name.get(e["source"], "name:" + e["source"]),
@@ -99,8 +105,8 @@ def _edge_set(structure: Mapping[str, Any]) -> set[tuple[Any, ...]]:
 
 def classify_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> StructureChange:
     """How ``new`` differs from ``old`` (both ``{nodes, connections, settings}``)."""
-    old_nodes = {node_key(n): n for n in old["nodes"]}
-    new_nodes = {node_key(n): n for n in new["nodes"]}
+    old_nodes = _keyed(old["nodes"])
+    new_nodes = _keyed(new["nodes"])
     added = tuple(new_nodes[k]["name"] for k in new_nodes if k not in old_nodes)
     removed = tuple(old_nodes[k]["name"] for k in old_nodes if k not in new_nodes)
     modified: list[str] = []
