@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "edge_sort_key",
     "node_key",
     "node_keys",
+    "shared_ids",
     "normalize_workflow",
     "unwrap_workflow",
 ]
@@ -100,23 +101,33 @@ def node_key(node: Mapping[str, Any]) -> str:
     return "name:" + str(node.get("name"))
 
 
-def node_keys(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One distinct identity per node of a workflow, in order.
-
-    ``id:<id>`` for an id no other node of the list holds; otherwise (no id, or an id shared
-    with another node) ``name:<name>``; a name held by several such nodes gets ``#2``, ``#3`` ...
-    for its second, third ... holder. So nodes whose ids collide are matched by name.
-    """
-    counts: dict[str, int] = {}
+def shared_ids(nodes: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The ids that several of ``nodes`` hold (placeholders such as ``[CENSORED]``)."""
+    seen: set[str] = set()
+    shared: set[str] = set()
     for node in nodes:
         node_id = node.get("id")
         if isinstance(node_id, str) and node_id:
-            counts[node_id] = counts.get(node_id, 0) + 1
+            if node_id in seen:
+                shared.add(node_id)
+            seen.add(node_id)
+    return shared
+
+
+def node_keys(nodes: Sequence[Mapping[str, Any]], also_shared: Collection[str] = ()) -> list[str]:
+    """One distinct identity per node of a workflow, in order.
+
+    ``id:<id>`` for an id no other node of the list holds (nor is in ``also_shared``: pass the
+    ``shared_ids`` of the structure compared with, so both sides key a node alike); otherwise
+    (no id, or a shared id) ``name:<name>``; a name held by several such nodes gets ``#2``,
+    ``#3`` ... for its second, third ... holder. So nodes whose ids collide are matched by name.
+    """
+    shared = shared_ids(nodes).union(also_shared)
     keys: list[str] = []
     taken: set[str] = set()
     for node in nodes:
         node_id = node.get("id")
-        if isinstance(node_id, str) and node_id and counts[node_id] == 1:
+        if isinstance(node_id, str) and node_id and node_id not in shared:
             key = "id:" + node_id
         else:
             key = base = "name:" + str(node.get("name"))
