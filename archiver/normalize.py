@@ -27,14 +27,15 @@ from archiver.errors import MalformedWorkflow
 from archiver.lru import SizedLRU
 
 __all__ = [
+    "MAX_WARNINGS",
     "Edge",
     "NormalizedWorkflow",
     "credential_refs",
     "edge_sort_key",
     "node_key",
     "node_keys",
-    "shared_ids",
     "normalize_workflow",
+    "shared_ids",
     "unwrap_workflow",
 ]
 
