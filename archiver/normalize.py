@@ -461,8 +461,7 @@ def normalize_workflow(document: Any) -> NormalizedWorkflow:
     if "connections" not in wf:
         raise MalformedWorkflow("a workflow needs a 'connections' object", field="connections")
     nodes = [_normalize_node(n, i) for i, n in enumerate(raw_nodes)]
-    warnings = _node_warnings(nodes)
-    keyed_by_id = sum(1 for key in node_keys(nodes) if key.startswith("id:"))
+    warnings, keyed_by_id = _node_warnings(nodes)
     identity = "id" if keyed_by_id == len(nodes) else ("name" if not keyed_by_id else "mixed")
     names = {n["name"] for n in nodes}
     connections, dangling = _normalize_connections(wf.get("connections"), names)
@@ -533,14 +532,19 @@ def _indexes(where: list[int]) -> str:
     return ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
 
 
-def _node_warnings(nodes: list[dict[str, Any]]) -> _Warnings:
-    """Duplicate ids, empty names and duplicate names: accepted as n8n accepts them, reported.
+def _node_warnings(nodes: list[dict[str, Any]]) -> tuple[_Warnings, int]:
+    """Duplicate ids, empty names and duplicate names: accepted as n8n accepts them, reported;
+    and how many nodes an id identifies (one no other node holds).
 
     n8n keys nodes by name (connections, run data, ``$('Name')``); ids only tell the editor's
     nodes apart, and its importer keeps the ids an export holds. Placeholder ids such as
     ``[CENSORED]`` or ``REPLACE_WITH_...`` shared by several nodes are therefore harmless to a run.
     """
     warnings = _Warnings()
+    ids = [node["id"] for node in nodes if "id" in node]
+    names = [node["name"] for node in nodes]
+    if len(set(ids)) == len(ids) and len(set(names)) == len(names) and all(names):
+        return warnings, len(ids)  # the common case, in C loops
     by_id: dict[str, list[int]] = {}
     by_name: dict[str, list[int]] = {}
     for index, node in enumerate(nodes):
@@ -566,7 +570,7 @@ def _node_warnings(nodes: list[dict[str, Any]]) -> _Warnings:
                 f"{len(where)} nodes are named {_shown(name)} (nodes {_indexes(where)}): "
                 "n8n keys nodes by name, so connections and runs reach only the last of them",
             )
-    return warnings
+    return warnings, sum(1 for where in by_id.values() if len(where) == 1)
 
 
 def _tags(raw: Any) -> list[str]:
