@@ -45,6 +45,7 @@ from archiver.final_state import summarize
 from archiver.index import ManifestWriter
 from archiver.jsonio import loads_strict
 from archiver.layout import check_hash
+from archiver.request import parse_capture_request
 from archiver.timeutil import format_ts
 from query.catalog import Catalog
 from query.history import HistoryPage, executions_by_hash, workflow_history
@@ -54,8 +55,6 @@ __all__ = ["ORJSONResponse", "create_app"]
 log = logging.getLogger("execvault.api")
 
 VERSION = "0.1.0"
-
-_CAPTURE_FIELDS = frozenset(f.alias or name for name, f in CaptureRequest.model_fields.items())
 
 
 class ORJSONResponse(JSONResponse):
@@ -75,32 +74,9 @@ def _json_object(data: bytes) -> dict[str, Any]:
     return value
 
 
-def _field_name(key: str) -> str:
-    return key if len(key) <= 64 and key.isprintable() else "<key>"
-
-
 def _capture(archive: Archive, data: bytes) -> CaptureResult:
-    body = _json_object(data)
-    unknown = sorted(set(body) - _CAPTURE_FIELDS)
-    if unknown:
-        raise InvalidInput("unknown field", field=_field_name(unknown[0]))
-    for required in ("executionId", "workflow"):
-        if required not in body:
-            raise InvalidInput(f"{required} is required", field=required)
-    trigger_type = body.get("triggerType")
-    if trigger_type is not None and not isinstance(trigger_type, str):
-        raise InvalidInput("triggerType must be a string", field="triggerType")
-    return archive.capture_snapshot(
-        execution_id=body["executionId"],
-        workflow=body["workflow"],
-        workflow_id=body.get("workflowId"),
-        variables=body.get("variables"),
-        trigger_type=trigger_type,
-        trigger_data=body.get("triggerData"),
-        user_id=body.get("userId"),
-        created_at=body.get("createdAt"),
-        replay_of=body.get("replayOf"),
-    )
+    request = parse_capture_request(_json_object(data))
+    return archive.capture_snapshot(**request.arguments())
 
 
 def _record_final_state(archive: Archive, execution_id: str, data: bytes) -> FinalStateResult:
@@ -116,6 +92,7 @@ def capture_body(result: CaptureResult) -> dict[str, Any]:
         "snapshotVersion": snap.snapshot_version,
         "snapshotHash": snap.snapshot_hash,
         "createdAt": format_ts(snap.created_at),
+        "warnings": [w.to_json() for w in snap.warnings],
     }
 
 

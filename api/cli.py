@@ -22,6 +22,7 @@ from archiver.index import rebuild_index as rebuild
 from archiver.index import verify as verify_index
 from archiver.jsonio import loads_strict
 from archiver.layout import check_hash, check_id
+from archiver.request import parse_capture_request
 from query.catalog import Catalog
 from query.history import executions_by_hash, workflow_history
 
@@ -243,29 +244,30 @@ def put(
 ) -> None:
     """Capture FILE: a workflow export, or a capture request {executionId, workflow, ...}.
 
+    A file with an `executionId` field is a capture request, read by the same rules as the
+    HTTP capture (unknown fields are refused); anything else is a workflow export. The options
+    set (or override) the request's fields.
+
     \b
     Example:
       execvault put my-workflow.json --execution-id 1001 --trigger-type manual
     """
     doc = _read_json(file)
-    request: dict[str, Any] = {}
-    if isinstance(doc, dict) and "executionId" in doc and "workflow" in doc:
-        request = doc
-        doc = request["workflow"]
-    exec_id = execution_id or request.get("executionId")
-    if exec_id is None:
+    body: dict[str, Any] = (
+        dict(doc) if isinstance(doc, dict) and "executionId" in doc else {"workflow": doc}
+    )
+    options = {
+        "executionId": execution_id,
+        "workflowId": workflow_id,
+        "triggerType": trigger_type,
+        "userId": user_id,
+    }
+    body.update({name: value for name, value in options.items() if value is not None})
+    if body.get("executionId") is None:
         raise click.UsageError("give --execution-id or a capture request with executionId")
+    request = parse_capture_request(body)
     with _indexed_archive(ctx) as archive:
-        result = archive.capture_snapshot(
-            execution_id=exec_id,
-            workflow=doc,
-            workflow_id=workflow_id or request.get("workflowId"),
-            variables=request.get("variables"),
-            trigger_type=trigger_type or request.get("triggerType"),
-            trigger_data=request.get("triggerData"),
-            user_id=user_id or request.get("userId"),
-            created_at=request.get("createdAt"),
-        )
+        result = archive.capture_snapshot(**request.arguments())
     snap = result.snapshot
     _emit(
         {
@@ -274,6 +276,7 @@ def put(
             "workflowId": snap.workflow_id,
             "snapshotVersion": snap.snapshot_version,
             "snapshotHash": snap.snapshot_hash,
+            "warnings": [w.to_json() for w in snap.warnings],
         }
     )
 

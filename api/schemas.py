@@ -2,7 +2,8 @@
 
 Request bodies are *not* parsed through these models: routes read them with the archive's strict
 JSON reader (duplicate keys, NaN, lone surrogates refused) and hand them to the archive, which
-validates them and names the offending field. The models describe the same shapes for
+validates them and names the offending field (a capture request: ``archiver.request``, shared
+with the CLI's ``put``). The models describe the same shapes for
 ``/docs`` and clients generated from ``/openapi.json``.
 """
 
@@ -127,6 +128,11 @@ class CaptureResponse(_Wire):
     snapshot_version: str = Field(description="semver of the workflow structure, e.g. `1.2.0`")
     snapshot_hash: str = Field(description="SHA-256 (hex) of the JCS form of the structure")
     created_at: str = Field(description="RFC 3339, UTC, milliseconds")
+    warnings: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="what is odd about the workflow but accepted, as n8n accepts it: "
+        "`{code, field, message}` items (docs/storage-format.md)",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -138,6 +144,7 @@ class CaptureResponse(_Wire):
                     "snapshotVersion": "1.0.0",
                     "snapshotHash": "9f2c" + "0" * 60,
                     "createdAt": "2026-05-01T10:00:00.000Z",
+                    "warnings": [],
                 }
             ]
         },
@@ -186,6 +193,9 @@ class SnapshotResponse(_Wire):
     trigger_type: str
     created_at: str
     version_seq: int
+    warnings: list[dict[str, str]] = Field(
+        default_factory=list, description="`{code, field, message}` items; `[]` when none"
+    )
     final_state: dict[str, Any] | None = Field(description="null until a final state is recorded")
 
 

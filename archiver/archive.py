@@ -45,7 +45,7 @@ from archiver.errors import (
 from archiver.final_state import FinalState, parse_final_state
 from archiver.holds import HoldCache
 from archiver.layout import blob_key, check_id, result_key, snapshot_key
-from archiver.model import ExecutionSnapshot, VersionCommit, WorkflowSnapshot
+from archiver.model import CaptureWarning, ExecutionSnapshot, VersionCommit, WorkflowSnapshot
 from archiver.sanitize import Sanitizer
 from archiver.store.base import LockingStore, ObjectStore
 from archiver.timeutil import parse_ts, utcnow
@@ -62,7 +62,9 @@ SNAPSHOT_KIND = "execution-snapshot"
 FINAL_STATE_KIND = "final-state"
 
 # Fields a re-send may leave out and the server fills in: not part of "same content".
-_SERVER_FIELDS = frozenset({"id", "createdAt", "snapshotVersion", "versionSeq"})
+# ``warnings`` are derived from the structure (which the hash covers): a re-send of a record
+# stored before warnings existed, or by a build that words them differently, is the same capture.
+_SERVER_FIELDS = frozenset({"id", "createdAt", "snapshotVersion", "versionSeq", "warnings"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +284,7 @@ class Archive:
                 pin_data=prepared.pin_data,
                 node_identity=wf.node_identity,
                 replay_of=replay,
+                warnings=tuple(CaptureWarning.from_json(w) for w in wf.warnings),
             )
 
         # A re-send must not move the version chain: answer it from what is stored.

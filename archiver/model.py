@@ -16,6 +16,7 @@ from archiver.timeutil import format_ts, parse_ts
 
 __all__ = [
     "SNAPSHOT_FORMAT_VERSION",
+    "CaptureWarning",
     "CredentialRef",
     "ExecutionSnapshot",
     "TriggerSnapshot",
@@ -51,6 +52,27 @@ class CredentialRef:
             id=data.get("id"),
             name=data.get("name"),
             nodes=tuple(data.get("nodes", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureWarning:
+    """Something odd about the captured workflow that n8n accepts, so capture did too
+    (``docs/storage-format.md``, "Warnings"): a code, the field it concerns, a message."""
+
+    code: str
+    field: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        return cls(
+            code=str(data["code"]),
+            field=str(data.get("field", "")),
+            message=str(data.get("message", "")),
         )
 
 
@@ -143,6 +165,7 @@ class ExecutionSnapshot:
     node_identity: str = "id"
     replay_of: str | None = None
     format_version: int = SNAPSHOT_FORMAT_VERSION
+    warnings: tuple[CaptureWarning, ...] = ()
 
     @property
     def nodes_snapshot(self) -> list[dict[str, Any]]:
@@ -187,6 +210,7 @@ class ExecutionSnapshot:
             "versionSeq": self.version_seq,
             "nodeIdentity": self.node_identity,
             "formatVersion": self.format_version,
+            "warnings": [w.to_json() for w in self.warnings],
         }
         if self.replay_of is not None:
             out["replayOf"] = self.replay_of
@@ -220,6 +244,8 @@ class ExecutionSnapshot:
             "nodeIdentity": self.node_identity,
             "replayOf": self.replay_of,
         }
+        if self.warnings:  # absent when empty: records without warnings keep their bytes
+            body["warnings"] = [w.to_json() for w in self.warnings]
         return body
 
     @classmethod
@@ -255,6 +281,7 @@ class ExecutionSnapshot:
             node_identity=body.get("nodeIdentity", "id"),
             replay_of=body.get("replayOf"),
             format_version=int(body.get("formatVersion", SNAPSHOT_FORMAT_VERSION)),
+            warnings=tuple(CaptureWarning.from_json(w) for w in body.get("warnings") or ()),
         )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +27,15 @@ from archiver.errors import MalformedWorkflow
 from archiver.lru import SizedLRU
 
 __all__ = [
+    "MAX_WARNINGS",
     "Edge",
     "NormalizedWorkflow",
     "credential_refs",
     "edge_sort_key",
     "node_key",
+    "node_keys",
     "normalize_workflow",
+    "shared_ids",
     "unwrap_workflow",
 ]
 
@@ -58,6 +61,8 @@ class NormalizedWorkflow:
     pin_data: dict[str, Any] | None = None
     node_identity: str = "id"  # "id", "name" or "mixed": what node identity rests on
     dangling_edges: list[Edge] = field(default_factory=list)
+    # What is odd but accepted (n8n imports and runs it): ``{code, field, message}`` items.
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     def structure(self) -> dict[str, Any]:
         return {"nodes": self.nodes, "connections": self.connections, "settings": self.settings}
@@ -89,11 +94,51 @@ def unwrap_workflow(document: Any) -> dict[str, Any]:
 
 
 def node_key(node: Mapping[str, Any]) -> str:
-    """Stable node identity: its id where present, else its name."""
+    """A node's identity alone: its id where present, else its name. Within a workflow, use
+    ``node_keys``: ids can collide (placeholder ids such as ``[CENSORED]``) and names too."""
     node_id = node.get("id")
     if isinstance(node_id, str) and node_id:
         return "id:" + node_id
     return "name:" + str(node.get("name"))
+
+
+def shared_ids(nodes: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The ids that several of ``nodes`` hold (placeholders such as ``[CENSORED]``)."""
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for node in nodes:
+        node_id = node.get("id")
+        if isinstance(node_id, str) and node_id:
+            if node_id in seen:
+                shared.add(node_id)
+            seen.add(node_id)
+    return shared
+
+
+def node_keys(nodes: Sequence[Mapping[str, Any]], also_shared: Collection[str] = ()) -> list[str]:
+    """One distinct identity per node of a workflow, in order.
+
+    ``id:<id>`` for an id no other node of the list holds (nor is in ``also_shared``: pass the
+    ``shared_ids`` of the structure compared with, so both sides key a node alike); otherwise
+    (no id, or a shared id) ``name:<name>``; a name held by several such nodes gets ``#2``,
+    ``#3`` ... for its second, third ... holder. So nodes whose ids collide are matched by name.
+    """
+    shared = shared_ids(nodes).union(also_shared)
+    keys: list[str] = []
+    taken: set[str] = set()
+    for node in nodes:
+        node_id = node.get("id")
+        if isinstance(node_id, str) and node_id and node_id not in shared:
+            key = "id:" + node_id
+        else:
+            key = base = "name:" + str(node.get("name"))
+            n = 1
+            while key in taken:
+                n += 1
+                key = f"{base}#{n}"
+        taken.add(key)
+        keys.append(key)
+    return keys
 
 
 def edge_sort_key(edge: Edge) -> tuple[str, str, int, str, int, str]:
@@ -180,10 +225,8 @@ def _normalize_node(raw: Any, index: int) -> dict[str, Any]:
     if type(raw) is not dict and not isinstance(raw, dict):
         raise MalformedWorkflow("a node must be an object", field=f"nodes[{index}]")
     name = raw.get("name")
-    if (type(name) is not str and not isinstance(name, str)) or not name:
-        raise MalformedWorkflow(
-            "a node needs a non-empty string name", field=f"nodes[{index}].name"
-        )
+    if type(name) is not str and not isinstance(name, str):
+        raise MalformedWorkflow("a node needs a string name", field=f"nodes[{index}].name")
     node_type = raw.get("type")
     if (type(node_type) is not str and not isinstance(node_type, str)) or not node_type:
         raise MalformedWorkflow(
@@ -418,12 +461,17 @@ def normalize_workflow(document: Any) -> NormalizedWorkflow:
     if "connections" not in wf:
         raise MalformedWorkflow("a workflow needs a 'connections' object", field="connections")
     nodes = [_normalize_node(n, i) for i, n in enumerate(raw_nodes)]
-    present = [n["id"] for n in nodes if "id" in n]
-    if len(set(present)) != len(present):
-        raise MalformedWorkflow("two nodes share one id", field="nodes")
-    identity = "id" if len(present) == len(nodes) else ("name" if not present else "mixed")
+    warnings, keyed_by_id = _node_warnings(nodes)
+    identity = "id" if keyed_by_id == len(nodes) else ("name" if not keyed_by_id else "mixed")
     names = {n["name"] for n in nodes}
     connections, dangling = _normalize_connections(wf.get("connections"), names)
+    for edge in dangling:
+        missing = [edge[end] for end in ("source", "target") if edge[end] not in names]
+        warnings.add(
+            "dangling-connection",
+            f"connections.{edge['source']}.{edge['type']}[{edge['sourceOutput']}]",
+            "names no node: " + ", ".join(_shown(m) for m in dict.fromkeys(missing)),
+        )
     settings = wf.get("settings")
     if settings is None:
         settings = {}
@@ -447,7 +495,82 @@ def normalize_workflow(document: Any) -> NormalizedWorkflow:
         pin_data=pin_data or None,
         node_identity=identity,
         dangling_edges=dangling,
+        warnings=warnings.result(),
     )
+
+
+# At most this many warnings are kept; a last ``warnings-truncated`` item says how many more.
+MAX_WARNINGS = 100
+
+
+def _shown(text: str) -> str:
+    """A node name or id for a message: quoted, at most 80 characters."""
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+class _Warnings:
+    """Warnings in the order found, at most ``MAX_WARNINGS`` (then one ``warnings-truncated``)."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+        self.dropped = 0
+
+    def add(self, code: str, where: str, message: str) -> None:
+        if len(self.items) < MAX_WARNINGS:
+            self.items.append({"code": code, "field": where, "message": message})
+        else:
+            self.dropped += 1
+
+    def result(self) -> list[dict[str, str]]:
+        if not self.dropped:
+            return self.items
+        more = f"{self.dropped} more warning(s) not listed"
+        return [*self.items, {"code": "warnings-truncated", "field": "", "message": more}]
+
+
+def _indexes(where: list[int]) -> str:
+    return ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
+
+
+def _node_warnings(nodes: list[dict[str, Any]]) -> tuple[_Warnings, int]:
+    """Duplicate ids, empty names and duplicate names: accepted as n8n accepts them, reported;
+    and how many nodes an id identifies (one no other node holds).
+
+    n8n keys nodes by name (connections, run data, ``$('Name')``); ids only tell the editor's
+    nodes apart, and its importer keeps the ids an export holds. Placeholder ids such as
+    ``[CENSORED]`` or ``REPLACE_WITH_...`` shared by several nodes are therefore harmless to a run.
+    """
+    warnings = _Warnings()
+    ids = [node["id"] for node in nodes if "id" in node]
+    names = [node["name"] for node in nodes]
+    if len(set(ids)) == len(ids) and len(set(names)) == len(names) and all(names):
+        return warnings, len(ids)  # the common case, in C loops
+    by_id: dict[str, list[int]] = {}
+    by_name: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        node_id = node.get("id")
+        if node_id is not None:
+            by_id.setdefault(node_id, []).append(index)
+        by_name.setdefault(node["name"], []).append(index)
+        if not node["name"]:
+            warnings.add("empty-node-name", f"nodes[{index}].name", "the node's name is empty")
+    for node_id, where in by_id.items():
+        if len(where) > 1:
+            warnings.add(
+                "duplicate-node-id",
+                f"nodes[{where[1]}].id",
+                f"{len(where)} nodes share the id {_shown(node_id)} (nodes {_indexes(where)}): "
+                "they are told apart by name",
+            )
+    for name, where in by_name.items():
+        if len(where) > 1:
+            warnings.add(
+                "duplicate-node-name",
+                f"nodes[{where[1]}].name",
+                f"{len(where)} nodes are named {_shown(name)} (nodes {_indexes(where)}): "
+                "n8n keys nodes by name, so connections and runs reach only the last of them",
+            )
+    return warnings, sum(1 for where in by_id.values() if len(where) == 1)
 
 
 def _tags(raw: Any) -> list[str]:

@@ -23,7 +23,7 @@ from archiver.codec import decode_record, encode_record
 from archiver.errors import ImmutableConflict, IntegrityError, NotFound
 from archiver.layout import check_id, version_key, version_seq_from_key, versions_prefix
 from archiver.model import VersionCommit
-from archiver.normalize import node_key
+from archiver.normalize import node_keys, shared_ids
 from archiver.store.base import ObjectStore
 
 __all__ = ["StructureChange", "VersionChains", "classify_change", "next_version"]
@@ -81,9 +81,11 @@ class StructureChange:
         }
 
 
-def _edge_set(structure: Mapping[str, Any]) -> set[tuple[Any, ...]]:
-    """Edges with endpoints by node identity, so a rename is not a rewire."""
-    by_name = {n["name"]: node_key(n) for n in structure["nodes"]}
+def _edge_set(structure: Mapping[str, Any], keys: list[str]) -> set[tuple[Any, ...]]:
+    """Edges with endpoints by node identity (``keys``, one per node), so a rename is not a
+    rewire. An edge names a node; where several nodes share that name, it reaches the last of
+    them (as in n8n)."""
+    by_name = {n["name"]: key for n, key in zip(structure["nodes"], keys, strict=True)}
     return {
         (
             by_name.get(e["source"], "name:" + e["source"]),
@@ -99,8 +101,12 @@ def _edge_set(structure: Mapping[str, Any]) -> set[tuple[Any, ...]]:
 
 def classify_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> StructureChange:
     """How ``new`` differs from ``old`` (both ``{nodes, connections, settings}``)."""
-    old_nodes = {node_key(n): n for n in old["nodes"]}
-    new_nodes = {node_key(n): n for n in new["nodes"]}
+    # An id is an identity only where one node on each side holds it.
+    shared = shared_ids(old["nodes"]) | shared_ids(new["nodes"])
+    old_keys = node_keys(old["nodes"], shared)
+    new_keys = node_keys(new["nodes"], shared)
+    old_nodes = dict(zip(old_keys, old["nodes"], strict=True))
+    new_nodes = dict(zip(new_keys, new["nodes"], strict=True))
     added = tuple(new_nodes[k]["name"] for k in new_nodes if k not in old_nodes)
     removed = tuple(old_nodes[k]["name"] for k in old_nodes if k not in new_nodes)
     modified: list[str] = []
@@ -120,7 +126,7 @@ def classify_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> Structure
                 modified.append(node["name"])
         else:
             modified.append(node["name"])
-    old_edges, new_edges = _edge_set(old), _edge_set(new)
+    old_edges, new_edges = _edge_set(old, old_keys), _edge_set(new, new_keys)
     conn_added = len(new_edges - old_edges)
     conn_removed = len(old_edges - new_edges)
     settings_changed = old["settings"] != new["settings"]

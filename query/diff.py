@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import itertools
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -825,6 +826,15 @@ def _node_id(node: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _name_key(node: Mapping[str, Any]) -> Any:
+    name = node.get("name")
+    try:
+        hash(name)
+    except TypeError:  # not a name a structure holds; never equal to another node's
+        return ("unhashable", id(node))
+    return name
+
+
 def _content_key(node: Mapping[str, Any], drop: frozenset[str]) -> bytes:
     try:
         return _dumps({k: v for k, v in node.items() if k not in drop})
@@ -837,36 +847,42 @@ def match_nodes(
 ) -> list[tuple[int, int, str]]:
     """Pairs ``(index in a, index in b, matchedBy)``: by id, then name, then content.
 
+    Only an id that one node on each side holds matches: ids several nodes share (placeholders
+    such as ``[CENSORED]``) are left to the name. Nodes sharing a name pair up in list order.
     Content is every field but name and id (first exactly, then also ignoring position); equal
     candidates pair up in list order.
     """
     pairs: list[tuple[int, int, str]] = []
     used_a: set[int] = set()
     used_b: set[int] = set()
-    b_by_id: dict[str, int] = {}
+    a_ids = Counter(_node_id(node) for node in a)
+    b_by_id: dict[str, list[int]] = {}
     for j, node in enumerate(b):
         node_id = _node_id(node)
         if node_id is not None:
-            b_by_id.setdefault(node_id, j)
+            b_by_id.setdefault(node_id, []).append(j)
     for i, node in enumerate(a):
         node_id = _node_id(node)
-        hit = b_by_id.get(node_id) if node_id is not None else None
-        if hit is not None and hit not in used_b:
-            pairs.append((i, hit, "id"))
+        if node_id is None or a_ids[node_id] != 1:
+            continue
+        found = b_by_id.get(node_id)
+        if found is not None and len(found) == 1:
+            pairs.append((i, found[0], "id"))
             used_a.add(i)
-            used_b.add(hit)
-    b_by_name: dict[Any, int] = {}
+            used_b.add(found[0])
+    b_by_name: dict[Any, list[int]] = {}
     for j, node in enumerate(b):
         if j not in used_b:
-            b_by_name.setdefault(node.get("name"), j)
+            b_by_name.setdefault(_name_key(node), []).append(j)
     for i, node in enumerate(a):
         if i in used_a:
             continue
-        hit = b_by_name.get(node.get("name"))
-        if hit is not None and hit not in used_b:
-            pairs.append((i, hit, "name"))
+        free = b_by_name.get(_name_key(node))
+        if free:
+            j = free.pop(0)
+            pairs.append((i, j, "name"))
             used_a.add(i)
-            used_b.add(hit)
+            used_b.add(j)
     for drop in (frozenset({"name", "id"}), frozenset({"name", "id", "position"})):
         if len(used_a) == len(a) or len(used_b) == len(b):
             break
@@ -1032,12 +1048,16 @@ def _structural(a: Mapping[str, Any], b: Mapping[str, Any]) -> _Structural:
         by_j = {j: i for i, j, _ in pairs}
         out.order = tuple(by_j.get(j, -1) for j in range(len(b_nodes)))
 
-    ident_a = {str(a_nodes[i].get("name")): f"m{j}" for i, j, _ in pairs}
-    ident_b = {str(b_nodes[j].get("name")): f"m{j}" for _, j, _ in pairs}
-    for i, node in enumerate(a_nodes):
-        ident_a.setdefault(str(node.get("name")), f"a{i}")
-    for j, node in enumerate(b_nodes):
-        ident_b.setdefault(str(node.get("name")), f"b{j}")
+    # An edge names a node; where several nodes share the name it reaches the last (as in n8n).
+    paired_a = {i: j for i, j, _ in pairs}
+    ident_a = {
+        str(node.get("name")): f"m{paired_a[i]}" if i in paired_a else f"a{i}"
+        for i, node in enumerate(a_nodes)
+    }
+    ident_b = {
+        str(node.get("name")): f"m{j}" if j in matched_b else f"b{j}"
+        for j, node in enumerate(b_nodes)
+    }
     a_edges = {_edge_key(e, ident_a): e for e in a.get("connections") or []}
     b_edges = {_edge_key(e, ident_b): e for e in b.get("connections") or []}
     out.conn_removed = [e for k, e in a_edges.items() if k not in b_edges]
@@ -1312,7 +1332,9 @@ def apply_structural_diff(a: Mapping[str, Any], diff: SnapshotDiff) -> dict[str,
         nodes = [
             kept[i] if i >= 0 else copy.deepcopy(dict(next(fresh).node)) for i in diff.node_order
         ]
-    renames = {str(a_nodes[i].get("name")): new_name for i, new_name in diff._renames.items()}
+    # Edges follow the node their name reaches: the last one holding it.
+    last = {str(node.get("name")): i for i, node in enumerate(a_nodes)}
+    renames = {name: diff._renames[i] for name, i in last.items() if i in diff._renames}
     removed_edges = {_dumps(e) for e in diff.connections_removed}
     edges: dict[tuple[Any, ...], dict[str, Any]] = {}
     for edge in a.get("connections") or []:

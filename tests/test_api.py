@@ -39,9 +39,11 @@ from api.app import create_app
 from api.auth import TokenTable, load_tokens, parse_tokens_env, parse_tokens_file, token_digest
 from api.errors import STATUS_BY_ERROR
 from api.limits import BodyLimitMiddleware
+from api.schemas import CaptureRequest
 from archiver.archive import Archive
 from archiver.config import Settings
 from archiver.errors import IntegrityError, InvalidInput, StoreUnavailable
+from archiver.request import CAPTURE_FIELDS
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectInfo
 from archiver.store.local import LocalStore
@@ -777,7 +779,9 @@ def test_capture_201_then_200_then_409(client: Client) -> None:
         "snapshotVersion",
         "snapshotHash",
         "createdAt",
+        "warnings",
     }
+    assert body["warnings"] == []
     assert body["executionId"] == "1001" and body["workflowId"] == "wf-1"
     assert body["snapshotVersion"] == "1.0.0" and len(body["snapshotHash"]) == 64
     again = client.post(SNAPSHOTS, json=_capture())
@@ -787,6 +791,48 @@ def test_capture_201_then_200_then_409(client: Client) -> None:
     changed["workflow"] = _workflow(url="https://example.org")
     assert_error(client.post(SNAPSHOTS, json=changed), 409, code="immutable_conflict")
     assert client.get(f"{SNAPSHOTS}/1001").json()["snapshotHash"] == body["snapshotHash"]
+
+
+@pytest.mark.parametrize(
+    ("odd", "warning"),
+    [
+        (lambda n: n.update(id="[CENSORED]"), ("duplicate-node-id", "nodes[1].id")),
+        (lambda n: n.update(id="REPLACE_WITH_NODE_ID"), ("duplicate-node-id", "nodes[1].id")),
+        (lambda n: n.pop("id"), None),
+    ],
+    ids=["censored-ids", "replace-with-ids", "no-ids"],
+)
+def test_workflows_n8n_accepts_are_captured_with_warnings(
+    client: Client, odd: Any, warning: tuple[str, str] | None
+) -> None:
+    """Shared placeholder ids, missing ids and an empty name are no reason to refuse a capture:
+    the structure is kept as given and what is odd is reported (response and GET alike)."""
+    workflow = _workflow()
+    for node in workflow["nodes"]:
+        odd(node)
+    workflow["nodes"].append(
+        {"id": "e", "name": "", "type": "n8n-nodes-base.noOp", "parameters": {}}
+    )
+    workflow["connections"]["HTTP"] = {"main": [[{"node": "", "type": "main", "index": 0}]]}
+    response = client.post(SNAPSHOTS, json=_capture(workflow=workflow))
+    assert response.status_code == 201, response.text
+    expected = [("empty-node-name", "nodes[2].name")] + ([warning] if warning else [])
+    warnings = response.json()["warnings"]
+    assert [(w["code"], w["field"]) for w in warnings] == expected
+    assert all(set(w) == {"code", "field", "message"} and w["message"] for w in warnings)
+    got = client.get(f"{SNAPSHOTS}/1001").json()
+    assert got["warnings"] == warnings
+    assert [n["name"] for n in got["nodesSnapshot"]] == ["Webhook", "HTTP", ""]
+    assert [n.get("id") for n in got["nodesSnapshot"]] == [
+        *(n.get("id") for n in workflow["nodes"][:2]),
+        "e",
+    ]
+    assert len(got["connectionsSnapshot"]) == 2
+
+
+def test_the_documented_capture_fields_are_the_parsed_ones() -> None:
+    documented = {f.alias or n for n, f in CaptureRequest.model_fields.items()}
+    assert documented == set(CAPTURE_FIELDS)
 
 
 def test_capture_with_explicit_time_is_idempotent(client: Client) -> None:

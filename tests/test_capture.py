@@ -11,9 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
+from archiver.archive import Archive
 from archiver.capture import PreparedCache, prepare_workflow
 from archiver.errors import InvalidInput
+from archiver.model import ExecutionSnapshot
 from archiver.sanitize import Sanitizer
+from archiver.store.base import ObjectStore
+from archiver.store.memory import MemoryStore
 from tests.helpers import HMAC_KEY
 
 
@@ -140,3 +144,90 @@ def test_nan_is_refused(bad: float) -> None:
         with pytest.raises(InvalidInput) as err:
             cache.prepare(_workflow(bad), sanitizer)
         assert err.value.field == "nodes[0].parameters.url"
+
+
+# ---------------------------------------------------------------------------- odd but accepted
+
+
+def _placeholder_ids(name: str = "Reply") -> dict[str, Any]:
+    """A shared export: every node id replaced by one placeholder, one node name emptied."""
+    return {
+        "id": "wf-odd",
+        "name": "Shared export",
+        "nodes": [
+            {"id": "[CENSORED]", "name": "Webhook", "type": "n8n-nodes-base.webhook",
+             "typeVersion": 2, "position": [0, 0], "parameters": {"path": "in"}},
+            {"id": "[CENSORED]", "name": "", "type": "n8n-nodes-base.set",
+             "typeVersion": 3, "position": [200, 0], "parameters": {}},
+            {"id": "[CENSORED]", "name": name, "type": "n8n-nodes-base.respondToWebhook",
+             "typeVersion": 1, "position": [400, 0], "parameters": {}},
+        ],
+        "connections": {
+            "Webhook": {"main": [[{"node": "", "type": "main", "index": 0}]]},
+            "": {"main": [[{"node": name, "type": "main", "index": 0}]]},
+        },
+    }  # fmt: skip
+
+
+def test_odd_workflows_are_captured_with_their_warnings(store: ObjectStore) -> None:
+    archive = Archive(store, Sanitizer(HMAC_KEY))
+    doc = _placeholder_ids()
+    result = archive.capture_snapshot(execution_id="odd-1", workflow=copy.deepcopy(doc))
+    assert result.created
+    snap = result.snapshot
+    assert [(w.code, w.field) for w in snap.warnings] == [
+        ("empty-node-name", "nodes[1].name"),
+        ("duplicate-node-id", "nodes[1].id"),
+    ]
+    assert snap.node_identity == "name"
+    # The structure is kept exactly as given (after sanitizing): ids and names untouched.
+    prepared = prepare_workflow(copy.deepcopy(doc), Sanitizer(HMAC_KEY))
+    assert snap.snapshot_hash == prepared.snapshot_hash
+    assert [(n["id"], n["name"]) for n in snap.nodes_snapshot] == [
+        ("[CENSORED]", "Webhook"),
+        ("[CENSORED]", ""),
+        ("[CENSORED]", "Reply"),
+    ]
+    stored = archive.get_snapshot("odd-1")
+    assert stored.warnings == snap.warnings
+    assert stored.to_json()["warnings"] == [w.to_json() for w in snap.warnings]
+    # a re-send is the same capture; a second version of the workflow classifies without a crash
+    assert not archive.capture_snapshot(execution_id="odd-1", workflow=doc).created
+    edited = _placeholder_ids()
+    edited["nodes"][1]["parameters"] = {"keepOnlySet": True}
+    second = archive.capture_snapshot(execution_id="odd-2", workflow=edited)
+    assert second.snapshot.snapshot_version == "1.0.1"  # nodes matched by name: an edit, a patch
+    commit = archive.versions.history("wf-odd")[-1]
+    assert commit.changes["nodesModified"] == [""]
+    assert commit.changes["nodesAdded"] == [] and commit.changes["nodesRemoved"] == []
+
+
+def test_a_workflow_without_oddities_has_no_warnings_in_its_record() -> None:
+    archive = Archive(MemoryStore(), Sanitizer(HMAC_KEY))
+    snap = archive.capture_snapshot(
+        execution_id="e1", workflow=_workflow(), workflow_id="w"
+    ).snapshot
+    assert snap.warnings == () and snap.to_json()["warnings"] == []
+    assert "warnings" not in snap.record_body()  # the record's bytes are as before warnings
+
+
+def test_records_stored_before_warnings_existed_read_and_resend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An old record has no ``warnings``: it reads as none, and re-sending its capture (which now
+    finds warnings) is the same capture, not a conflict."""
+    archive = Archive(MemoryStore(), Sanitizer(HMAC_KEY))
+    real = ExecutionSnapshot.record_body
+
+    def old_style(self: ExecutionSnapshot) -> dict[str, Any]:
+        body = real(self)
+        body.pop("warnings", None)
+        return body
+
+    monkeypatch.setattr(ExecutionSnapshot, "record_body", old_style)
+    archive.capture_snapshot(execution_id="old-1", workflow=_placeholder_ids())
+    monkeypatch.undo()
+    stored = archive.get_snapshot("old-1")
+    assert stored.warnings == () and stored.to_json()["warnings"] == []
+    again = archive.capture_snapshot(execution_id="old-1", workflow=_placeholder_ids())
+    assert not again.created and again.snapshot.warnings == ()

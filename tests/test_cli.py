@@ -281,3 +281,100 @@ def test_token_new_refuses_a_name_that_breaks_the_file() -> None:
     result = CliRunner().invoke(main, ["token", "new", "--scopes", "read", "--name", "a # b"])
     assert result.exit_code == 2
     assert "token:" not in result.stdout
+
+
+# ---------------------------------------------------------------------------- put = HTTP capture
+
+
+def _odd_workflow() -> dict[str, Any]:
+    """Shared with its node ids censored to one placeholder (n8n imports and runs it)."""
+    workflow = _workflow()
+    for node in workflow["nodes"]:
+        node["id"] = "[CENSORED]"
+    return workflow
+
+
+GOOD_REQUESTS = [
+    {"executionId": "p-1", "workflow": _workflow()},
+    {
+        "executionId": "p-2",
+        "workflow": [_workflow()],
+        "workflowId": "wf-other",
+        "variables": [{"key": "region", "value": "eu"}],
+        "triggerType": "manual",
+        "triggerData": {"q": 1},
+        "userId": 7,
+        "createdAt": "2026-05-01T10:00:00Z",
+        "replayOf": "p-0",
+    },
+    {"executionId": 3, "workflow": _odd_workflow(), "createdAt": 1777629600000, "userId": None},
+]
+
+BAD_REQUESTS = [
+    ({"executionId": "b-1", "workflow": _workflow(), "triggertype": "manual"}, "triggertype"),
+    ({"executionId": "b-2", "workflow": _workflow(), "trigger_type": "manual"}, "trigger_type"),
+    ({"executionId": "b-3", "workflow": _workflow(), "\u0000bad": 1}, "<key>"),
+    ({"executionId": "b-4"}, "workflow"),
+    ({"executionId": "b-5", "workflow": None}, "workflow"),
+    ({"executionId": "b-6", "workflow": _workflow(), "triggerType": 7}, "triggerType"),
+    ({"executionId": "b-7", "workflow": _workflow(), "createdAt": "yesterday"}, "createdAt"),
+    ({"executionId": "b/8", "workflow": _workflow()}, "executionId"),
+    ({"executionId": "b-9", "workflow": {**_workflow(), "nodes": [{"name": 3}]}}, "nodes[0].name"),
+    ({"executionId": "b-10", "workflow": _workflow(), "variables": "x"}, "variables"),
+]
+
+
+def _http() -> Any:
+    from tests.test_api import Client, make_app
+
+    return Client(make_app()[0])
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_REQUESTS, ids=lambda v: str(v)[:24])
+def test_put_and_http_capture_refuse_the_same_bodies_naming_the_same_field(
+    cli: Any, body: dict[str, Any], field: str
+) -> None:
+    response = _http().post("/api/execution-snapshots", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    result = cli("put", "-", input=orjson.dumps(body))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+    assert result.stderr.rstrip().endswith(f"(field: {field})"), result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_put_and_http_capture_store_the_same_record_for_the_same_body(cli: Any) -> None:
+    http = _http()
+    for body in GOOD_REQUESTS:
+        body = {**body, "createdAt": body.get("createdAt") or "2026-05-02T08:00:00Z"}
+        response = http.post("/api/execution-snapshots", json=body)
+        assert response.status_code == 201, response.text
+        put = orjson.loads(_ok(cli("put", "-", input=orjson.dumps(body))))
+        assert put["created"] is True
+        assert put["warnings"] == response.json()["warnings"]
+        execution_id = str(body["executionId"])
+        via_http = http.get(f"/api/execution-snapshots/{execution_id}").json()
+        via_cli = orjson.loads(_ok(cli("get", execution_id)))
+        assert via_cli == via_http
+    assert via_cli["nodeIdentity"] == "name"  # the last one: every id the same placeholder
+    assert [w["code"] for w in via_cli["warnings"]] == ["duplicate-node-id"]
+
+
+def test_put_options_set_the_request_fields(cli: Any, tmp_path: Path) -> None:
+    """A workflow export plus options is the request {executionId, workflow, ...} they spell."""
+    workflow = tmp_path / "workflow.json"
+    workflow.write_bytes(orjson.dumps(_workflow()))
+    args = ("--execution-id", "o-1", "--workflow-id", "wf-o", "--trigger-type", "manual")
+    _ok(cli("put", str(workflow), *args, "--user-id", "u9"))
+    got = orjson.loads(_ok(cli("get", "o-1")))
+    assert (got["workflowId"], got["triggerType"], got["userId"]) == ("wf-o", "manual", "u9")
+    # options override a request file's fields; its unknown fields are refused all the same
+    request = tmp_path / "request.json"
+    request.write_bytes(orjson.dumps({"executionId": "o-2", "workflow": _workflow()}))
+    _ok(cli("put", str(request), "--execution-id", "o-3", "--trigger-type", "webhook"))
+    assert orjson.loads(_ok(cli("get", "o-3")))["triggerType"] == "webhook"
+    assert cli("get", "o-2").exit_code == 2
+    request.write_bytes(orjson.dumps({"executionId": "o-4", "workflow": _workflow(), "x": 1}))
+    result = cli("put", str(request), "--trigger-type", "webhook")
+    assert result.exit_code == 2 and "(field: x)" in result.stderr

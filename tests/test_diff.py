@@ -899,3 +899,88 @@ def test_version_diff_by_semver_seq_and_head() -> None:
             compare_workflow_versions(archive, "wf-x", "1", missing)
     with pytest.raises(NotFound):
         compare_workflow_versions(archive, "wf-nope", "1", "2")
+
+
+# --------------------------------------------------------------------------------------------
+# odd but accepted: shared placeholder ids, empty and repeated names
+# --------------------------------------------------------------------------------------------
+
+
+def _n(name: str, node_id: str | None, **params: Any) -> dict[str, Any]:
+    node: dict[str, Any] = {"name": name, "type": "n8n-nodes-base.set", "parameters": params}
+    if node_id is not None:
+        node["id"] = node_id
+    return node
+
+
+def _edge(source: str, target: str) -> dict[str, Any]:
+    return {"source": source, "sourceOutput": 0, "target": target, "targetInput": 0, "type": "main"}
+
+
+def test_a_shared_placeholder_id_does_not_pair_unrelated_nodes() -> None:
+    a = {
+        "nodes": [_n("Fetch", "[CENSORED]"), _n("Store", "[CENSORED]")],
+        "connections": [_edge("Fetch", "Store")],
+        "settings": {},
+    }
+    b = copy.deepcopy(a)
+    b["nodes"].reverse()
+    b["nodes"][0]["parameters"]["table"] = "t2"  # Store, now first
+    assert [(i, j, how) for i, j, how in match_nodes(a["nodes"], b["nodes"])] == [
+        (1, 0, "name"),
+        (0, 1, "name"),
+    ]
+    diff = compare_structures(a, b)
+    assert [m.node for m in diff.nodes_modified] == ["Store"]
+    assert diff.nodes_renamed == () and diff.connections_added == ()
+    assert _canonical(apply_structural_diff(a, diff)) == _canonical(b)
+
+
+def test_an_empty_name_is_a_name_like_any_other() -> None:
+    a = {
+        "nodes": [_n("Start", "s"), _n("", "e")],
+        "connections": [_edge("Start", "")],
+        "settings": {},
+    }
+    b = copy.deepcopy(a)
+    b["nodes"][1]["name"] = "Named"
+    b["connections"] = [_edge("Start", "Named")]
+    diff = compare_structures(a, b)
+    assert [(r.old_name, r.new_name) for r in diff.nodes_renamed] == [("", "Named")]
+    assert diff.connections_added == () and diff.connections_removed == ()
+    assert _canonical(apply_structural_diff(a, diff)) == _canonical(b)
+
+
+def test_nodes_sharing_a_name_pair_up_in_order() -> None:
+    a = {"nodes": [_n("Function", None, v=1), _n("Function", None, v=2)], "connections": []}
+    b = {"nodes": [_n("Function", None, v=1), _n("Function", None, v=3)], "connections": []}
+    assert match_nodes(a["nodes"], b["nodes"]) == [(0, 0, "name"), (1, 1, "name")]
+    diff = compare_structures({**a, "settings": {}}, {**b, "settings": {}})
+    assert [(m.index1, m.index2) for m in diff.nodes_modified] == [(1, 1)]
+
+
+ODD_NAMES = ["", "Function", "Set", "Reply"]
+
+
+@st.composite
+def odd_structures(draw: st.DrawFn) -> dict[str, Any]:
+    node_list = []
+    for _ in range(draw(st.integers(1, 5))):
+        node = _n(draw(st.sampled_from(ODD_NAMES)), None, v=draw(st.integers(0, 2)))
+        node_id = draw(st.sampled_from([None, "[CENSORED]", "REPLACE_WITH_ID", "u1", "u2"]))
+        if node_id is not None:
+            node["id"] = node_id
+        node_list.append(node)
+    return draw(structures(base=node_list))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=odd_structures(), b=odd_structures())
+def test_odd_structures_diff_and_apply_without_a_crash(
+    a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    """Shared ids, empty and repeated names (as n8n accepts them): the diff rebuilds ``b``."""
+    diff = compare_structures(a, b)
+    assert _canonical(apply_structural_diff(a, diff)) == _canonical(b)
+    assert compare_structures(a, copy.deepcopy(a)).structure_empty
+    rendered(diff)

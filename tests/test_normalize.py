@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import pytest
 
 from archiver.errors import MalformedWorkflow
-from archiver.normalize import normalize_workflow
+from archiver.normalize import MAX_WARNINGS, node_keys, normalize_workflow
 from tests.helpers import MALFORMED, WORKFLOWS, load_corpus
 
 
@@ -149,7 +150,7 @@ def test_credentials_become_references() -> None:
         (lambda w: w["nodes"][1].update(type=3), "nodes[1].type"),
         (lambda w: w["nodes"][1].update(parameters=[]), "nodes[1].parameters"),
         (lambda w: w["nodes"][1].update(position=[1]), "nodes[1].position"),
-        (lambda w: w["nodes"][1].update(id="a"), "nodes"),
+        (lambda w: w["nodes"][1].update(name=3), "nodes[1].name"),
         (lambda w: w.update(settings=[]), "settings"),
         (lambda w: w["connections"]["Start"].update(main="x"), "connections.Start.main"),
         # digits to str.isdigit, not to int(): a clear error, not a ValueError (an HTTP 500)
@@ -234,3 +235,122 @@ def test_index_beyond_64_bits_is_kept_exactly() -> None:
     doc["connections"]["Start"]["main"][0][0]["index"] = 2**70
     for _ in range(2):
         assert normalize_workflow(copy.deepcopy(doc)).connections[0]["targetInput"] == 2**70
+
+
+# ---------------------------------------------------------------------------- odd but accepted
+# Real public exports n8n imports and runs: ids replaced by one placeholder when the workflow was
+# shared, a node whose name was cleared. Capture keeps them exactly and reports them as warnings.
+
+
+def _node(name: str, node_id: str | None, node_type: str = "n8n-nodes-base.set") -> dict[str, Any]:
+    node: dict[str, Any] = {"name": name, "type": node_type, "typeVersion": 1, "parameters": {}}
+    if node_id is not None:
+        node["id"] = node_id
+    node["position"] = [0, 0]
+    return node
+
+
+def _chain(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A workflow wiring ``nodes`` one after the other (by name, as n8n does)."""
+    connections = {
+        a["name"]: {"main": [[{"node": b["name"], "type": "main", "index": 0}]]}
+        for a, b in itertools.pairwise(nodes)
+    }
+    return {"id": "wf-odd", "name": "Odd", "nodes": nodes, "connections": connections}
+
+
+def _codes(wf: Any) -> list[tuple[str, str]]:
+    return [(w["code"], w["field"]) for w in wf.warnings]
+
+
+def test_a_placeholder_id_shared_by_every_node_is_accepted_and_reported() -> None:
+    doc = _chain(
+        [
+            _node("Webhook", "[CENSORED]", "n8n-nodes-base.webhook"),
+            _node("Set", "[CENSORED]"),
+            _node("Reply", "[CENSORED]", "n8n-nodes-base.respondToWebhook"),
+        ]
+    )
+    wf = normalize_workflow(copy.deepcopy(doc))
+    assert [n["id"] for n in wf.nodes] == ["[CENSORED]"] * 3  # kept exactly, never renumbered
+    assert [n["name"] for n in wf.nodes] == ["Webhook", "Set", "Reply"]
+    assert len(wf.connections) == 2 and wf.dangling_edges == []
+    assert wf.node_identity == "name"  # a shared id identifies no node
+    assert _codes(wf) == [("duplicate-node-id", "nodes[1].id")]
+    assert "3 nodes share the id '[CENSORED]' (nodes 0, 1, 2)" in wf.warnings[0]["message"]
+
+
+def test_a_placeholder_id_shared_by_some_nodes_leaves_the_others_keyed_by_id() -> None:
+    doc = _chain(
+        [
+            _node("Trigger", "1d9a", "n8n-nodes-base.manualTrigger"),
+            _node("Sheets", "REPLACE_WITH_NODE_ID"),
+            _node("Mail", "REPLACE_WITH_NODE_ID"),
+            _node("Done", "77ab"),
+        ]
+    )
+    wf = normalize_workflow(doc)
+    assert wf.node_identity == "mixed"
+    assert _codes(wf) == [("duplicate-node-id", "nodes[2].id")]
+    assert node_keys(wf.nodes) == ["id:1d9a", "name:Sheets", "name:Mail", "id:77ab"]
+
+
+def test_an_empty_node_name_is_accepted_and_reported() -> None:
+    doc = _chain([_node("Start", "a", "n8n-nodes-base.manualTrigger"), _node("", "b")])
+    wf = normalize_workflow(doc)
+    assert [n["name"] for n in wf.nodes] == ["Start", ""]
+    assert wf.connections[0]["target"] == "" and wf.dangling_edges == []
+    assert wf.node_identity == "id"
+    assert _codes(wf) == [("empty-node-name", "nodes[1].name")]
+
+
+def test_nodes_without_ids_are_keyed_by_name_without_a_warning() -> None:
+    """Exports from n8n before 0.184 have no node ids (its importer adds them): not odd."""
+    wf = normalize_workflow(_chain([_node("A", None), _node("B", None)]))
+    assert wf.node_identity == "name" and wf.warnings == []
+    assert all("id" not in n for n in wf.nodes)
+    assert node_keys(wf.nodes) == ["name:A", "name:B"]
+    mixed = normalize_workflow(_chain([_node("A", "x1"), _node("B", None)]))
+    assert mixed.node_identity == "mixed" and mixed.warnings == []
+
+
+def test_duplicate_names_and_dangling_connections_are_reported() -> None:
+    doc = _chain([_node("Function", "a"), _node("Function", "b"), _node("End", "c")])
+    doc["connections"]["End"] = {"main": [[{"node": "Gone", "type": "main", "index": 0}]]}
+    wf = normalize_workflow(doc)
+    assert _codes(wf) == [
+        ("duplicate-node-name", "nodes[1].name"),
+        ("dangling-connection", "connections.End.main[0]"),
+    ]
+    assert "'Gone'" in wf.warnings[1]["message"]
+    assert node_keys(wf.nodes) == ["id:a", "id:b", "id:c"]
+    assert node_keys([_node("F", None), _node("F", None), _node("F#2", None)]) == [
+        "name:F",
+        "name:F#2",
+        "name:F#2#2",
+    ]
+
+
+def test_warnings_are_bounded() -> None:
+    nodes = [_node(f"N{i}", "[CENSORED]") for i in range(3)]
+    doc = _chain(nodes)
+    for i in range(150):
+        doc["connections"][f"Ghost{i}"] = {"main": [[{"node": "N0", "type": "main", "index": 0}]]}
+    wf = normalize_workflow(doc)
+    assert len(wf.warnings) == MAX_WARNINGS + 1
+    assert wf.warnings[-1] == {
+        "code": "warnings-truncated",
+        "field": "",
+        "message": "51 more warning(s) not listed",
+    }
+
+
+@pytest.mark.parametrize("name", [None, 3, ["A"]])
+def test_a_node_without_a_string_name_is_still_refused(name: Any) -> None:
+    doc = _wf()
+    doc["nodes"][1]["name"] = name
+    if name is None:
+        del doc["nodes"][1]["name"]
+    with pytest.raises(MalformedWorkflow) as info:
+        normalize_workflow(doc)
+    assert info.value.field == "nodes[1].name"

@@ -333,3 +333,20 @@ def test_compare_to_original_needs_a_replay_with_a_stored_original() -> None:
         compare_to_original(archive, "r2")
     with pytest.raises(NotFound):
         compare_to_original(archive, "nope")
+
+
+def test_shared_placeholder_ids_and_an_empty_name_do_not_make_a_snapshot_unreplayable() -> None:
+    """n8n imports and runs them (it keys nodes by name): the structure is complete."""
+    archive = Archive(MemoryStore(), Sanitizer(HMAC_KEY))
+    workflow = {
+        "id": "wf-r",
+        "nodes": [
+            {"id": "[CENSORED]", "name": "Start", "type": "n8n-nodes-base.manualTrigger"},
+            {"id": "[CENSORED]", "name": "", "type": "n8n-nodes-base.set"},
+        ],
+        "connections": {"Start": {"main": [[{"node": "", "type": "main", "index": 0}]]}},
+    }
+    archive.capture_snapshot(execution_id="r-odd", workflow=workflow)
+    result = validate_for_replay(archive, "r-odd")
+    assert result["checks"]["structureComplete"] is True, result["issues"]
+    assert result["checks"]["connectionTargetsPresent"] is True

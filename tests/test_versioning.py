@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import pytest
@@ -113,3 +114,34 @@ def test_added_and_removed_together_is_major() -> None:
 )
 def test_next_version(current: str, level: str, expected: str) -> None:
     assert next_version(current, level) == expected
+
+
+def _shared_ids(*names: str) -> dict[str, Any]:
+    """Nodes that all hold one placeholder id, as in exports shared with ids censored."""
+    nodes = [
+        {"id": "[CENSORED]", "name": n, "type": "n8n-nodes-base.set", "parameters": {}}
+        for n in names
+    ]
+    connections = {
+        a: {"main": [[{"node": b, "type": "main", "index": 0}]]}
+        for a, b in itertools.pairwise(names)
+    }
+    return {"nodes": nodes, "connections": connections, "settings": {}}
+
+
+def test_a_shared_placeholder_id_does_not_merge_nodes() -> None:
+    old = _structure(_shared_ids("A", "B"))
+    grown = classify_change(old, _structure(_shared_ids("A", "B", "C")))
+    assert grown.level == "minor" and grown.nodes_added == ("C",)
+    assert grown.nodes_modified == () and grown.connections_added == 1
+    shrunk = classify_change(old, _structure(_shared_ids("A")))
+    assert shrunk.level == "major" and shrunk.nodes_removed == ("B",)
+    assert classify_change(old, _structure(_shared_ids("A", "B"))).level == "none"
+
+
+def test_an_empty_name_and_repeated_names_classify() -> None:
+    old = _structure(_shared_ids("", "F", "F"))
+    new = _structure(_shared_ids("", "F", "F"))
+    new["nodes"][2]["parameters"] = {"x": 1}
+    change = classify_change(old, new)
+    assert change.level == "patch" and change.nodes_modified == ("F",)
