@@ -25,6 +25,7 @@ from api.params import ExecutionId, WorkflowId
 from api.routes_compare import router as compare_router
 from api.routes_compliance import router as compliance_router
 from api.routes_query import router as query_router
+from api.routes_query import sandbox_for
 from api.routes_retention import router as retention_router
 from api.schemas import (
     CaptureRequest,
@@ -48,6 +49,7 @@ from archiver.layout import check_hash
 from archiver.timeutil import format_ts
 from query.catalog import Catalog
 from query.history import HistoryPage, executions_by_hash, workflow_history
+from query.sql import shutdown_workers
 
 __all__ = ["ORJSONResponse", "create_app"]
 
@@ -207,12 +209,15 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     index = IndexService(arc, settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         index.start()
+        # the analyst SQL workers import DuckDB now, not on the first query
+        sandbox_for(app.state)[0].start()
         try:
             yield
         finally:
             await run_in_threadpool(index.stop)
+            await run_in_threadpool(shutdown_workers)
 
     if tokens.open:
         log.warning("no API tokens configured: every request is allowed (loopback use only)")
@@ -234,6 +239,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         timeout_seconds=float(settings.body_timeout_seconds),
+        max_inflight_bytes=settings.max_inflight_body_bytes,
     )
     app.add_middleware(PathGuardMiddleware)
     app.state.archive = arc
