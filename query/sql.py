@@ -94,6 +94,7 @@ __all__ = [
     "json_value",
     "memory_bytes",
     "shutdown_workers",
+    "worker_pids",
 ]
 
 _log = logging.getLogger(__name__)
@@ -527,7 +528,13 @@ def _execute(task: _Task) -> tuple[Any, ...]:
         truncated = False
         for batch in reader:
             if size + batch.nbytes > task.max_result_bytes:
-                if not batches:
+                # the rows of this batch that still fit (its size is shared evenly by its rows)
+                room = task.max_result_bytes - size
+                keep = batch.num_rows * room // batch.nbytes if batch.nbytes else 0
+                if keep > 0:
+                    batches.append(batch.slice(0, keep))
+                    rows += keep
+                if not rows:
                     return error("limit", _too_large(task.max_result_bytes), limit="result")
                 truncated = True
                 break
@@ -826,6 +833,8 @@ class SqlSandbox:
         self.max_queued = max_queued
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._admitted = threading.BoundedSemaphore(max_concurrent + max_queued)
+        self._count_lock = threading.Lock()
+        self._in_flight = 0
         # Views read only the first file's schema unless the files of a table turned out to
         # differ (then every footer, slower): sticky once seen.
         self._union_by_name = False
@@ -842,10 +851,19 @@ class SqlSandbox:
                 f"{self.max_concurrent} queries are running and {self.max_queued} waiting; "
                 "try again later"
             )
+        with self._count_lock:
+            self._in_flight += 1
         try:
             yield
         finally:
+            with self._count_lock:
+                self._in_flight -= 1
             self._admitted.release()
+
+    @property
+    def in_flight(self) -> int:
+        """Queries admitted and not finished (running or waiting for a worker)."""
+        return self._in_flight
 
     def run(
         self,
@@ -986,6 +1004,11 @@ class SqlSandbox:
                 raise QueryFailed("the index files of a table disagree on their columns")
             raise _SchemaDrift(message)
         raise QueryFailed(message, field=field)
+
+
+def worker_pids() -> list[int]:
+    """Process ids of the idle worker processes (tests read their peak memory)."""
+    return _IDLE.pids()
 
 
 def shutdown_workers() -> None:
