@@ -220,8 +220,7 @@ _DESCRIPTIONS: Mapping[int, str] = {
     413: "The request body is larger than the configured limit.",
     415: "The body is not `application/json`, or it is compressed.",
     422: "Invalid JSON, a wrong type or value, or an unsafe id; `field` names it.",
-    429: "Too many requests of this kind are running or queued; retry after `Retry-After` "
-    "seconds.",
+    429: "Too many requests of this kind are running or queued; retry after `Retry-After` seconds.",
     500: "A server fault (never a client mistake); details are logged, not returned.",
     503: "The object store is unavailable, or too many large bodies are in flight "
     "(`overloaded`); retry after `Retry-After` seconds.",

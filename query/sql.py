@@ -69,6 +69,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Final
 
 import duckdb
@@ -435,7 +436,7 @@ def _redact(text: str, redact: Sequence[tuple[str, str]]) -> str:
 
 def _vm_bytes(name: str = "VmSize") -> int:
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with Path("/proc/self/status").open(encoding="ascii") as status:
             for line in status:
                 if line.startswith(name + ":"):
                     return int(line.split()[1]) * 1024
@@ -479,7 +480,13 @@ def _worker_main(conn: Connection) -> None:
         try:
             outcome = _execute(task)
         except MemoryError:
-            outcome = ("error", "limit", "the query needs more memory than its limit", None, "memory")
+            outcome = (
+                "error",
+                "limit",
+                "the query needs more memory than its limit",
+                None,
+                "memory",
+            )
         finally:
             resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
             if libc is not None:
@@ -502,7 +509,9 @@ def _execute(task: _Task) -> tuple[Any, ...]:
     timer.daemon = True
     timer.start()
 
-    def error(kind: str, message: str, field: str | None = None, limit: str | None = None) -> Any:
+    def error(
+        kind: str, message: str, field: str | None = None, limit: str | None = None
+    ) -> tuple[Any, ...]:
         return ("error", kind, _redact(message, task.redact), field, limit)
 
     try:
@@ -781,8 +790,8 @@ def _redactions(catalog: Catalog) -> tuple[tuple[str, str], ...]:
         (catalog.index_dir, "<index>"),
         (getattr(catalog.store, "root", None), "<store>"),
         (tempfile.gettempdir(), "<tmp>"),
-        (os.path.expanduser("~"), "<home>"),
-        (os.getcwd(), "<cwd>"),
+        (str(Path.home()), "<home>"),
+        (str(Path.cwd()), "<cwd>"),
     ):
         if path is None:
             continue

@@ -27,7 +27,15 @@ from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
 from query.catalog import Catalog
 from query.sql import SqlSandbox, worker_pids
-from tests.test_api import SNAPSHOTS, TOKENS, TOKENS_SETTING, Client, _capture, assert_error, make_app
+from tests.test_api import (
+    SNAPSHOTS,
+    TOKENS,
+    TOKENS_SETTING,
+    Client,
+    _capture,
+    assert_error,
+    make_app,
+)
 from tests.test_index import make_archive, populate
 
 MEMORY_LIMIT = "256MB"
@@ -79,9 +87,7 @@ def test_memory_hogs_answer_a_limit_within_the_time_limit_and_memory_stays_bound
 
 
 def test_api_memory_hog_is_a_422_naming_the_limit() -> None:
-    app, _ = make_app(
-        tokens=TOKENS_SETTING, query_memory_limit=MEMORY_LIMIT, query_timeout_ms=5000
-    )
+    app, _ = make_app(tokens=TOKENS_SETTING, query_memory_limit=MEMORY_LIMIT, query_timeout_ms=5000)
     client = Client(app, TOKENS["query"])
     started = time.monotonic()
     response = client.post("/api/query", json={"sql": MEMORY_HOGS[0]})
@@ -107,9 +113,7 @@ def test_result_size_is_capped() -> None:
 
 
 def test_queries_beyond_the_queue_are_refused_at_once_and_never_starve_captures() -> None:
-    app, _ = make_app(
-        tokens=TOKENS_SETTING, query_workers=1, query_queue=1, query_timeout_ms=6000
-    )
+    app, _ = make_app(tokens=TOKENS_SETTING, query_workers=1, query_queue=1, query_timeout_ms=6000)
     sandbox, _ = sandbox_for(app.state)
     sandbox.start()
     slow = {"sql": "SELECT count(*) FROM range(100000000000)", "timeoutMs": 5000}
@@ -191,7 +195,9 @@ def test_large_bodies_in_flight_are_bounded() -> None:
             )
             release.set()
             first_status = (await first).status_code
-            third = await client.post(SNAPSHOTS, content=b"[" + b"1" * (2 * mib) + b"]", headers=ingest)
+            third = await client.post(
+                SNAPSHOTS, content=b"[" + b"1" * (2 * mib) + b"]", headers=ingest
+            )
             return first_status, second, third.status_code
 
     first, second, third = asyncio.run(go())
@@ -228,7 +234,10 @@ def test_s3_out_of_space_is_storage_full() -> None:
 
     for code, status in (("XMinioStorageFull", 507), ("SomethingElse", 507)):
         err = ClientError(
-            {"Error": {"Code": code, "Message": "full"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+            {
+                "Error": {"Code": code, "Message": "full"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
             "PutObject",
         )
         assert isinstance(_translate(err, "put", key="k"), StorageFull)
