@@ -640,7 +640,11 @@ class _Worker:
         env = dict(os.environ)
         env["MALLOC_ARENA_MAX"] = "2"  # each malloc arena reserves 64 MiB of address space
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        code = "import sys; from query.sql import _worker_entry; _worker_entry(int(sys.argv[1]))"
+        # niced: a query never takes the CPU from captures, reads or /healthz
+        code = (
+            "import os, sys; os.nice(10); "
+            "from query.sql import _worker_entry; _worker_entry(int(sys.argv[1]))"
+        )
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", code, str(child.fileno())],
