@@ -15,7 +15,7 @@ Setup: ``execvault serve`` in its own process on a local store (defaults: ``quer
 ``query_queue`` 8, ``query_timeout_ms`` 5000, ``query_memory_limit`` 1GB). One client captures
 small workflows back to back (and asks ``/healthz`` after each) while ``--queries`` (80) client
 threads each post, again and again, a query that runs until its time limit
-(``SELECT count(*) FROM range(100000000000)``).
+(``SELECT count(*) FROM range(100000000000)``); a client answered 429 waits ``Retry-After``.
 
 Figures: ``capture_idle_*`` and ``capture_loaded_*`` (p50, p99, ms; the loaded p99 target is
 200 ms), ``healthz_loaded_p99``, ``queries_refused`` (429s: beyond workers + queue, answered at
@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> None:
                             statuses[response.status_code] += 1
                             if response.status_code == 429:
                                 refused_ms.append(elapsed)
-                        if response.status_code == 429:
-                            time.sleep(0.2)  # a client that honours Retry-After a little
+                        if response.status_code == 429:  # a client that honours Retry-After
+                            stop.wait(float(response.headers.get("Retry-After", "1")))
 
             threads = [threading.Thread(target=flood, daemon=True) for _ in range(args.queries)]
             pressure = Pressure()
