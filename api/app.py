@@ -275,7 +275,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         ),
         responses={
             **_created(CaptureResponse, "snapshot"),
-            **error_responses(401, 403, 408, 409, 413, 415, 422, 503),
+            **error_responses(401, 403, 408, 409, 413, 415, 422, 503, 507),
         },
         openapi_extra={**request_body(CaptureRequest, "the capture request"), **_scope("ingest")},
         tags=["ingest"],
@@ -297,7 +297,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         ),
         responses={
             **_created(FinalStateResponse, "final state"),
-            **error_responses(401, 403, 404, 408, 409, 413, 415, 422, 503),
+            **error_responses(401, 403, 404, 408, 409, 413, 415, 422, 503, 507),
         },
         openapi_extra={
             **request_body(FinalStateRequest, "n8n run data or the plain final-state format"),
