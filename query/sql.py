@@ -137,6 +137,9 @@ DENIED_FUNCTIONS: Final = frozenset(
         "duckdb_extensions",
         "duckdb_views",
         "duckdb_temporary_files",
+        "duckdb_external_file_cache",
+        "duckdb_logs",
+        "duckdb_log_contexts",
         "duckdb_databases",
         "pragma_database_list",
     }

@@ -261,6 +261,7 @@ def test_server_paths_stay_hidden(tmp_path: Path) -> None:
             "SELECT view_definition FROM information_schema.views",
             "SELECT * FROM duckdb_views()",
             "SELECT install_path FROM duckdb_extensions()",
+            "SELECT * FROM duckdb_external_file_cache()",
         ):
             with pytest.raises(QueryRefused):
                 sandbox.run(sql)
