@@ -25,6 +25,7 @@ from api.params import ExecutionId, WorkflowId
 from api.routes_compare import router as compare_router
 from api.routes_compliance import router as compliance_router
 from api.routes_query import router as query_router
+from api.routes_query import sandbox_for
 from api.routes_retention import router as retention_router
 from api.schemas import (
     CaptureRequest,
@@ -49,6 +50,7 @@ from archiver.request import parse_capture_request
 from archiver.timeutil import format_ts
 from query.catalog import Catalog
 from query.history import HistoryPage, executions_by_hash, workflow_history
+from query.sql import shutdown_workers
 
 __all__ = ["ORJSONResponse", "create_app"]
 
@@ -188,12 +190,15 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     index = IndexService(arc, settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         index.start()
+        # the analyst SQL workers import DuckDB now, not on the first query
+        sandbox_for(app.state)[0].start()
         try:
             yield
         finally:
             await run_in_threadpool(index.stop)
+            await run_in_threadpool(shutdown_workers)
 
     if tokens.open:
         log.warning("no API tokens configured: every request is allowed (loopback use only)")
@@ -215,6 +220,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         timeout_seconds=float(settings.body_timeout_seconds),
+        max_inflight_bytes=settings.max_inflight_body_bytes,
     )
     app.add_middleware(PathGuardMiddleware)
     app.state.archive = arc
@@ -250,7 +256,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         ),
         responses={
             **_created(CaptureResponse, "snapshot"),
-            **error_responses(401, 403, 408, 409, 413, 415, 422, 503),
+            **error_responses(401, 403, 408, 409, 413, 415, 422, 503, 507),
         },
         openapi_extra={**request_body(CaptureRequest, "the capture request"), **_scope("ingest")},
         tags=["ingest"],
@@ -272,7 +278,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         ),
         responses={
             **_created(FinalStateResponse, "final state"),
-            **error_responses(401, 403, 404, 408, 409, 413, 415, 422, 503),
+            **error_responses(401, 403, 404, 408, 409, 413, 415, 422, 503, 507),
         },
         openapi_extra={
             **request_body(FinalStateRequest, "n8n run data or the plain final-state format"),

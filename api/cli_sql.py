@@ -1,6 +1,7 @@
 """``execvault sql``: one read-only SELECT over the index, printed as a table, CSV, JSON or Parquet.
 
-The query runs in the same sandbox as ``POST /api/query`` (``query.sql``). Limits default to the
+The query runs in the same sandbox as ``POST /api/query`` (``query.sql``): in a worker process
+whose memory is capped at ``query_memory_limit`` (plus 192 MiB), killed at the time limit. Limits default to the
 settings (``query_max_rows``, ``query_timeout_ms``, ``query_memory_limit``); on the command line
 ``--limit`` and ``--timeout`` may go beyond them (the process is the caller's own).
 """
@@ -143,7 +144,14 @@ def sql(
             memory_limit=settings.query_memory_limit,
             max_result_bytes=2**62,
         )
-        result = sandbox.run(text, limit=limit, timeout_seconds=timeout)
+        # the worker sends Arrow (parquet, table, csv) or JSON, not both
+        result = sandbox.run(
+            text,
+            limit=limit,
+            timeout_seconds=timeout,
+            arrow=fmt != "json",
+            json=fmt == "json",
+        )
     if fmt == "parquet":
         assert output is not None
         pq.write_table(result.table, output, compression="zstd")

@@ -17,6 +17,8 @@ Errors that exist only at the HTTP layer are drawn here::
     ├── PayloadTooLarge       413  the body is over ``max_body_bytes``
     └── UnsupportedMediaType  415  not JSON, or a content coding we do not decode
 
+429, 503 and 507 carry ``Retry-After``.
+
 The archive's own errors (``archiver.errors``) are mapped by ``STATUS_BY_ERROR``.
 """
 
@@ -41,6 +43,7 @@ from archiver.errors import (
     ManifestError,
     NotFound,
     ObjectArchived,
+    Overloaded,
     QueryBusy,
     QueryFailed,
     QueryLimitExceeded,
@@ -48,6 +51,7 @@ from archiver.errors import (
     RetentionLocked,
     RunBusy,
     SanitizationError,
+    StorageFull,
     StoreUnavailable,
 )
 
@@ -127,7 +131,15 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str | None], ...] = (
     (RetentionLocked, 409, "retention_locked", None),
     (ObjectArchived, 409, "archived", None),
     (RunBusy, 409, "busy", None),
+    (Overloaded, 503, "overloaded", None),
     (StoreUnavailable, 503, "store_unavailable", "the object store is unavailable; retry later"),
+    (
+        StorageFull,
+        507,
+        "storage_full",
+        "the store has no space left (disk full or quota reached); nothing was stored, "
+        "retry once space is freed",
+    ),
     (IntegrityError, 500, "integrity_error", "a stored object failed verification"),
     (ManifestError, 500, "manifest_error", "the index could not be read or written"),
     (ArchiveError, 500, "archive_error", "internal error"),
@@ -172,8 +184,8 @@ def response_for(err: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(err, ApiError):
         headers.update(err.headers)
-    if status == 503:
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if status in (429, 503, 507):
+        headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
     if status >= 500:
         log.error("%s while serving a request", code, exc_info=err)
         field = None
@@ -184,6 +196,8 @@ def response_for(err: Exception) -> JSONResponse:
         body["state"] = "archived"
         if err.execution_id is not None:
             body["restore"] = f"POST /api/execution-snapshots/{err.execution_id}/restore"
+    if isinstance(err, QueryLimitExceeded):
+        body["limit"] = err.limit
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
@@ -206,9 +220,11 @@ _DESCRIPTIONS: Mapping[int, str] = {
     413: "The request body is larger than the configured limit.",
     415: "The body is not `application/json`, or it is compressed.",
     422: "Invalid JSON, a wrong type or value, or an unsafe id; `field` names it.",
-    429: "Too many requests of this kind are running; retry later.",
+    429: "Too many requests of this kind are running or queued; retry after `Retry-After` seconds.",
     500: "A server fault (never a client mistake); details are logged, not returned.",
-    503: "The object store is unavailable; retry after `Retry-After` seconds.",
+    503: "The object store is unavailable, or too many large bodies are in flight "
+    "(`overloaded`); retry after `Retry-After` seconds.",
+    507: "The store has no space left (`storage_full`); retry after `Retry-After` seconds.",
 }
 
 

@@ -4,14 +4,21 @@
     Counts request-body bytes as they arrive and stops at ``max_body_bytes`` (413), and refuses a
     declared ``Content-Length`` above the limit before reading a single byte. The check runs on the
     first read of the body, so a route's authentication (which reads no body) answers first. It
-    also bounds the wait for each piece of the body (408): uvicorn has no such timeout.
+    also bounds the wait for each piece of the body (408): uvicorn has no such timeout. Bodies over
+    1 MiB (declared, or once that much arrived) draw their size from a shared budget of
+    ``max_inflight_body_bytes``, held until the response is done: parsing JSON costs a multiple of
+    its size in memory, so when the budget is spent the next large body is refused at once (503
+    ``overloaded`` with ``Retry-After``) instead of the server's memory growing without bound.
 ``PathGuardMiddleware``
     Checks every path segment under ``/api/`` *as sent* (``raw_path``), before routing: an
     encoded slash (``%2F``), a dot segment (``..``, ``%2e%2e``), an empty segment, a control
     character (``%00``), invalid UTF-8 or an over-long segment is a 422 naming the id it stands in
     for. Without this, ``a%2Fb`` would be decoded into two segments and answered 404.
 ``read_json_body``
-    The body of a JSON route: media type and content coding checked (415), then the bytes.
+    The body of a JSON route: media type and content coding checked (415), then the bytes, and a
+    body that may hold more than ``max_json_values`` JSON values is refused (413) before it is
+    parsed (an upper bound from counting ``,``, ``[`` and ``{``: each value but the first follows
+    one of them).
 """
 
 from __future__ import annotations
@@ -24,10 +31,21 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PayloadTooLarge, RequestTimeout, UnsupportedMediaType, response_for
-from archiver.errors import InvalidId
+from archiver.errors import InvalidId, Overloaded
 from archiver.layout import MAX_ID_LENGTH
 
-__all__ = ["API_PREFIX", "BodyLimitMiddleware", "PathGuardMiddleware", "read_json_body"]
+__all__ = [
+    "API_PREFIX",
+    "LARGE_BODY_BYTES",
+    "BodyLimitMiddleware",
+    "PathGuardMiddleware",
+    "read_json_body",
+]
+
+#: bodies above this size count against ``max_inflight_body_bytes``
+LARGE_BODY_BYTES: Final = 1024 * 1024
+#: bodies this small cannot hold ``max_json_values`` values: not counted
+_DEFAULT_MAX_JSON_VALUES: Final = 5_000_000
 
 API_PREFIX: Final = "/api/"
 _SNAPSHOTS: Final = ("api", "execution-snapshots")
@@ -45,12 +63,22 @@ _JSON_TYPES: Final = frozenset({"application/json"})
 class BodyLimitMiddleware:
     """Pure ASGI middleware: a byte budget and an idle timeout on the request body."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        timeout_seconds: float,
+        max_inflight_bytes: int | None = None,
+    ) -> None:
         if max_body_bytes < 0:
             raise ValueError("max_body_bytes must not be negative")
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.timeout_seconds = timeout_seconds
+        self.max_inflight_bytes = max_inflight_bytes
+        #: bytes of large bodies admitted and not yet answered (one event loop: no lock needed)
+        self.inflight_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +89,18 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         received = 0
         body_done = False
+        held = 0  # bytes this request holds of the in-flight budget
+
+        def hold(size: int) -> None:
+            nonlocal held
+            budget = self.max_inflight_bytes
+            if budget is None or size <= held or size <= LARGE_BODY_BYTES:
+                return
+            others = self.inflight_bytes - held
+            if others and others + size > budget:  # one body alone is always let through
+                raise Overloaded("too many large request bodies are being handled; retry shortly")
+            self.inflight_bytes += size - held
+            held = size
 
         async def limited_receive() -> Message:
             nonlocal received, body_done
@@ -69,6 +109,7 @@ class BodyLimitMiddleware:
                 return await receive()
             if declared is not None and declared > limit:
                 raise PayloadTooLarge(_too_large(limit), field="body")
+            hold(max(declared or 0, received))
             try:
                 with anyio.fail_after(timeout):
                     message = await receive()
@@ -80,12 +121,16 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise PayloadTooLarge(_too_large(limit), field="body")
+                hold(received)
                 body_done = not message.get("more_body", False)
             else:
                 body_done = True
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.inflight_bytes -= held
 
 
 def _too_large(limit: int) -> str:
@@ -180,4 +225,16 @@ async def read_json_body(request: Request) -> bytes:
     chunks: list[bytes] = []
     async for chunk in request.stream():
         chunks.append(chunk)
-    return b"".join(chunks)
+    data = b"".join(chunks)
+    del chunks
+    settings = getattr(request.app.state, "settings", None)
+    max_values = getattr(settings, "max_json_values", _DEFAULT_MAX_JSON_VALUES)
+    if len(data) // 2 + 1 > max_values and _json_values_at_most(data) > max_values:
+        raise PayloadTooLarge(f"the body holds more than {max_values} JSON values", field="body")
+    return data
+
+
+def _json_values_at_most(data: bytes) -> int:
+    """An upper bound of the JSON values in ``data``: every value but the first comes after a
+    ``,`` or opens after ``[`` / ``{`` ... (object keys are counted as values too)."""
+    return 1 + data.count(b",") + data.count(b"[") + data.count(b"{") + data.count(b":")

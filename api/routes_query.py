@@ -1,21 +1,26 @@
 """``POST /api/query``: one read-only SELECT over the index, in the analyst sandbox (``query.sql``).
 
-The route reads ``{sql, limit?, timeoutMs?}``, runs the query in a worker thread (the event loop
-keeps serving while it runs) and answers ``{columns, rows, rowCount, truncated, elapsedMs}``.
-Limits come from the settings (``query_max_rows``, ``query_timeout_ms``, ``query_memory_limit``);
-a request may ask for less, never for more. Errors: ``query_refused``, ``query_failed``,
-``query_limit_exceeded`` (422) and ``too_many_queries`` (429), see ``docs/sql.md``.
+The route reads ``{sql, limit?, timeoutMs?}``, takes a place among the running and queued queries
+(``query_workers`` + ``query_queue``; none free: 429 ``too_many_queries`` with ``Retry-After`` at
+once), and waits for the query's worker process on a thread of its own limiter, never on the
+threads other routes use, and answers ``{columns, rows, rowCount, truncated, elapsedMs}``.
+Limits come from the settings (``query_max_rows``, ``query_timeout_ms``, ``query_memory_limit``,
+``query_max_result_bytes``); a request may ask for less, never for more. Errors:
+``query_refused``, ``query_failed``, ``query_limit_exceeded`` (422, with ``limit``: ``time``,
+``memory`` or ``result``) and ``too_many_queries`` (429), see ``docs/sql.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
 from api.errors import ErrorBody, error_responses
@@ -81,8 +86,8 @@ class QueryResponse(BaseModel):
     elapsedMs: float  # noqa: N815
 
 
-def _sandbox(request: Request) -> SqlSandbox:
-    state = request.app.state
+def sandbox_for(state: Any) -> tuple[SqlSandbox, anyio.CapacityLimiter]:
+    """The app's sandbox and the thread limiter its queries wait on (made once per app)."""
     with _lock:
         sandbox: SqlSandbox | None = getattr(state, "sql_sandbox", None)
         if sandbox is None:
@@ -92,9 +97,15 @@ def _sandbox(request: Request) -> SqlSandbox:
                 max_rows=settings.query_max_rows,
                 timeout_seconds=settings.query_timeout_ms / 1000.0,
                 memory_limit=settings.query_memory_limit,
+                max_concurrent=settings.query_workers,
+                max_queued=settings.query_queue,
+                max_result_bytes=settings.query_max_result_bytes,
             )
             state.sql_sandbox = sandbox
-    return sandbox
+            # as many threads as admitted queries: admission refuses the rest before a thread
+            state.sql_limiter = anyio.CapacityLimiter(sandbox.max_concurrent + sandbox.max_queued)
+        limiter: anyio.CapacityLimiter = state.sql_limiter
+    return sandbox, limiter
 
 
 def _positive_int(body: dict[str, Any], name: str) -> int | None:
@@ -119,17 +130,20 @@ def _parse(data: bytes) -> tuple[str, int | None, int | None]:
     return sql, _positive_int(body, "limit"), _positive_int(body, "timeoutMs")
 
 
-def _run(sandbox: SqlSandbox, data: bytes) -> QueryResult:
-    sql, limit, timeout_ms = _parse(data)
-    return sandbox.run(
-        sql, limit=limit, timeout_seconds=None if timeout_ms is None else timeout_ms / 1000.0
+def _run(sandbox: SqlSandbox, sql: str, limit: int | None, timeout_ms: int | None) -> QueryResult:
+    return sandbox.run_admitted(
+        sql,
+        limit=limit,
+        timeout_seconds=None if timeout_ms is None else timeout_ms / 1000.0,
+        arrow=False,
     )
 
 
 _ERRORS_422 = (
     "Invalid JSON or field (`invalid_input`); SQL the sandbox refuses (`query_refused`: not one "
     "SELECT, or files, network, extensions or settings outside the index); SQL DuckDB rejects "
-    "or fails (`query_failed`); the time or memory limit reached (`query_limit_exceeded`)."
+    "or fails (`query_failed`); the time, memory or result limit reached "
+    "(`query_limit_exceeded`, `limit` says which)."
 )
 
 
@@ -144,7 +158,8 @@ _ERRORS_422 = (
         "`retention_events` (columns in `docs/sql.md`), run "
         "in a fresh, locked DuckDB: no files outside the index, no network, no extensions, no "
         "settings. At most `limit` rows (`truncated` says whether there were more); "
-        "interrupted at the time limit."
+        "stopped at the time limit, memory-bounded in a worker process. Beyond `query_workers` "
+        "running and `query_queue` waiting queries: 429 with `Retry-After`."
     ),
     responses={
         **error_responses(401, 403, 413, 415, 429, 503),
@@ -158,5 +173,10 @@ _ERRORS_422 = (
 )
 async def run_query(request: Request) -> Response:
     data = await read_json_body(request)
-    result = await run_in_threadpool(_run, _sandbox(request), data)
+    sql, limit, timeout_ms = _parse(data)
+    sandbox, limiter = sandbox_for(request.app.state)
+    with sandbox.admission():
+        result = await anyio.to_thread.run_sync(
+            functools.partial(_run, sandbox, sql, limit, timeout_ms), limiter=limiter
+        )
     return Response(result.to_json_bytes(), media_type="application/json")

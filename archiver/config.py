@@ -52,6 +52,11 @@ class Settings:
     query_max_rows: int = 10_000
     query_timeout_ms: int = 30_000
     query_memory_limit: str = "1GB"
+    query_workers: int = 2
+    query_queue: int = 8
+    query_max_result_bytes: int = 32 * 1024 * 1024
+    max_inflight_body_bytes: int = 128 * 1024 * 1024
+    max_json_values: int = 5_000_000
     retention_policy_file: str | None = None
 
     def open_store(self) -> ObjectStore:
@@ -232,7 +237,34 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     (
         "query_memory_limit",
         "EXECVAULT_QUERY_MEMORY_LIMIT",
-        "DuckDB memory limit of one analyst SQL query (e.g. `1GB`)",
+        "memory limit of one analyst SQL query (e.g. `1GB`): DuckDB's and its worker "
+        "process's address space (plus 192 MiB)",
+    ),
+    (
+        "query_workers",
+        "EXECVAULT_QUERY_WORKERS",
+        "analyst SQL worker processes: queries that run at once (each in its own process)",
+    ),
+    (
+        "query_queue",
+        "EXECVAULT_QUERY_QUEUE",
+        "analyst SQL queries that may wait for a worker; beyond it 429 with `Retry-After`",
+    ),
+    (
+        "query_max_result_bytes",
+        "EXECVAULT_QUERY_MAX_RESULT_BYTES",
+        "largest analyst SQL result on the API (Arrow and JSON); rows beyond are cut",
+    ),
+    (
+        "max_inflight_body_bytes",
+        "EXECVAULT_MAX_INFLIGHT_BODY_BYTES",
+        "request bodies over 1 MiB being read or handled at once, in bytes; beyond it 503 "
+        "with `Retry-After`",
+    ),
+    (
+        "max_json_values",
+        "EXECVAULT_MAX_JSON_VALUES",
+        "most JSON values (numbers, strings, arrays ...) a request body may hold (413 above)",
     ),
     (
         "retention_policy_file",

@@ -15,11 +15,13 @@ translated where they happen (the stores, the codec) with ``raise ... from err``
     │   └── ObjectLockUnsupported                    the store cannot put Object Lock / legal holds
     ├── SanitizationError                            a value that cannot be sanitized safely
     ├── StoreUnavailable                             the store failed after retries (5xx, network)
+    ├── StorageFull                                  the store's disk or quota is full (ENOSPC/EDQUOT)
     ├── RetentionLocked                              Object Lock / legal hold refused a change
     ├── ObjectArchived                               in a cold storage class: restore it first
     ├── ManifestError                                an index manifest cannot be written or read
-    ├── QueryLimitExceeded                           analyst SQL hit its time or memory limit
-    └── QueryBusy                                    too many analyst queries running at once
+    ├── QueryLimitExceeded                           analyst SQL hit its time, memory or result limit
+    ├── QueryBusy                                    too many analyst queries running or queued
+    └── Overloaded                                   too many large request bodies in flight
 
 The API maps these to status codes in one place (``api.errors``).
 """
@@ -37,6 +39,7 @@ __all__ = [
     "NotFound",
     "ObjectArchived",
     "ObjectLockUnsupported",
+    "Overloaded",
     "QueryBusy",
     "QueryFailed",
     "QueryLimitExceeded",
@@ -44,6 +47,7 @@ __all__ = [
     "RetentionLocked",
     "RunBusy",
     "SanitizationError",
+    "StorageFull",
     "StoreUnavailable",
 ]
 
@@ -92,6 +96,11 @@ class StoreUnavailable(ArchiveError):
     """The object store did not answer successfully after retries."""
 
 
+class StorageFull(ArchiveError):
+    """The store has no room left (disk full, ENOSPC; quota exceeded, EDQUOT; an S3 server that
+    says it is out of space). Nothing was published; retrying after space is freed works."""
+
+
 class RetentionLocked(ArchiveError):
     """Object Lock retention or a legal hold refused a delete or change."""
 
@@ -127,11 +136,22 @@ class ObjectLockUnsupported(InvalidInput):
 
 
 class QueryLimitExceeded(ArchiveError):
-    """Analyst SQL ran into its time limit (and was interrupted) or its memory limit."""
+    """Analyst SQL ran into a limit; ``limit`` says which: ``time`` (it was interrupted or its
+    worker killed), ``memory`` (DuckDB's limit or the worker's address-space limit) or
+    ``result`` (the result is larger than the byte cap)."""
+
+    def __init__(self, message: str, *, limit: str = "time") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class QueryBusy(ArchiveError):
-    """Every analyst query slot stayed busy for longer than the query's time limit."""
+    """Every analyst query worker is busy and the queue of waiting queries is full, or a queued
+    query found no free worker within its time limit."""
+
+
+class Overloaded(ArchiveError):
+    """Too many large request bodies are being read or parsed at once; retry shortly."""
 
 
 class RunBusy(ArchiveError):

@@ -9,6 +9,7 @@ directory is fsynced. Temporary files start with ``.tmp-`` and are never listed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -16,13 +17,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from archiver.errors import ImmutableConflict, NotFound, StoreUnavailable
+from archiver.errors import ImmutableConflict, NotFound, StorageFull, StoreUnavailable
 from archiver.layout import check_key
 from archiver.store.base import ObjectInfo
 
 __all__ = ["LocalStore"]
 
 _TMP_PREFIX = ".tmp-"
+#: errno values that mean "no room": the disk is full, or the user's quota is used up
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class LocalStore:
@@ -39,6 +42,17 @@ class LocalStore:
     def put(self, key: str, data: bytes) -> bool:
         if self.read_only:
             raise StoreUnavailable(f"{self.url} is opened read-only")
+        try:
+            return self._put(key, data)
+        except OSError as err:
+            if err.errno in _NO_SPACE:
+                # the temporary file is gone (``_put``'s finally): nothing was published
+                raise StorageFull(
+                    f"no space left in the local store writing {key} ({errno.errorcode[err.errno]})"
+                ) from err
+            raise
+
+    def _put(self, key: str, data: bytes) -> bool:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f"{_TMP_PREFIX}{final.name}.{secrets.token_hex(8)}"

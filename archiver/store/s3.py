@@ -66,6 +66,7 @@ from archiver.errors import (
     ObjectArchived,
     ObjectLockUnsupported,
     RetentionLocked,
+    StorageFull,
     StoreUnavailable,
 )
 from archiver.layout import check_key
@@ -167,6 +168,10 @@ _ERROR_TABLE: Mapping[str, tuple[type[ArchiveError], bool]] = {
     "InternalError": (StoreUnavailable, True),
     "ServiceUnavailable": (StoreUnavailable, True),
     "ConditionalRequestConflict": (StoreUnavailable, True),  # 409: concurrent conditional write
+    # the server is out of space (MinIO; 507 Insufficient Storage from others): not transient
+    "XMinioStorageFull": (StorageFull, False),
+    "InsufficientStorage": (StorageFull, False),
+    "507": (StorageFull, False),
     # archived objects: retention jobs must restore them first
     "InvalidObjectState": (ObjectArchived, False),
     "NotImplemented": (ArchiveError, False),  # 501: retrying cannot help
@@ -197,7 +202,7 @@ def _is_retryable(err: Exception) -> bool:
         entry = _ERROR_TABLE.get(code)
         if entry is not None:
             return entry[1]
-        return status >= 500 and status != 501
+        return status >= 500 and status not in (501, 507)
     return isinstance(err, BotoConnectionError | HTTPClientError | IncompleteReadError)
 
 
@@ -220,6 +225,8 @@ def _translate(
             if retryable:
                 return StoreUnavailable(f"{detail} (gave up after retries)")
             return cls(detail)
+        if status == 507:
+            return StorageFull(detail)
         if status >= 500 and status != 501:
             return StoreUnavailable(f"{detail} (gave up after retries)")
         return ArchiveError(detail)
