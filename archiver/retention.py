@@ -50,6 +50,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
 from archiver.errors import (
     ArchiveError,
+    ColdCopyDamaged,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -67,6 +68,7 @@ __all__ = [
     "COLD_STORAGE_CLASSES",
     "RETENTION_EVENTS_SCHEMA",
     "ArchiveReport",
+    "ColdCopy",
     "ExecutionInfo",
     "ExpiryReport",
     "IndexFacts",
@@ -77,6 +79,7 @@ __all__ = [
     "TierRow",
     "apply_lifecycle",
     "archive_cold",
+    "check_cold_copies",
     "cold_moved_executions",
     "expire",
     "index_disagreement",
@@ -88,6 +91,7 @@ __all__ = [
     "plan",
     "read_index_facts",
     "rebuild_retention_index",
+    "recorded_cold_copies",
     "restore_execution",
     "scan",
     "sync_retention_index",
@@ -540,6 +544,120 @@ def is_cold_moved(store: ObjectStore, execution_id: str) -> bool:
         return False
     outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/{where}")
     return _moved(copies, outcomes.get(execution_id, ()))
+
+
+@dataclass(frozen=True, slots=True)
+class ColdCopy:
+    """What the latest cold-copy tier event of an execution says its cold store holds."""
+
+    execution_id: str
+    event_key: str
+    #: ``archive`` (the hot objects are gone) or ``restore`` (copied back; the cold copy stays)
+    action: str
+    location: str
+    keys: tuple[str, ...]
+    sizes: Mapping[str, int]
+    digests: Mapping[str, str]
+
+
+def recorded_cold_copies(
+    store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+) -> list[ColdCopy]:
+    """Every execution's cold copy that should exist now: the latest cold-copy event (archive
+    or restore) of each execution not expired since. Two LISTs and one GET per such execution
+    (the event: its keys, sizes and digests)."""
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/")
+    if not copies:
+        return []
+    outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/")
+    out: list[ColdCopy] = []
+    for execution_id in sorted(copies):
+        name, _, key = copies[execution_id][-1]
+        if any(_stamp_of(o) >= _stamp_of(name) for o in outcomes.get(execution_id, ())):
+            continue  # expired since: its cold copy went with it
+        try:
+            body = decode_record(store.get(key), TIER_KIND, max_size=max_object_bytes)
+        except NotFound:
+            continue
+        out.append(
+            ColdCopy(
+                execution_id=execution_id,
+                event_key=key,
+                action=str(body.get("action")),
+                location=str(body["location"]),
+                keys=tuple(str(k) for k in body.get("keys", ())),
+                sizes={str(k): int(v) for k, v in body.get("sizes", {}).items()},
+                digests={str(k): str(v) for k, v in body.get("digests", {}).items()},
+            )
+        )
+    return out
+
+
+def check_cold_copies(
+    store: ObjectStore,
+    *,
+    read_data: bool = True,
+    cold_store: ObjectStore | None = None,
+    selected: Callable[[str], bool] | None = None,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+) -> tuple[int, int, list[tuple[str, str, str]]]:
+    """Check every recorded cold copy (:func:`recorded_cold_copies`) in its cold store:
+    structurally (it exists with the recorded size: one LIST of the cold store's ``executions/``
+    per location) and, with ``read_data``, by reading it again (SHA-256 against the recorded
+    digest, and the record's own digest). ``selected(key)``: which copies to read.
+
+    Returns (copies checked, copies read, problems as ``(problem, "<location>/<key>", detail)``
+    with problem ``cold_copy_missing``, ``cold_copy_truncated``, ``cold_copy_corrupt`` or
+    ``cold_store_unreachable``)."""
+    copies = recorded_cold_copies(store, max_object_bytes=max_object_bytes)
+    job = _Job(store, RetentionPolicy(), utcnow, cold_store=cold_store)
+    problems: list[tuple[str, str, str]] = []
+    listed: dict[str, dict[str, int] | None] = {}
+    checked = read = 0
+    for copy in copies:
+        try:
+            cold = job.cold(copy.location)
+            if copy.location not in listed:
+                listed[copy.location] = {i.key: i.size for i in cold.list("executions/")}
+        except ArchiveError as err:
+            if listed.get(copy.location, {}) is not None:
+                problems.append(
+                    ("cold_store_unreachable", copy.location, f"cannot open or list it: {err}")
+                )
+            listed[copy.location] = None
+            continue
+        sizes = listed[copy.location]
+        if sizes is None:
+            continue
+        for key in copy.keys:
+            checked += 1
+            where = f"{cold.url}/{key}"
+            recorded = copy.sizes.get(key)
+            if key not in sizes:
+                problems.append(
+                    ("cold_copy_missing", where, f"execution {copy.execution_id}: no such object")
+                )
+                continue
+            if recorded is not None and sizes[key] != recorded:
+                name = "cold_copy_truncated" if sizes[key] < recorded else "cold_copy_corrupt"
+                problems.append(
+                    (name, where, f"{sizes[key]} bytes stored, its tier event says {recorded}")
+                )
+                continue
+            if not read_data or (selected is not None and not selected(key)):
+                continue
+            read += 1
+            try:
+                data = _read_cold_copy(cold, copy.execution_id, key, copy.sizes, copy.digests)
+                kind = _KIND_OF.get(key.rsplit("/", 1)[-1])
+                if kind is not None:
+                    decode_record(data, kind, max_size=max_object_bytes)
+            except ColdCopyDamaged as err:
+                name = "cold_copy_missing" if err.problem == "missing" else "cold_copy_corrupt"
+                problems.append((name, where, str(err)))
+            except ArchiveError as err:
+                problems.append(("cold_copy_corrupt", where, f"does not verify: {err}"))
+    return checked, read, problems
 
 
 class _TierEvents:
@@ -2475,16 +2593,11 @@ def _restore_copy(
     job = _Job(store, RetentionPolicy(name=policy_name), clock, cold_store=cold_store)
     cold = job.cold(str(latest["location"]))
     digests = latest.get("digests", {})
+    # every copy is read and checked before anything is put back: all of them, or none
+    sizes = latest.get("sizes", {})
+    good = {key: _read_cold_copy(cold, execution_id, key, sizes, digests) for key in missing}
     for key in missing:
-        try:
-            data = cold.get(key)
-        except NotFound:
-            raise NotFound(
-                f"execution {execution_id}: {key} is missing from the cold store {cold.url}"
-            ) from None
-        if hashlib.sha256(data).hexdigest() != digests.get(key):
-            raise IntegrityError(f"cold copy of {key} in {cold.url} does not match its digest")
-        digest, _ = _verified_copy(cold, store, key, max_object_bytes)
+        digest, _ = _verified_copy(cold, store, key, max_object_bytes, good[key])
         assert digest == digests.get(key)
     until = clock() + timedelta(days=days)
     key, body = _write_tier(
@@ -2506,6 +2619,40 @@ def _restore_copy(
     )
     _write_rows(store, [_row(body, key)])
     return "restored"
+
+
+def _read_cold_copy(
+    cold: ObjectStore,
+    execution_id: str,
+    key: str,
+    sizes: Mapping[str, Any],
+    digests: Mapping[str, Any],
+) -> bytes:
+    """The bytes of ``key`` in the cold store, checked against the size and SHA-256 the
+    execution's cold-copy event recorded; ColdCopyDamaged naming the problem otherwise."""
+
+    def damaged(problem: str, what: str) -> ColdCopyDamaged:
+        return ColdCopyDamaged(
+            f"execution {execution_id}: the cold copy of {key} in {cold.url} {what}; "
+            "nothing was restored (`execvault verify` checks every cold copy)",
+            execution_id=execution_id,
+            key=key,
+            problem=problem,
+            location=cold.url,
+        )
+
+    try:
+        data = cold.get(key)
+    except NotFound:
+        raise damaged("missing", "is missing") from None
+    except IntegrityError as err:  # a store that checks its own checksums
+        raise damaged("digest_mismatch", f"cannot be read intact ({err})") from None
+    size = sizes.get(key)
+    if isinstance(size, int) and len(data) != size:
+        raise damaged("size_mismatch", f"holds {len(data)} bytes, its archive event says {size}")
+    if hashlib.sha256(data).hexdigest() != digests.get(key):
+        raise damaged("digest_mismatch", "does not match the SHA-256 its archive event recorded")
+    return data
 
 
 def _restored_state(event: Mapping[str, Any], clock: Callable[[], datetime]) -> str:

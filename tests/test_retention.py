@@ -920,7 +920,7 @@ def test_verify_does_not_flag_cold_moved_executions() -> None:
     assert rebuild_index(store).ok
     archive_cold(store, _cold_policy(keep_days="never"), NOW, cold_store=cold)
     assert cold_moved_executions(store)
-    checked = verify(store)
+    checked = verify(store, cold_store=cold)  # a memory cold store cannot be opened by URL
     assert checked.rows_without_objects == [] and checked.ok
 
 
