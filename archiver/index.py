@@ -100,8 +100,8 @@ __all__ = [
     "SNAPSHOTS_SCHEMA",
     "TABLES",
     "VERSIONS_SCHEMA",
-    "ManifestWriter",
     "ColdProblem",
+    "ManifestWriter",
     "ObjectProblem",
     "ProgressCallback",
     "RebuildReport",
@@ -868,7 +868,8 @@ class ObjectProblem:
 class ColdProblem:
     """A cold copy (``retention.archive_cold``) that is missing, the wrong size or corrupt."""
 
-    problem: str  # cold_copy_missing | cold_copy_truncated | cold_copy_corrupt | cold_store_unreachable
+    #: cold_copy_missing | cold_copy_truncated | cold_copy_corrupt | cold_store_unreachable
+    problem: str
     key: str  # "<cold store url>/<key>"
     detail: str
 

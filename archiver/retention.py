@@ -60,7 +60,7 @@ from archiver.errors import (
 from archiver.events import EVENTS_PREFIX, EventLog, TagEvent
 from archiver.holds import HoldSet, active_holds
 from archiver.layout import blob_key, check_id, execution_prefix
-from archiver.store.base import ObjectStore
+from archiver.store.base import LockingStore, ObjectStore
 from archiver.timeutil import format_ts, parse_ts, utcnow
 
 __all__ = [
@@ -2399,22 +2399,74 @@ def _verified_copy(
     return digest, len(data)
 
 
+def _locks(store: ObjectStore, keys: Iterable[str]) -> dict[str, str]:
+    """key → why Object Lock keeps it from being deleted now (retention in the future, or a
+    legal hold); empty on stores without Object Lock. One HEAD per key on a locking store."""
+    if not isinstance(store, LockingStore):
+        return {}
+    now = utcnow()
+    out: dict[str, str] = {}
+    for key in keys:
+        try:
+            state = store.object_lock(key)
+        except NotFound:
+            continue
+        if state.legal_hold:
+            out[key] = "legal hold ON"
+        elif state.mode and state.retain_until is not None and state.retain_until > now:
+            out[key] = f"{state.mode} retention until {format_ts(state.retain_until)}"
+    return out
+
+
+def _rejoin(job: _Job, ex: ExecutionInfo, keys: list[str]) -> str:
+    """Copy back (verified) the objects of ``ex`` an earlier run left only in the cold store
+    while others stayed hot (a split execution); a note on what happened."""
+    event = ex.copy_event or {}
+    try:
+        cold = job.cold(ex.cold_location)
+        for key in keys:
+            data = _read_cold_copy(
+                cold, ex.execution_id, key, event.get("sizes", {}), event.get("digests", {})
+            )
+            _verified_copy(cold, job.store, key, job.max_object_bytes, data)
+    except ArchiveError as err:
+        return f"; its cold-only objects could not be copied back: {err}"
+    return f"; copied back from the cold store so it is whole again: {', '.join(keys)}"
+
+
 def _copy_to_cold(
     job: _Job, cold: ObjectStore, ex: ExecutionInfo, reason: str, report: ArchiveReport
 ) -> None:
+    """Copy, verify, record, then delete the hot copies of one execution: all of its objects
+    or none (a split execution, its snapshot cold and its final state hot, reads as neither)."""
     hot_keys = sorted(k for k, (_, cls) in ex.objects.items() if cls != COLD_COPY)
+    locked = _locks(job.store, hot_keys)
+    if locked:  # nothing is copied or recorded: the execution stays hot, whole
+        cold_only = sorted(k for k, (_, cls) in ex.objects.items() if cls == COLD_COPY)
+        note = _rejoin(job, ex, cold_only) if cold_only else ""
+        for key, why in locked.items():
+            report.retained_locked.append(
+                {
+                    "object": ex.execution_id,
+                    "key": key,
+                    "reason": f"Object Lock: {why}; none of the execution's objects moved "
+                    f"(they move together){note}",
+                }
+            )
+        return
     previous = ex.copy_event
     digests: dict[str, str] = {}
     sizes: dict[str, int] = {}
     if previous is not None and previous.get("location") == cold.url:
         digests.update({k: v for k, v in previous.get("digests", {}).items() if k not in hot_keys})
         sizes.update({k: v for k, v in previous.get("sizes", {}).items() if k not in hot_keys})
+    read: dict[str, bytes] = {}
     try:
-        read: dict[str, bytes] = {}
+        for key in hot_keys:
+            read[key] = job.store.get(key)
         if ex.facts_from == "index":  # the tier event records these facts: from the records
             bodies: dict[str, dict[str, Any]] = {}
             for key in hot_keys:
-                read[key] = job.store.get(key)
                 kind = _KIND_OF.get(key.rsplit("/", 1)[-1])
                 if kind is not None:
                     bodies[kind] = decode_record(read[key], kind, max_size=job.max_object_bytes)
@@ -2431,7 +2483,7 @@ def _copy_to_cold(
                 return
         for key in hot_keys:
             digests[key], sizes[key] = _verified_copy(
-                job.store, cold, key, job.max_object_bytes, read.get(key)
+                job.store, cold, key, job.max_object_bytes, read[key]
             )
     except ObjectArchived:
         report.skipped.append(
@@ -2465,16 +2517,29 @@ def _copy_to_cold(
         event, _ = _write_tier(
             job, ex.execution_id, fields, suffix=_COPY_SUFFIX, after=ex.copy_event_key
         )
-    kept = []
+    kept: list[str] = []
+    deleted: list[str] = []
     for key in _snapshot_first(hot_keys):  # only now: the cold copy is verified and recorded
         try:
             job.store.delete(key)
-            changed = True
+            deleted.append(key)
         except RetentionLocked as err:
-            kept.append(key)
+            # refused after all (a lock or hold placed since the check): put back what was
+            # deleted, so the execution stays whole in the hot store (reads keep using it)
+            for back in deleted:
+                job.store.put(back, read[back])
+            kept = hot_keys
             report.retained_locked.append(
-                {"object": ex.execution_id, "key": key, "reason": f"Object Lock: {err}"}
+                {
+                    "object": ex.execution_id,
+                    "key": key,
+                    "reason": f"Object Lock: {err}; none of the execution's objects moved "
+                    "(they move together)",
+                }
             )
+            break
+    if deleted and not kept:
+        changed = True
     if changed:
         entry = {
             "executionId": ex.execution_id,

@@ -144,3 +144,129 @@ def test_verify_reports_a_cold_store_it_cannot_open() -> None:
     assert verify(hot, cold_store=cold).ok
     blind = verify(hot)  # a memory: cold store cannot be opened by URL
     assert [f["problem"] for f in blind.findings()] == ["cold_store_unreachable"]
+
+
+# --------------------------------------------------------------------------------------------
+# an execution's objects move together or not at all
+
+
+class _Killed(BaseException):
+    """Stands for the process dying."""
+
+
+class _Wrapped:
+    """A store whose deletes of final states Object Lock refuses (``refuse``) or whose puts of
+    execution records kill the process (``kill_puts``); everything else passes through."""
+
+    def __init__(self, inner: ObjectStore, *, refuse: bool = False, kill_puts: bool = False):
+        self.inner, self.url, self.refuse, self.kill_puts = inner, inner.url, refuse, kill_puts
+
+    def delete(self, key: str) -> None:
+        if self.refuse and key.endswith("/result.json.zst"):
+            raise RetentionLocked(f"{key} is under COMPLIANCE retention")
+        self.inner.delete(key)
+
+    def put(self, key: str, data: bytes) -> bool:
+        if self.kill_puts and key.startswith("executions/"):
+            raise _Killed()
+        return self.inner.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return self.inner.head(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+
+def test_a_refused_deletion_puts_back_what_was_deleted() -> None:
+    """A lock that appears between the check and the deletion (or a store without Object Lock
+    headers): the snapshot deleted first is put back, the execution stays whole and hot."""
+    hot, cold = MemoryStore(), MemoryStore()
+    archive = Archive(hot, Sanitizer(KEY))
+    _capture(archive, "r-1", NOW - timedelta(days=50), "error")
+    assert rebuild_index(hot).ok
+    before = {k: hot.get(k) for k in (snapshot_key("r-1"), result_key("r-1"))}
+    report = archive_cold(_Wrapped(hot, refuse=True), COLD_POLICY, NOW, cold_store=cold)  # type: ignore[arg-type]
+    assert [(r["object"], r["key"]) for r in report.retained_locked] == [("r-1", result_key("r-1"))]
+    assert "move together" in report.retained_locked[0]["reason"]
+    assert {k: hot.get(k) for k in before} == before
+    assert archive.get_snapshot("r-1").execution_id == "r-1"
+    checked = verify(hot, cold_store=cold)
+    assert checked.ok, checked.findings()
+
+
+def _locked_history(bucket: Any) -> tuple[ObjectStore, ObjectStore, RetentionPolicy]:
+    """On an Object Lock bucket, locks from the policy: an error execution's snapshot lock has
+    passed (the fewest days any status keeps it) while its final state's has not (error: 100
+    days). ``free-1`` has no lock at all. Dates relative to now: the locks are real."""
+    hot = bucket.store(prefix="arch")
+    locking = bucket.store(prefix="arch", object_lock_mode="COMPLIANCE", object_lock_days=1)
+    cold = bucket.store(prefix="cold")
+    policy = RetentionPolicy(
+        name="split",
+        hot_days=5,
+        keep_days=10,
+        statuses={"error": Rule(keep_days=100)},
+        cold_store=cold.url,
+    )
+    created = datetime.now(UTC) - timedelta(days=40)
+    _capture(Archive(locking, Sanitizer(KEY), retention_policy=policy), "err-1", created, "error")
+    _capture(Archive(hot, Sanitizer(KEY)), "free-1", created, "error")
+    lock_of = locking.object_lock  # type: ignore[attr-defined]
+    assert lock_of(snapshot_key("err-1")).mode is None  # its date had passed: not locked
+    assert lock_of(result_key("err-1")).mode == "COMPLIANCE"
+    assert rebuild_index(hot).ok
+    return hot, cold, policy
+
+
+@pytest.mark.parametrize("backend", ["moto", "seaweedfs"])
+def test_a_partly_locked_execution_stays_hot_whole(
+    backend: str, s3_bucket_factory: Callable[[str], Any]
+) -> None:
+    hot, cold, policy = _locked_history(s3_bucket_factory(backend))
+    report = archive_cold(hot, policy, datetime.now(UTC), cold_store=cold)
+    assert [m["executionId"] for m in report.moved] == ["free-1"]
+    assert [(r["object"], r["key"]) for r in report.retained_locked] == [
+        ("err-1", result_key("err-1"))
+    ]
+    assert "COMPLIANCE retention until" in report.retained_locked[0]["reason"]
+    # nothing of it moved: both objects hot, no copy, no tier event
+    assert hot.head(snapshot_key("err-1")) is not None
+    assert hot.head(result_key("err-1")) is not None
+    assert cold.head(snapshot_key("err-1")) is None and cold.head(result_key("err-1")) is None
+    assert {b["executionId"] for _, b in read_tier_events(hot)} == {"free-1"}
+    assert cold_moved_executions(hot) == {"free-1"}
+    checked = verify(hot, cold_store=cold)
+    assert checked.ok, checked.findings()
+    archive = Archive(hot, Sanitizer(KEY))
+    assert archive.get_final_state("err-1") is not None
+    # the next run says the same and changes nothing
+    again = archive_cold(hot, policy, datetime.now(UTC), cold_store=cold)
+    assert again.moved == [] and [r["object"] for r in again.retained_locked] == ["err-1"]
+
+
+def test_a_split_left_by_an_earlier_run_is_made_whole(
+    s3_bucket_factory: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that did not check the locks and died putting the snapshot back left the snapshot
+    only in the cold store and the final state hot (what verify reports as snapshot_unreadable):
+    the next run copies the snapshot back instead of leaving the execution split."""
+    import archiver.retention as retention
+
+    hot, cold, policy = _locked_history(s3_bucket_factory("seaweedfs"))
+    with monkeypatch.context() as patch:
+        patch.setattr(retention, "_locks", lambda store, keys: {})
+        with pytest.raises(_Killed):
+            archive_cold(_Wrapped(hot, kill_puts=True), policy, datetime.now(UTC), cold_store=cold)  # type: ignore[arg-type]
+    assert hot.head(snapshot_key("err-1")) is None and hot.head(result_key("err-1")) is not None
+    assert "snapshot_unreadable" in {f["problem"] for f in verify(hot, cold_store=cold).findings()}
+    report = archive_cold(hot, policy, datetime.now(UTC), cold_store=cold)
+    assert [r["object"] for r in report.retained_locked] == ["err-1"]
+    assert "whole again" in report.retained_locked[0]["reason"]
+    assert hot.head(snapshot_key("err-1")) is not None
+    checked = verify(hot, cold_store=cold)
+    assert checked.ok, checked.findings()
+    assert Archive(hot, Sanitizer(KEY)).get_snapshot("err-1").execution_id == "err-1"
