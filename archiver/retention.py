@@ -96,6 +96,7 @@ __all__ = [
     "scan",
     "sync_retention_index",
     "tags_reader",
+    "tier_status",
 ]
 
 COLD_STORAGE_CLASSES: Final = ("GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
@@ -544,6 +545,55 @@ def is_cold_moved(store: ObjectStore, execution_id: str) -> bool:
         return False
     outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/{where}")
     return _moved(copies, outcomes.get(execution_id, ()))
+
+
+def tier_status(
+    store: ObjectStore,
+    execution_id: str,
+    *,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+) -> dict[str, Any]:
+    """Where a *readable* execution's objects are, for reports (replay validation): ``tier``
+    (``hot``, ``storage-class`` or ``cold-copy``), ``archived`` (some object is in a cold
+    storage class, or a copy in the cold store stands for it), ``objectsArchived`` (those keys),
+    ``storageClass`` / ``location`` and ``restoredUntil`` (a restored cold copy). An execution
+    that needs a restore is not readable: its reads raise ObjectArchived instead, so
+    ``needsRestore`` is false here. One HEAD per record and one LIST of its tier events (and one
+    GET of its latest cold-copy event, when it has one)."""
+    exec_id = check_id(execution_id, "executionId")
+    status: dict[str, Any] = {
+        "tier": "hot",
+        "archived": False,
+        "needsRestore": False,
+        "objectsArchived": [],
+        "storageClass": None,
+        "location": None,
+        "restoredUntil": None,
+    }
+    prefix = execution_prefix(exec_id)
+    for key in (f"{prefix}snapshot.json.zst", f"{prefix}result.json.zst"):
+        info = store.head(key)
+        cls = None if info is None else info.storage_class
+        if cls is not None and cls not in HOT_STORAGE_CLASSES:
+            status.update(tier="storage-class", archived=True, storageClass=cls)
+            status["objectsArchived"].append(key)
+    where = prefix.split("/", 1)[1]
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/{where}").get(exec_id, [])
+    if copies and not status["archived"]:
+        outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/{where}")
+        if not any(_stamp_of(o) >= _stamp_of(copies[-1][0]) for o in outcomes.get(exec_id, ())):
+            with contextlib.suppress(NotFound):
+                event = decode_record(
+                    store.get(copies[-1][2]), TIER_KIND, max_size=max_object_bytes
+                )
+                status.update(
+                    tier=COLD_COPY_TIER,
+                    archived=True,
+                    objectsArchived=[str(k) for k in event.get("keys", ())],
+                    location=event.get("location"),
+                    restoredUntil=event.get("restoredUntil"),
+                )
+    return status
 
 
 @dataclass(frozen=True, slots=True)
@@ -1542,7 +1592,7 @@ def apply_lifecycle(store: ObjectStore, policy: RetentionPolicy) -> dict[str, An
             f"{store.url}: the server answered 501 NotImplemented to "
             "PutBucketLifecycleConfiguration: it does not run lifecycle transitions "
             "(SeaweedFS does not). Nothing was changed; cold archiving on this store needs "
-            "explicit copies (execvault archive, not implemented yet)"
+            "explicit copies: set cold_store in the retention policy and run execvault archive"
         )
     return configuration
 

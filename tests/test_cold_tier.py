@@ -13,7 +13,7 @@ import pytest
 from api.app import create_app
 from archiver.archive import Archive
 from archiver.config import Settings
-from archiver.errors import ColdCopyDamaged, RetentionLocked
+from archiver.errors import ColdCopyDamaged, ObjectArchived, RetentionLocked
 from archiver.index import rebuild_index, verify
 from archiver.layout import result_key, snapshot_key
 from archiver.retention import (
@@ -270,3 +270,97 @@ def test_a_split_left_by_an_earlier_run_is_made_whole(
     checked = verify(hot, cold_store=cold)
     assert checked.ok, checked.findings()
     assert Archive(hot, Sanitizer(KEY)).get_snapshot("err-1").execution_id == "err-1"
+
+
+# --------------------------------------------------------------------------------------------
+# every read of an archived execution: the same 409 `archived` with the restore route
+
+
+@pytest.fixture(params=["local", "moto", "seaweedfs"])
+def archived_history(
+    request: pytest.FixtureRequest, tmp_path: Path, s3_bucket_factory: Callable[[str], Any]
+) -> tuple[Archive, ObjectStore | None]:
+    """``orig`` archived (a cold copy: local directories, SeaweedFS; the GLACIER storage class:
+    moto), ``other`` and ``replay-1`` (a re-run of ``orig``) hot. (archive, cold store or None)."""
+    cold: ObjectStore | None
+    if request.param == "local":
+        hot, cold = LocalStore(tmp_path / "hot"), LocalStore(tmp_path / "cold")
+    else:
+        bucket = s3_bucket_factory(request.param)
+        hot = bucket.store(prefix="hot")
+        cold = bucket.store(prefix="cold") if request.param == "seaweedfs" else None
+    archive = Archive(hot, Sanitizer(KEY))
+    _capture(archive, "orig", NOW - timedelta(days=50), "error")
+    _capture(archive, "other", NOW - timedelta(days=2), "success")
+    archive.capture_snapshot(
+        execution_id="replay-1",
+        workflow=_workflow("wf-a", 1),
+        created_at=(NOW - timedelta(days=1)).isoformat(),
+        replay_of="orig",
+    )
+    if cold is None:
+        policy = RetentionPolicy(
+            name="cold", hot_days=30, keep_days="never", cold_storage_class="GLACIER"
+        )
+    else:
+        policy = RetentionPolicy(name="cold", hot_days=30, keep_days="never", cold_store=cold.url)
+    report = archive_cold(hot, policy, NOW, cold_store=cold)
+    assert [m["executionId"] for m in report.moved] == ["orig"]
+    archive._blob_cache.clear()
+    return archive, cold
+
+
+READS = (
+    "/api/execution-snapshots/orig",
+    "/api/execution-snapshots/orig/replay-validation",
+    "/api/execution-snapshots/orig/replay-context",
+    "/api/execution-snapshots/orig/compare/other",
+    "/api/execution-snapshots/other/compare/orig",
+    "/api/execution-snapshots/replay-1/compare-to-original",
+    "/api/execution-snapshots/orig/tags",
+    "/api/execution-snapshots/orig/annotations",
+)
+
+
+def test_every_read_of_an_archived_execution_is_the_same_409(
+    archived_history: tuple[Archive, ObjectStore | None],
+) -> None:
+    archive, cold = archived_history
+    client = Client(create_app(Settings(), archive=archive), raise_app_exceptions=False)
+    expected = {
+        "error": "archived",
+        "message": "execution orig is archived in the cold tier; restore it first",
+        "field": None,
+        "state": "archived",
+        "restore": "POST /api/execution-snapshots/orig/restore",
+    }
+    for url in READS:
+        answer = client.get(url)
+        assert (answer.status_code, answer.json()) == (409, expected), url
+    exported = client.get("/api/compliance/export", params={"executionId": "orig"})
+    assert exported.status_code == 409
+    assert {k: exported.json()[k] for k in ("error", "state", "restore")} == {
+        k: expected[k] for k in ("error", "state", "restore")
+    }
+    # the library says the same for the final state
+    with pytest.raises(ObjectArchived) as final:
+        archive.get_final_state("orig")
+    assert final.value.execution_id == "orig"
+    # after the restore every read works; the validation says where the objects are
+    restored = client.post("/api/execution-snapshots/orig/restore", json={"days": 2})
+    assert restored.status_code == 201, restored.text
+    for url in READS:
+        assert client.get(url).status_code == 200, url
+    report = client.get("/api/execution-snapshots/orig/replay-validation").json()
+    assert report["valid"] is True
+    assert "archivingImplemented" not in report["archive"] and "note" not in report["archive"]
+    state = report["archive"]
+    assert state["archived"] is True and state["needsRestore"] is False
+    assert sorted(state["objectsArchived"]) == sorted([snapshot_key("orig"), result_key("orig")])
+    if cold is None:
+        assert (state["tier"], state["storageClass"]) == ("storage-class", "GLACIER")
+    else:
+        assert (state["tier"], state["location"]) == ("cold-copy", cold.url)
+        assert state["restoredUntil"] is not None
+    hot_state = client.get("/api/execution-snapshots/other/replay-validation").json()["archive"]
+    assert hot_state["tier"] == "hot" and hot_state["archived"] is False
