@@ -2494,12 +2494,12 @@ def _copy_to_cold(
     if locked:  # nothing is copied or recorded: the execution stays hot, whole
         cold_only = sorted(k for k, (_, cls) in ex.objects.items() if cls == COLD_COPY)
         note = _rejoin(job, ex, cold_only) if cold_only else ""
-        for key, why in locked.items():
+        for key, lock in locked.items():
             report.retained_locked.append(
                 {
                     "object": ex.execution_id,
                     "key": key,
-                    "reason": f"Object Lock: {why}; none of the execution's objects moved "
+                    "reason": f"Object Lock: {lock}; none of the execution's objects moved "
                     f"(they move together){note}",
                 }
             )
