@@ -218,7 +218,8 @@ def break_lock(ctx: click.Context) -> None:
 @click.option("--days", default=7, show_default=True, type=int, help="Days the copy stays.")
 @click.pass_context
 def restore_command(ctx: click.Context, execution_id: str, days: int) -> None:
-    """Start restoring an archived execution (GLACIER / DEEP_ARCHIVE); prints its state.
+    """Start restoring an archived execution (GLACIER / DEEP_ARCHIVE, or copy it back from the
+    cold store; a damaged cold copy is refused, exit code 2); prints its state.
 
     States: hot (nothing to do), restoring (run again later), restored (readable now).
 

@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 
 from archiver.errors import (
     ArchiveError,
+    ColdCopyDamaged,
     ImmutableConflict,
     IntegrityError,
     InvalidInput,
@@ -130,6 +131,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str | None], ...] = (
     (ImmutableConflict, 409, "immutable_conflict", None),
     (RetentionLocked, 409, "retention_locked", None),
     (ObjectArchived, 409, "archived", None),
+    (ColdCopyDamaged, 409, "cold_copy_damaged", None),
     (RunBusy, 409, "busy", None),
     (Overloaded, 503, "overloaded", None),
     (StoreUnavailable, 503, "store_unavailable", "the object store is unavailable; retry later"),
@@ -198,6 +200,10 @@ def response_for(err: Exception) -> JSONResponse:
             body["restore"] = f"POST /api/execution-snapshots/{err.execution_id}/restore"
     if isinstance(err, QueryLimitExceeded):
         body["limit"] = err.limit
+    if isinstance(err, ColdCopyDamaged):
+        body.update(
+            executionId=err.execution_id, key=err.key, problem=err.problem, location=err.location
+        )
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
@@ -216,7 +222,9 @@ _DESCRIPTIONS: Mapping[int, str] = {
     403: "The token lacks the scope this route needs.",
     404: "No such execution, workflow or route.",
     408: "The request body stopped arriving.",
-    409: "Different content for a record that already exists (records are write-once).",
+    409: "Different content for a record that already exists (records are write-once); an "
+    "archived execution (`archived`, with the `restore` route to call); a damaged cold copy "
+    "(`cold_copy_damaged`).",
     413: "The request body is larger than the configured limit.",
     415: "The body is not `application/json`, or it is compressed.",
     422: "Invalid JSON, a wrong type or value, or an unsafe id; `field` names it.",

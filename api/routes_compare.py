@@ -155,7 +155,7 @@ def _scope(scope: str) -> dict[str, Any]:
         "variables, credential references, triggers, secrets (by marker, never a value), and "
         "the execution side with the first divergence. See `docs/compare.md`."
     ),
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
     openapi_extra=_scope("read"),
     tags=["compare"],
 )
@@ -198,7 +198,9 @@ class ReplayValidationBody(BaseModel):
     checks: dict[str, bool]
     issues: list[dict[str, str]] = Field(description="`{severity: error|warning, code, message}`")
     archive: dict[str, Any] = Field(
-        description="cold-archive status; archiving is not implemented yet (always false)"
+        description="where the objects are: `tier` (hot, storage-class, cold-copy), `archived`, "
+        "`objectsArchived`, `storageClass`, `location`, `restoredUntil`; `needsRestore` is "
+        "false (an archived execution that needs a restore answers 409 `archived`)"
     )
     credentialReferences: list[dict[str, Any]] | None = None  # noqa: N815
     mustSupply: list[dict[str, Any]] | None = Field(  # noqa: N815
@@ -234,9 +236,10 @@ class ReplayContextBody(BaseModel):
         f"{_READ} Re-reads the record and the structure blob and re-verifies both hashes, checks "
         "the structure is complete and every connection names a node, lists credential "
         "references and the redacted values a replay must supply. A damaged object is reported "
-        "(`valid: false`), not an error."
+        "(`valid: false`), not an error. An archived execution answers 409 `archived` with the "
+        "restore route, as every read of it."
     ),
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
     openapi_extra=_scope("read"),
     tags=["replay"],
 )
@@ -254,7 +257,7 @@ def replay_validation(execution_id: ExecutionId, archive: ArchiveDep) -> Respons
         "n8n's import shape, trigger type and data, non-secret variables, credential "
         "references, pinned data, what must be supplied, and the original outcome."
     ),
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
     openapi_extra=_scope("read"),
     tags=["replay"],
 )
@@ -272,7 +275,7 @@ def replay_context(execution_id: ExecutionId, archive: ArchiveDep) -> Response:
         "execution to this one. 404 when the execution is not a replay or its original is "
         "unknown."
     ),
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
     openapi_extra=_scope("read"),
     tags=["replay"],
 )
@@ -505,7 +508,7 @@ def remove_tag(
     dependencies=read,
     summary="An execution's tags and their history",
     description=f"{_READ} The tags the execution holds now, and every tag event about it.",
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
     openapi_extra=_scope("read"),
     tags=["tags"],
 )
@@ -551,7 +554,7 @@ def workflow_tags(workflow_id: WorkflowId, archive: ArchiveDep, events: EventsDe
         f"{_READ} The execution of the workflow that holds `tag` now, with the event and the "
         "snapshot's version, hash and outcome. 404 when no execution holds it."
     ),
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
     openapi_extra=_scope("read"),
     tags=["tags"],
 )
@@ -637,7 +640,7 @@ async def annotate(
     dependencies=read,
     summary="An execution's annotations",
     description=f"{_READ} The annotations in place, oldest first, and the removed ones.",
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
     openapi_extra=_scope("read"),
     tags=["annotations"],
 )

@@ -42,7 +42,8 @@ router = APIRouter()
         "Answers `application/x-tar`: one folder holding `objects/` (the stored bytes, verified "
         "before inclusion), `manifest/<table>.jsonl` (the index rows), `bundle.json` (selection, "
         "counts, index chain entries), `README.md` and `SHA256SUMS` (`sha256sum -c SHA256SUMS`). "
-        "Archived objects (GLACIER, DEEP_ARCHIVE) are a 409 naming them, unless "
+        "Archived objects (GLACIER, DEEP_ARCHIVE, or moved to the cold store) are a 409 naming "
+        "them, unless "
         "`skipArchived=true` (then listed in bundle.json). 404 for an execution id that was never "
         "captured."
     ),

@@ -182,11 +182,13 @@ async def archive(request: Request) -> Response:
     dependencies=[Depends(require_scope("retention"))],
     summary="Restore an archived execution",
     description=(
-        f"{_SCOPE} Starts restoring the execution's objects from GLACIER / DEEP_ARCHIVE. "
-        "202 with `Retry-After` while the restore runs (ask again: idempotent), 201 when this "
-        "request started a restore the store completed at once, 200 when the execution is "
-        'readable (`hot` or `restored`). Body `{"days": N}` (optional) sets how long the '
-        "restored copy stays."
+        f"{_SCOPE} Starts restoring the execution's objects from GLACIER / DEEP_ARCHIVE, or "
+        "copies them back from the cold store (each copy checked against its recorded digest "
+        "first). 202 with `Retry-After` while the restore runs (ask again: idempotent), 201 "
+        "when this request started a restore the store completed at once, 200 when the "
+        'execution is readable (`hot` or `restored`). Body `{"days": N}` (optional) sets how '
+        "long the restored copy stays. A missing or damaged cold copy is 409 "
+        "`cold_copy_damaged` naming the key and the problem; nothing is restored."
     ),
     responses={
         200: {"description": "Readable now: `{executionId, state}` with state hot or restored."},

@@ -124,6 +124,15 @@ def earliest_keep_days(
     return min(days) if days else None
 
 
+def _archived(exec_id: str) -> ObjectArchived:
+    """The one error of every read of an archived execution (API: 409 ``archived`` with the
+    restore route)."""
+    return ObjectArchived(
+        f"execution {exec_id} is archived in the cold tier; restore it first",
+        execution_id=exec_id,
+    )
+
+
 SnapshotObserver = Callable[[CaptureResult], None]
 FinalStateObserver = Callable[[ExecutionSnapshot, FinalStateResult], None]
 
@@ -449,16 +458,7 @@ class Archive:
     def read_snapshot_record(self, execution_id: object) -> tuple[ExecutionSnapshot, int]:
         """:meth:`get_snapshot` and the size of the record as stored."""
         exec_id = check_id(execution_id, "executionId")
-        try:
-            data = self.store.get(snapshot_key(exec_id))
-        except NotFound:
-            self._raise_if_cold_moved(exec_id)
-            raise NotFound(f"no snapshot for execution {exec_id}") from None
-        except ObjectArchived:
-            raise ObjectArchived(
-                f"execution {exec_id} is archived in cold storage; restore it first",
-                execution_id=exec_id,
-            ) from None
+        data = self.snapshot_record(exec_id)
         body = decode_record(data, SNAPSHOT_KIND, max_size=self.max_object_bytes)
         if body.get("executionId") != exec_id:
             # a valid record copied under another execution's key: never served as this one
@@ -468,16 +468,37 @@ class Archive:
         structure = self._structure_by_hash(body["snapshotHash"])
         return ExecutionSnapshot.from_record(body, structure), len(data)
 
+    def snapshot_record(self, execution_id: object) -> bytes:
+        """The stored bytes of the execution's snapshot record, as they are (not decoded).
+
+        NotFound for an unknown execution; ObjectArchived (with the execution id, so the API
+        answers 409 ``archived`` with the restore route) for one in the cold tier."""
+        exec_id = check_id(execution_id, "executionId")
+        data = self._read_record(snapshot_key(exec_id), exec_id)
+        if data is None:
+            raise NotFound(f"no snapshot for execution {exec_id}")
+        return data
+
+    def _read_record(self, key: str, exec_id: str) -> bytes | None:
+        """The bytes of one of the execution's records; None when absent. Archived — in a cold
+        storage class (S3 answers InvalidObjectState), or moved to the cold store (one LIST of
+        its tier events, only when the object is missing) — is the same ObjectArchived for
+        every record of every execution."""
+        try:
+            return self.store.get(key)
+        except NotFound:
+            self._raise_if_cold_moved(exec_id)
+            return None
+        except ObjectArchived:
+            raise _archived(exec_id) from None
+
     def _raise_if_cold_moved(self, exec_id: str) -> None:
         """A missing object of an execution retention moved to its cold store is archived (409
         with the restore route), not unknown: one LIST of its tier events (archiver.retention)."""
         from archiver.retention import is_cold_moved  # retention builds on this module's peers
 
         if is_cold_moved(self.store, exec_id):
-            raise ObjectArchived(
-                f"execution {exec_id} was moved to the cold store; restore it first",
-                execution_id=exec_id,
-            )
+            raise _archived(exec_id)
 
     def get_final_state(self, execution_id: object) -> FinalState | None:
         found = self.read_final_state_record(execution_id)
@@ -487,10 +508,8 @@ class Archive:
         """The final state (verified; IntegrityError when it names another execution) and the
         size of its record as stored; None when the execution has none."""
         exec_id = check_id(execution_id, "executionId")
-        try:
-            data = self.store.get(result_key(exec_id))
-        except NotFound:
-            self._raise_if_cold_moved(exec_id)
+        data = self._read_record(result_key(exec_id), exec_id)
+        if data is None:
             return None
         body = decode_record(data, FINAL_STATE_KIND, max_size=self.max_object_bytes)
         body.pop("kind", None)

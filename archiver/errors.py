@@ -18,6 +18,7 @@ translated where they happen (the stores, the codec) with ``raise ... from err``
     ├── StorageFull                                  the store's disk or quota is full (ENOSPC/EDQUOT)
     ├── RetentionLocked                              Object Lock / legal hold refused a change
     ├── ObjectArchived                               in a cold storage class: restore it first
+    ├── ColdCopyDamaged                              a cold copy is missing or fails its digest
     ├── ManifestError                                an index manifest cannot be written or read
     ├── QueryLimitExceeded                           analyst SQL hit its time, memory or result limit
     ├── QueryBusy                                    too many analyst queries running or queued
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArchiveError",
+    "ColdCopyDamaged",
     "ImmutableConflict",
     "IntegrityError",
     "InvalidId",
@@ -111,6 +113,28 @@ class ObjectArchived(ArchiveError):
     def __init__(self, message: str, *, execution_id: str | None = None) -> None:
         super().__init__(message)
         self.execution_id = execution_id
+
+
+class ColdCopyDamaged(ArchiveError):
+    """A copy of an execution's object in the cold store (``retention.archive_cold``) is missing
+    or no longer matches the size or digest its archive event recorded: a restore refuses it
+    (nothing is copied back). ``problem`` is ``missing``, ``size_mismatch`` or ``digest_mismatch``;
+    ``key`` the object's key, ``location`` the cold store."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        execution_id: str,
+        key: str,
+        problem: str,
+        location: str,
+    ) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.key = key
+        self.problem = problem
+        self.location = location
 
 
 class ManifestError(ArchiveError):

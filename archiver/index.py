@@ -102,6 +102,7 @@ __all__ = [
     "SNAPSHOTS_SCHEMA",
     "TABLES",
     "VERSIONS_SCHEMA",
+    "ColdProblem",
     "ManifestWriter",
     "ObjectProblem",
     "ProgressCallback",
@@ -1168,6 +1169,16 @@ class ObjectProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class ColdProblem:
+    """A cold copy (``retention.archive_cold``) that is missing, the wrong size or corrupt."""
+
+    #: cold_copy_missing | cold_copy_truncated | cold_copy_corrupt | cold_store_unreachable
+    problem: str
+    key: str  # "<cold store url>/<key>"
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class RowProblem:
     """An index row that is wrong: its object is missing, or it disagrees with its object."""
 
@@ -1690,6 +1701,11 @@ class VerifyReport:
     #: rows of executions moved to the cold store (``retention.cold_moved_executions``): not a
     #: problem, a restore brings the objects back
     cold_rows: list[RowProblem] = field(default_factory=list)
+    #: cold copies checked in their cold stores (exist with the recorded size) / re-read and
+    #: re-hashed (``read_data``), and what was wrong with them
+    cold_copies: int = 0
+    cold_copies_read: int = 0
+    cold_problems: list[ColdProblem] = field(default_factory=list)
     #: the index chain (``archiver.chain``): broken links, removed or altered sealed days
     chain_problems: list[ChainProblem] = field(default_factory=list)
     #: informational: days that gained late rows, expired rows dropped by a rebuild, unsealed days
@@ -1706,6 +1722,7 @@ class VerifyReport:
             or self.size_mismatches
             or self.row_mismatches
             or self.unreadable_parts
+            or self.cold_problems
             or self.chain_problems
         )
 
@@ -1736,6 +1753,8 @@ class VerifyReport:
             out.append({"problem": "row_mismatch", "key": f"{r.table}/{r.key}", "detail": r.reason})
         for p in self.unreadable_parts:
             out.append({"problem": "unreadable_part", "key": p.key, "detail": p.reason})
+        for cp in self.cold_problems:
+            out.append({"problem": cp.problem, "key": cp.key, "detail": cp.detail})
         for c in self.chain_problems:
             out.append({"problem": c.problem, "key": c.where, "detail": c.detail})
         return out
@@ -1759,6 +1778,9 @@ class VerifyReport:
             "unreadableParts": len(self.unreadable_parts),
             "expiredRows": len(self.expired_rows),
             "coldRows": len(self.cold_rows),
+            "coldCopies": self.cold_copies,
+            "coldCopiesRead": self.cold_copies_read,
+            "coldProblems": len(self.cold_problems),
             "chainProblems": len(self.chain_problems),
             "chainNotes": len(self.chain_notes),
             "chainEntries": self.chain_entries,
@@ -1838,6 +1860,7 @@ def verify(
     read_data: bool = True,
     subset: tuple[int, int] | None = None,
     today: date | None = None,
+    cold_store: ObjectStore | None = None,
 ) -> VerifyReport:
     """Check the index against the objects, the index chain, and (``read_data``) every object.
 
@@ -1850,11 +1873,16 @@ def verify(
     * size mismatches: objects whose listed size differs from their row's ``stored_bytes``;
     * the chain (``archiver.chain``): broken links or gaps, sealed days whose rows are gone
       (``day_removed``) or differ (``day_altered``);
-    * duplicate rows (informational).
+    * duplicate rows (informational);
+    * cold copies (``retention.archive_cold`` to a cold store): each copy the latest tier event of
+      a not-expired execution records exists in its cold store with the recorded size (the
+      cold store is opened from the event's location; ``cold_store`` stands in for one that
+      cannot be opened by URL, e.g. a memory store).
 
     With ``read_data`` (the library default) every object is read too: hash mismatches (record
     digests, blob SHA-256, zstd frames, objects not where their content says they belong), rows
-    that disagree with their object, final states missing node runs. ``subset=(N, T)`` reads
+    that disagree with their object, final states missing node runs, cold copies re-read and
+    re-hashed against their recorded digests. ``subset=(N, T)`` reads
     only the objects in bucket N of T (:func:`subset_bucket`): T runs with N = 1…T read
     everything once; the structural checks still cover everything.
     """
@@ -2002,6 +2030,17 @@ def verify(
         "versions": len(version_infos),
         "blobs": len(blob_infos),
     }
+    from archiver.retention import check_cold_copies
+
+    report.cold_copies, report.cold_copies_read, cold_found = check_cold_copies(
+        store,
+        read_data=read_data,
+        cold_store=cold_store,
+        selected=lambda key: _in_subset(key, sel),
+        max_object_bytes=max_object_bytes,
+    )
+    report.cold_problems.extend(ColdProblem(*found) for found in cold_found)
+    report.objects_read += report.cold_copies_read
     if not read_data:
         return report
 

@@ -50,6 +50,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
 from archiver.errors import (
     ArchiveError,
+    ColdCopyDamaged,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -59,7 +60,7 @@ from archiver.errors import (
 from archiver.events import EVENTS_PREFIX, EventLog, TagEvent
 from archiver.holds import HoldSet, active_holds
 from archiver.layout import blob_key, check_id, execution_prefix
-from archiver.store.base import ObjectStore
+from archiver.store.base import LockingStore, ObjectStore
 from archiver.timeutil import format_ts, parse_ts, utcnow
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "COLD_STORAGE_CLASSES",
     "RETENTION_EVENTS_SCHEMA",
     "ArchiveReport",
+    "ColdCopy",
     "ExecutionInfo",
     "ExpiryReport",
     "IndexFacts",
@@ -77,6 +79,7 @@ __all__ = [
     "TierRow",
     "apply_lifecycle",
     "archive_cold",
+    "check_cold_copies",
     "cold_moved_executions",
     "expire",
     "index_disagreement",
@@ -88,10 +91,12 @@ __all__ = [
     "plan",
     "read_index_facts",
     "rebuild_retention_index",
+    "recorded_cold_copies",
     "restore_execution",
     "scan",
     "sync_retention_index",
     "tags_reader",
+    "tier_status",
 ]
 
 COLD_STORAGE_CLASSES: Final = ("GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
@@ -540,6 +545,169 @@ def is_cold_moved(store: ObjectStore, execution_id: str) -> bool:
         return False
     outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/{where}")
     return _moved(copies, outcomes.get(execution_id, ()))
+
+
+def tier_status(
+    store: ObjectStore,
+    execution_id: str,
+    *,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+) -> dict[str, Any]:
+    """Where a *readable* execution's objects are, for reports (replay validation): ``tier``
+    (``hot``, ``storage-class`` or ``cold-copy``), ``archived`` (some object is in a cold
+    storage class, or a copy in the cold store stands for it), ``objectsArchived`` (those keys),
+    ``storageClass`` / ``location`` and ``restoredUntil`` (a restored cold copy). An execution
+    that needs a restore is not readable: its reads raise ObjectArchived instead, so
+    ``needsRestore`` is false here. One HEAD per record and one LIST of its tier events (and one
+    GET of its latest cold-copy event, when it has one)."""
+    exec_id = check_id(execution_id, "executionId")
+    status: dict[str, Any] = {
+        "tier": "hot",
+        "archived": False,
+        "needsRestore": False,
+        "objectsArchived": [],
+        "storageClass": None,
+        "location": None,
+        "restoredUntil": None,
+    }
+    prefix = execution_prefix(exec_id)
+    for key in (f"{prefix}snapshot.json.zst", f"{prefix}result.json.zst"):
+        info = store.head(key)
+        cls = None if info is None else info.storage_class
+        if cls is not None and cls not in HOT_STORAGE_CLASSES:
+            status.update(tier="storage-class", archived=True, storageClass=cls)
+            status["objectsArchived"].append(key)
+    where = prefix.split("/", 1)[1]
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/{where}").get(exec_id, [])
+    if copies and not status["archived"]:
+        outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/{where}")
+        if not any(_stamp_of(o) >= _stamp_of(copies[-1][0]) for o in outcomes.get(exec_id, ())):
+            with contextlib.suppress(NotFound):
+                event = decode_record(
+                    store.get(copies[-1][2]), TIER_KIND, max_size=max_object_bytes
+                )
+                status.update(
+                    tier=COLD_COPY_TIER,
+                    archived=True,
+                    objectsArchived=[str(k) for k in event.get("keys", ())],
+                    location=event.get("location"),
+                    restoredUntil=event.get("restoredUntil"),
+                )
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class ColdCopy:
+    """What the latest cold-copy tier event of an execution says its cold store holds."""
+
+    execution_id: str
+    event_key: str
+    #: ``archive`` (the hot objects are gone) or ``restore`` (copied back; the cold copy stays)
+    action: str
+    location: str
+    keys: tuple[str, ...]
+    sizes: Mapping[str, int]
+    digests: Mapping[str, str]
+
+
+def recorded_cold_copies(
+    store: ObjectStore, *, max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+) -> list[ColdCopy]:
+    """Every execution's cold copy that should exist now: the latest cold-copy event (archive
+    or restore) of each execution not expired since. Two LISTs and one GET per such execution
+    (the event: its keys, sizes and digests)."""
+    copies = _copy_names(store, f"{TIER_PREFIX}executions/")
+    if not copies:
+        return []
+    outcomes = _outcome_names(store, f"{TOMBSTONE_PREFIX}executions/")
+    out: list[ColdCopy] = []
+    for execution_id in sorted(copies):
+        name, _, key = copies[execution_id][-1]
+        if any(_stamp_of(o) >= _stamp_of(name) for o in outcomes.get(execution_id, ())):
+            continue  # expired since: its cold copy went with it
+        try:
+            body = decode_record(store.get(key), TIER_KIND, max_size=max_object_bytes)
+        except NotFound:
+            continue
+        out.append(
+            ColdCopy(
+                execution_id=execution_id,
+                event_key=key,
+                action=str(body.get("action")),
+                location=str(body["location"]),
+                keys=tuple(str(k) for k in body.get("keys", ())),
+                sizes={str(k): int(v) for k, v in body.get("sizes", {}).items()},
+                digests={str(k): str(v) for k, v in body.get("digests", {}).items()},
+            )
+        )
+    return out
+
+
+def check_cold_copies(
+    store: ObjectStore,
+    *,
+    read_data: bool = True,
+    cold_store: ObjectStore | None = None,
+    selected: Callable[[str], bool] | None = None,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+) -> tuple[int, int, list[tuple[str, str, str]]]:
+    """Check every recorded cold copy (:func:`recorded_cold_copies`) in its cold store:
+    structurally (it exists with the recorded size: one LIST of the cold store's ``executions/``
+    per location) and, with ``read_data``, by reading it again (SHA-256 against the recorded
+    digest, and the record's own digest). ``selected(key)``: which copies to read.
+
+    Returns (copies checked, copies read, problems as ``(problem, "<location>/<key>", detail)``
+    with problem ``cold_copy_missing``, ``cold_copy_truncated``, ``cold_copy_corrupt`` or
+    ``cold_store_unreachable``)."""
+    copies = recorded_cold_copies(store, max_object_bytes=max_object_bytes)
+    job = _Job(store, RetentionPolicy(), utcnow, cold_store=cold_store)
+    problems: list[tuple[str, str, str]] = []
+    listed: dict[str, dict[str, int] | None] = {}
+    checked = read = 0
+    for copy in copies:
+        try:
+            cold = job.cold(copy.location)
+            if copy.location not in listed:
+                listed[copy.location] = {i.key: i.size for i in cold.list("executions/")}
+        except ArchiveError as err:
+            if listed.get(copy.location, {}) is not None:
+                problems.append(
+                    ("cold_store_unreachable", copy.location, f"cannot open or list it: {err}")
+                )
+            listed[copy.location] = None
+            continue
+        sizes = listed[copy.location]
+        if sizes is None:
+            continue
+        for key in copy.keys:
+            checked += 1
+            where = f"{cold.url}/{key}"
+            recorded = copy.sizes.get(key)
+            if key not in sizes:
+                problems.append(
+                    ("cold_copy_missing", where, f"execution {copy.execution_id}: no such object")
+                )
+                continue
+            if recorded is not None and sizes[key] != recorded:
+                name = "cold_copy_truncated" if sizes[key] < recorded else "cold_copy_corrupt"
+                problems.append(
+                    (name, where, f"{sizes[key]} bytes stored, its tier event says {recorded}")
+                )
+                continue
+            if not read_data or (selected is not None and not selected(key)):
+                continue
+            read += 1
+            try:
+                data = _read_cold_copy(cold, copy.execution_id, key, copy.sizes, copy.digests)
+                kind = _KIND_OF.get(key.rsplit("/", 1)[-1])
+                if kind is not None:
+                    decode_record(data, kind, max_size=max_object_bytes)
+            except ColdCopyDamaged as err:
+                name = "cold_copy_missing" if err.problem == "missing" else "cold_copy_corrupt"
+                problems.append((name, where, str(err)))
+            except ArchiveError as err:
+                problems.append(("cold_copy_corrupt", where, f"does not verify: {err}"))
+    return checked, read, problems
 
 
 class _TierEvents:
@@ -1424,7 +1592,7 @@ def apply_lifecycle(store: ObjectStore, policy: RetentionPolicy) -> dict[str, An
             f"{store.url}: the server answered 501 NotImplemented to "
             "PutBucketLifecycleConfiguration: it does not run lifecycle transitions "
             "(SeaweedFS does not). Nothing was changed; cold archiving on this store needs "
-            "explicit copies (execvault archive, not implemented yet)"
+            "explicit copies: set cold_store in the retention policy and run execvault archive"
         )
     return configuration
 
@@ -2281,22 +2449,74 @@ def _verified_copy(
     return digest, len(data)
 
 
+def _locks(store: ObjectStore, keys: Iterable[str]) -> dict[str, str]:
+    """key → why Object Lock keeps it from being deleted now (retention in the future, or a
+    legal hold); empty on stores without Object Lock. One HEAD per key on a locking store."""
+    if not isinstance(store, LockingStore):
+        return {}
+    now = utcnow()
+    out: dict[str, str] = {}
+    for key in keys:
+        try:
+            state = store.object_lock(key)
+        except NotFound:
+            continue
+        if state.legal_hold:
+            out[key] = "legal hold ON"
+        elif state.mode and state.retain_until is not None and state.retain_until > now:
+            out[key] = f"{state.mode} retention until {format_ts(state.retain_until)}"
+    return out
+
+
+def _rejoin(job: _Job, ex: ExecutionInfo, keys: list[str]) -> str:
+    """Copy back (verified) the objects of ``ex`` an earlier run left only in the cold store
+    while others stayed hot (a split execution); a note on what happened."""
+    event = ex.copy_event or {}
+    try:
+        cold = job.cold(ex.cold_location)
+        for key in keys:
+            data = _read_cold_copy(
+                cold, ex.execution_id, key, event.get("sizes", {}), event.get("digests", {})
+            )
+            _verified_copy(cold, job.store, key, job.max_object_bytes, data)
+    except ArchiveError as err:
+        return f"; its cold-only objects could not be copied back: {err}"
+    return f"; copied back from the cold store so it is whole again: {', '.join(keys)}"
+
+
 def _copy_to_cold(
     job: _Job, cold: ObjectStore, ex: ExecutionInfo, reason: str, report: ArchiveReport
 ) -> None:
+    """Copy, verify, record, then delete the hot copies of one execution: all of its objects
+    or none (a split execution, its snapshot cold and its final state hot, reads as neither)."""
     hot_keys = sorted(k for k, (_, cls) in ex.objects.items() if cls != COLD_COPY)
+    locked = _locks(job.store, hot_keys)
+    if locked:  # nothing is copied or recorded: the execution stays hot, whole
+        cold_only = sorted(k for k, (_, cls) in ex.objects.items() if cls == COLD_COPY)
+        note = _rejoin(job, ex, cold_only) if cold_only else ""
+        for key, lock in locked.items():
+            report.retained_locked.append(
+                {
+                    "object": ex.execution_id,
+                    "key": key,
+                    "reason": f"Object Lock: {lock}; none of the execution's objects moved "
+                    f"(they move together){note}",
+                }
+            )
+        return
     previous = ex.copy_event
     digests: dict[str, str] = {}
     sizes: dict[str, int] = {}
     if previous is not None and previous.get("location") == cold.url:
         digests.update({k: v for k, v in previous.get("digests", {}).items() if k not in hot_keys})
         sizes.update({k: v for k, v in previous.get("sizes", {}).items() if k not in hot_keys})
+    read: dict[str, bytes] = {}
     try:
-        read: dict[str, bytes] = {}
+        for key in hot_keys:
+            read[key] = job.store.get(key)
         if ex.facts_from == "index":  # the tier event records these facts: from the records
             bodies: dict[str, dict[str, Any]] = {}
             for key in hot_keys:
-                read[key] = job.store.get(key)
                 kind = _KIND_OF.get(key.rsplit("/", 1)[-1])
                 if kind is not None:
                     bodies[kind] = decode_record(read[key], kind, max_size=job.max_object_bytes)
@@ -2313,7 +2533,7 @@ def _copy_to_cold(
                 return
         for key in hot_keys:
             digests[key], sizes[key] = _verified_copy(
-                job.store, cold, key, job.max_object_bytes, read.get(key)
+                job.store, cold, key, job.max_object_bytes, read[key]
             )
     except ObjectArchived:
         report.skipped.append(
@@ -2347,16 +2567,29 @@ def _copy_to_cold(
         event, _ = _write_tier(
             job, ex.execution_id, fields, suffix=_COPY_SUFFIX, after=ex.copy_event_key
         )
-    kept = []
+    kept: list[str] = []
+    deleted: list[str] = []
     for key in _snapshot_first(hot_keys):  # only now: the cold copy is verified and recorded
         try:
             job.store.delete(key)
-            changed = True
+            deleted.append(key)
         except RetentionLocked as err:
-            kept.append(key)
+            # refused after all (a lock or hold placed since the check): put back what was
+            # deleted, so the execution stays whole in the hot store (reads keep using it)
+            for back in deleted:
+                job.store.put(back, read[back])
+            kept = hot_keys
             report.retained_locked.append(
-                {"object": ex.execution_id, "key": key, "reason": f"Object Lock: {err}"}
+                {
+                    "object": ex.execution_id,
+                    "key": key,
+                    "reason": f"Object Lock: {err}; none of the execution's objects moved "
+                    "(they move together)",
+                }
             )
+            break
+    if deleted and not kept:
+        changed = True
     if changed:
         entry = {
             "executionId": ex.execution_id,
@@ -2475,16 +2708,11 @@ def _restore_copy(
     job = _Job(store, RetentionPolicy(name=policy_name), clock, cold_store=cold_store)
     cold = job.cold(str(latest["location"]))
     digests = latest.get("digests", {})
+    # every copy is read and checked before anything is put back: all of them, or none
+    sizes = latest.get("sizes", {})
+    good = {key: _read_cold_copy(cold, execution_id, key, sizes, digests) for key in missing}
     for key in missing:
-        try:
-            data = cold.get(key)
-        except NotFound:
-            raise NotFound(
-                f"execution {execution_id}: {key} is missing from the cold store {cold.url}"
-            ) from None
-        if hashlib.sha256(data).hexdigest() != digests.get(key):
-            raise IntegrityError(f"cold copy of {key} in {cold.url} does not match its digest")
-        digest, _ = _verified_copy(cold, store, key, max_object_bytes)
+        digest, _ = _verified_copy(cold, store, key, max_object_bytes, good[key])
         assert digest == digests.get(key)
     until = clock() + timedelta(days=days)
     key, body = _write_tier(
@@ -2506,6 +2734,40 @@ def _restore_copy(
     )
     _write_rows(store, [_row(body, key)])
     return "restored"
+
+
+def _read_cold_copy(
+    cold: ObjectStore,
+    execution_id: str,
+    key: str,
+    sizes: Mapping[str, Any],
+    digests: Mapping[str, Any],
+) -> bytes:
+    """The bytes of ``key`` in the cold store, checked against the size and SHA-256 the
+    execution's cold-copy event recorded; ColdCopyDamaged naming the problem otherwise."""
+
+    def damaged(problem: str, what: str) -> ColdCopyDamaged:
+        return ColdCopyDamaged(
+            f"execution {execution_id}: the cold copy of {key} in {cold.url} {what}; "
+            "nothing was restored (`execvault verify` checks every cold copy)",
+            execution_id=execution_id,
+            key=key,
+            problem=problem,
+            location=cold.url,
+        )
+
+    try:
+        data = cold.get(key)
+    except NotFound:
+        raise damaged("missing", "is missing") from None
+    except IntegrityError as err:  # a store that checks its own checksums
+        raise damaged("digest_mismatch", f"cannot be read intact ({err})") from None
+    size = sizes.get(key)
+    if isinstance(size, int) and len(data) != size:
+        raise damaged("size_mismatch", f"holds {len(data)} bytes, its archive event says {size}")
+    if hashlib.sha256(data).hexdigest() != digests.get(key):
+        raise damaged("digest_mismatch", "does not match the SHA-256 its archive event recorded")
+    return data
 
 
 def _restored_state(event: Mapping[str, Any], clock: Callable[[], datetime]) -> str:

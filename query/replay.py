@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
@@ -25,29 +25,20 @@ from archiver.capture import trigger_kind
 from archiver.codec import decode_record, decompress
 from archiver.errors import IntegrityError, NotFound
 from archiver.final_state import FinalState, summarize
-from archiver.layout import blob_key, check_id, snapshot_key
+from archiver.layout import blob_key, check_id
 from archiver.model import ExecutionSnapshot
+from archiver.retention import tier_status
 from archiver.sanitize import find_markers
 from archiver.timeutil import format_ts
 from query.diff import CompareSide, SnapshotDiff, compare, mask
 
 __all__ = [
-    "ARCHIVE_STATUS",
     "compare_to_original",
     "must_supply",
     "prepare_replay_context",
     "to_n8n_connections",
     "validate_for_replay",
 ]
-
-#: Cold archiving is not implemented yet: every object is in the hot store, none needs a restore.
-ARCHIVE_STATUS: Final[Mapping[str, Any]] = {
-    "archivingImplemented": False,
-    "archived": False,
-    "needsRestore": False,
-    "objectsArchived": [],
-    "note": "cold archiving is not implemented yet: every object is in the hot store",
-}
 
 
 def _pointer_token(token: str) -> str:
@@ -244,7 +235,10 @@ def validate_for_replay(archive: Archive, execution_id: object) -> dict[str, Any
     """The plan's validateSnapshotForReplay: integrity re-verified from the stored bytes, the
     structure complete, every connection target present, what a replay must supply.
 
-    An unknown execution is NotFound; a damaged record or blob is reported, not raised.
+    An unknown execution is NotFound; an archived one (in a cold storage class, or moved to
+    the cold store) ObjectArchived, as every read of it; a damaged record or blob is reported,
+    not raised. ``archive`` says where a readable execution's objects are
+    (:func:`archiver.retention.tier_status`).
     """
     exec_id = check_id(execution_id, "executionId")
     issues: list[dict[str, str]] = []
@@ -252,10 +246,8 @@ def validate_for_replay(archive: Archive, execution_id: object) -> dict[str, Any
     def issue(severity: str, code: str, message: str) -> None:
         issues.append({"severity": severity, "code": code, "message": message})
 
-    try:
-        data = archive.store.get(snapshot_key(exec_id))
-    except NotFound:
-        raise NotFound(f"no snapshot for execution {exec_id}") from None
+    # NotFound, or ObjectArchived (409 with the restore route) for an archived execution
+    data = archive.snapshot_record(exec_id)
     checks: dict[str, Any] = {
         "recordVerified": False,
         "hashVerified": False,
@@ -268,7 +260,7 @@ def validate_for_replay(archive: Archive, execution_id: object) -> dict[str, Any
         "valid": False,
         "checks": checks,
         "issues": issues,
-        "archive": dict(ARCHIVE_STATUS),
+        "archive": tier_status(archive.store, exec_id, max_object_bytes=archive.max_object_bytes),
     }
     try:
         body = decode_record(data, SNAPSHOT_KIND, max_size=archive.max_object_bytes)

@@ -221,7 +221,7 @@ def test_replay_validation(client: Client) -> None:
     body = response.json()
     assert body["valid"] is True
     assert body["checks"]["hashVerified"] is True
-    assert body["archive"]["archivingImplemented"] is False
+    assert body["archive"]["tier"] == "hot" and body["archive"]["archived"] is False
     assert [e["pointer"] for e in body["mustSupply"]] == ["/workflow/nodes/1/parameters/apiKey"]
     assert SECRET not in response.text
 

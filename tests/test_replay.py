@@ -183,8 +183,15 @@ def test_validation_of_a_sound_snapshot() -> None:
         "structureComplete": True,
         "connectionTargetsPresent": True,
     }
-    assert report["archive"]["archivingImplemented"] is False
-    assert report["archive"]["needsRestore"] is False
+    assert report["archive"] == {
+        "tier": "hot",
+        "archived": False,
+        "needsRestore": False,
+        "objectsArchived": [],
+        "storageClass": None,
+        "location": None,
+        "restoredUntil": None,
+    }
     assert [i["code"] for i in report["issues"]] == ["secrets_redacted", "credential_without_id"]
     assert all(i["severity"] == "warning" for i in report["issues"])
     assert [e["pointer"] for e in report["mustSupply"]] == [

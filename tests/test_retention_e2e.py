@@ -180,6 +180,8 @@ def test_plan_archive_expire_end_to_end(
     assert summary["executions"] == len(executions)
     assert summary["toCold"]["executions"] > 0 and summary["toExpire"]["executions"] > 0
 
+    decisions = plan(hot, policy, NOW).to_json(details=True)["decisions"]
+    to_cold = {d["executionId"] for d in decisions if d["action"] == "cold"}
     # archive: verified copies to the cold prefix, hot copies deleted (locked ones kept)
     moved = archive_cold(hot, policy, NOW)
     cold = cold_bucket.store(prefix="cold")
@@ -189,9 +191,10 @@ def test_plan_archive_expire_end_to_end(
             assert cold.head(key) is not None
     moved_ids = {m["executionId"] for m in moved.moved}
     locked_ids = {e for e, ex in executions.items() if ex.locked}
-    # both servers refuse to delete a COMPLIANCE-locked version before its date: those stay hot
-    assert {r["object"] for r in moved.retained_locked} == locked_ids & moved_ids
-    # moved (Object Lock may have kept the hot copies of a locked one, which then still reads)
+    # a COMPLIANCE-locked execution is not moved at all (its objects move together): it stays
+    # hot, whole, and the report says why
+    assert {r["object"] for r in moved.retained_locked} == locked_ids & to_cold
+    assert not moved_ids & locked_ids
     assert cold_moved_executions(hot) == moved_ids
     assert {c for i in hot.list("blobs/") for c in [i.storage_class]} <= {"STANDARD", None}
     again = archive_cold(hot, policy, NOW)
@@ -226,7 +229,7 @@ def test_plan_archive_expire_end_to_end(
         final = archive.get_final_state(execution_id)
         assert final is not None and final.status == ex.status
     # nothing cold-moved is left unexplained, and the index agrees with the objects
-    assert cold_moved_executions(hot) <= locked_ids  # moved, but Object Lock kept the hot copy
+    assert cold_moved_executions(hot) == set()
     checked = verify(hot)
     assert checked.ok, checked
     # every cold object belongs to an execution that still exists (expired ones were deleted)
