@@ -186,7 +186,10 @@ class SnapshotResponse(_Wire):
     trigger_type: str
     created_at: str
     version_seq: int
-    final_state: dict[str, Any] | None = Field(description="null until a final state is recorded")
+    final_state: dict[str, Any] | None = Field(
+        description="the final state; until one is recorded, the latest progress report "
+        "(status waiting, running or new), else null"
+    )
 
 
 class VersionCommitBody(_Wire):
@@ -223,7 +226,10 @@ class ExecutionSummary(_Wire):
     snapshot_hash: str
     snapshot_version: str
     created_at: str
-    status: str | None = Field(description="null until a final state is recorded")
+    status: str | None = Field(
+        description="the final state's status; waiting/running/new while only a progress "
+        "report exists; null until either is recorded"
+    )
 
 
 class ExecutionPage(_Wire):

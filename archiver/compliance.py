@@ -55,6 +55,7 @@ from archiver.layout import (
     blob_key,
     check_id,
     execution_prefix,
+    is_progress_key,
     result_key,
     snapshot_key,
     versions_prefix,
@@ -437,6 +438,10 @@ def _collect(
             final = None
         else:
             ex.keys.append(result_key(ex.execution_id))
+        for info in store.list(execution_prefix(ex.execution_id)):
+            if is_progress_key(info.key):  # an execution that waited: its progress reports
+                collector.record(info.key, _FINAL_STATE_KIND)
+                ex.keys.append(info.key)
         if final is not None:
             ex.finished_day = _day_of(final.get("finishedAt"))
         for key in events:
