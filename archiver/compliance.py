@@ -2,7 +2,8 @@
 
 A bundle holds, for the executions selected by id, workflow or time range::
 
-    objects/<key as stored>     snapshot.json.zst, result.json.zst, their structure blobs, the
+    objects/<key as stored>     snapshot.json.zst, result.json.zst, progress records
+                                (progress-<status>-<d>.json.zst), their structure blobs, the
                                 workflows' version commits, and the executions' tombstones, tier
                                 events, tag/annotation events and the legal-hold events of the
                                 executions and their workflows: the stored bytes, unchanged
@@ -642,7 +643,8 @@ zstd -dc objects/{blob} | sha256sum     # prints {ex_hash}
 The decompressed bytes are RFC 8785 canonical JSON: parsing and re-canonicalizing them gives the
 same bytes.
 
-**Records** (snapshots `snapshot.json.zst`, final states `result.json.zst`, version commits under
+**Records** (snapshots `snapshot.json.zst`, final states `result.json.zst` and progress records
+`progress-<status>-<d>.json.zst`, version commits under
 `refs/`, tombstones, tier events and legal-hold events under `events/`) decompress to one JCS object carrying
 `formatVersion`, `kind` and `digest` = `"sha256:" + hex(SHA-256(JCS(the object without
 digest)))`. To check one (Python, with the `rfc8785` package):

@@ -155,3 +155,20 @@ def test_index_history_sql_and_rebuild_prefer_the_final_state(
     assert _final_rows(store) == live  # the same rows, from the objects alone
     check(tmp_path / "rebuilt")
     assert verify(store).ok
+
+
+def test_compliance_export_and_holds_cover_progress_records(tmp_path: Path) -> None:
+    from archiver.compliance import Selection, export_bundle
+    from archiver.holds import _record_keys
+    from archiver.store.memory import MemoryStore
+
+    store = MemoryStore()
+    archive = make_archive(store)
+    _capture(archive, "w-x")
+    record = archive.record_final_state("w-x", WAITING).record
+    assert record is not None
+    bundle = tmp_path / "bundle"
+    export_bundle(store, Selection.parse(execution_ids=["w-x"]), bundle)
+    assert (bundle / "objects" / record.key).read_bytes() == store.get(record.key)
+    keys = [i.key for i in store.list(execution_prefix("w-x"))]
+    assert record.key in _record_keys(keys)  # a legal hold reaches it too
