@@ -273,8 +273,10 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         summary="Record an execution's final state",
         description=(
             f"{_INGEST} A second write-once record next to the snapshot (which is never "
-            "rewritten). Identical re-send → 200, different content → 409, unknown execution → "
-            "404."
+            "rewritten). Identical re-send → 200, different content → 409, no snapshot yet → "
+            "404 (capture it first; re-sending later is safe). A `waiting`, `running` or `new` "
+            "report is a create-only progress record: the execution can still end, and a "
+            "progress report after the end → 409."
         ),
         responses={
             **_created(FinalStateResponse, "final state"),
@@ -306,7 +308,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
     )
     def get_snapshot(execution_id: ExecutionId) -> Response:
         body = arc.get_snapshot(execution_id).to_json()
-        final = arc.get_final_state(execution_id)
+        final = arc.get_outcome(execution_id)  # the final state, else the latest progress
         body["finalState"] = final.to_json() if final is not None else None
         return ORJSONResponse(body)
 

@@ -196,7 +196,10 @@ class SnapshotResponse(_Wire):
     warnings: list[dict[str, str]] = Field(
         default_factory=list, description="`{code, field, message}` items; `[]` when none"
     )
-    final_state: dict[str, Any] | None = Field(description="null until a final state is recorded")
+    final_state: dict[str, Any] | None = Field(
+        description="the final state; until one is recorded, the latest progress report "
+        "(status waiting, running or new), else null"
+    )
 
 
 class VersionCommitBody(_Wire):
@@ -233,7 +236,10 @@ class ExecutionSummary(_Wire):
     snapshot_hash: str
     snapshot_version: str
     created_at: str
-    status: str | None = Field(description="null until a final state is recorded")
+    status: str | None = Field(
+        description="the final state's status; waiting/running/new while only a progress "
+        "report exists; null until either is recorded"
+    )
 
 
 class ExecutionPage(_Wire):

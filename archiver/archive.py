@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -34,6 +34,7 @@ from archiver.codec import (
     decode_record,
     encode_blob,
     encode_record,
+    record_digest,
 )
 from archiver.errors import (
     ImmutableConflict,
@@ -42,9 +43,17 @@ from archiver.errors import (
     NotFound,
     ObjectArchived,
 )
-from archiver.final_state import FinalState, parse_final_state
+from archiver.final_state import NON_TERMINAL_STATUSES, FinalState, parse_final_state
 from archiver.holds import HoldCache
-from archiver.layout import blob_key, check_id, result_key, snapshot_key
+from archiver.layout import (
+    blob_key,
+    check_id,
+    execution_prefix,
+    is_progress_key,
+    progress_key,
+    result_key,
+    snapshot_key,
+)
 from archiver.model import CaptureWarning, ExecutionSnapshot, VersionCommit, WorkflowSnapshot
 from archiver.sanitize import Sanitizer
 from archiver.store.base import LockingStore, ObjectStore
@@ -395,20 +404,49 @@ class Archive:
     def record_final_state(
         self, execution_id: object, payload: Mapping[str, Any]
     ) -> FinalStateResult:
-        """Store how ``execution_id`` ended, once. The snapshot must exist; it is never rewritten."""
+        """Store how ``execution_id`` ended, once. The snapshot must exist; it is never rewritten.
+
+        A non-terminal report (``waiting``, ``running``, ``new``: an execution that waits is
+        reported again when it ends) is stored as its own create-only progress record, named by
+        its content: an identical report is idempotent, the terminal final state stays write-once.
+        """
         exec_id = check_id(execution_id, "executionId")
         if not isinstance(payload, Mapping):
             raise InvalidInput("final state must be a JSON object", field="body")
-        snapshot = self.get_snapshot(exec_id)  # NotFound if the execution is unknown
-        final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
-        data = encode_record(FINAL_STATE_KIND, final.to_json())
-        key = result_key(exec_id)
         try:
-            created = self._put_record(key, data, snapshot, final.status)
-        except ImmutableConflict:
-            raise ImmutableConflict(
-                f"execution {exec_id} already has a different final state", key=key
+            snapshot = self.get_snapshot(exec_id)
+        except NotFound:
+            if self.store.head(snapshot_key(exec_id)) is not None:
+                raise  # the snapshot is there, something it needs is not
+            raise NotFound(
+                f"no snapshot for execution {exec_id}: capture the snapshot first "
+                "(POST /api/execution-snapshots); sending this final state again afterwards "
+                "is safe (an identical re-send is idempotent)"
             ) from None
+        final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
+        body = final.to_json()
+        data = encode_record(FINAL_STATE_KIND, body)
+        if final.status in NON_TERMINAL_STATUSES:
+            key = progress_key(exec_id, final.status, record_digest(body).removeprefix("sha256:"))
+            ended = result_key(exec_id)
+            if self.store.head(key) is None and self.store.head(ended) is not None:
+                raise ImmutableConflict(
+                    f"execution {exec_id} already has its final state; "
+                    f"a {final.status} report cannot follow it",
+                    key=ended,
+                )
+            try:
+                created = self._put_record(key, data, snapshot, final.status)
+            except ImmutableConflict:
+                created = False  # the same body (the key is its digest), other bytes
+        else:
+            key = result_key(exec_id)
+            try:
+                created = self._put_record(key, data, snapshot, final.status)
+            except ImmutableConflict:
+                raise ImmutableConflict(
+                    f"execution {exec_id} already has a different final state", key=key
+                ) from None
         result = FinalStateResult(final, created, WrittenObject(key, len(data), 0))
         # An identical re-send (created=False) is told too: its first attempt may have stored the
         # record without its index row being buffered (see _resent).
@@ -504,11 +542,18 @@ class Archive:
         found = self.read_final_state_record(execution_id)
         return None if found is None else found[0]
 
-    def read_final_state_record(self, execution_id: object) -> tuple[FinalState, int] | None:
+    def read_final_state_record(
+        self, execution_id: object, key: str | None = None
+    ) -> tuple[FinalState, int] | None:
         """The final state (verified; IntegrityError when it names another execution) and the
-        size of its record as stored; None when the execution has none."""
+        size of its record as stored; None when the execution has none. ``key`` reads one of the
+        execution's progress records instead (a waiting execution's report)."""
         exec_id = check_id(execution_id, "executionId")
-        data = self._read_record(result_key(exec_id), exec_id)
+        if key is None:
+            key = result_key(exec_id)
+        elif not (is_progress_key(key) and key.startswith(execution_prefix(exec_id))):
+            raise InvalidInput("not a progress record of this execution", field="key")
+        data = self._read_record(key, exec_id)
         if data is None:
             return None
         body = decode_record(data, FINAL_STATE_KIND, max_size=self.max_object_bytes)
@@ -523,6 +568,27 @@ class Archive:
     def structure_size(self, snapshot_hash: str) -> int:
         """Bytes of the canonical structure ``snapshot_hash`` (read and verified once)."""
         return len(self._structure_jcs(snapshot_hash))
+
+    def get_progress(self, execution_id: object) -> FinalState | None:
+        """The latest non-terminal report of ``execution_id`` (by store write time, then key), or
+        None when it has none."""
+        exec_id = check_id(execution_id, "executionId")
+        infos = [i for i in self.store.list(execution_prefix(exec_id)) if is_progress_key(i.key)]
+        epoch = datetime.min.replace(tzinfo=UTC)
+        for info in sorted(infos, key=lambda i: (i.last_modified or epoch, i.key), reverse=True):
+            try:
+                data = self.store.get(info.key)
+            except NotFound:
+                continue  # removed meanwhile (retention)
+            body = decode_record(data, FINAL_STATE_KIND, max_size=self.max_object_bytes)
+            body.pop("kind", None)
+            return FinalState.from_json(body)
+        return None
+
+    def get_outcome(self, execution_id: object) -> FinalState | None:
+        """The final state when the execution has ended, else its latest progress report."""
+        final = self.get_final_state(execution_id)
+        return final if final is not None else self.get_progress(execution_id)
 
     def snapshot_version(self, workflow_id: object) -> str:
         """The head version of a workflow's chain; NotFound when it has none."""

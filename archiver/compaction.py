@@ -90,7 +90,7 @@ IDENTITY_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "trigger_type",
         "user_id",
     ),
-    "final_states": ("execution_id", "workflow_id", "status", "finished_at"),
+    "final_states": ("execution_id", "workflow_id", "status", "finished_at", "object_key"),
     "versions": ("workflow_id", "seq", "snapshot_hash", "version", "execution_id"),
     "node_runs": ("execution_id", "node_name", "run_index", "workflow_id"),
     "tag_events": ("event_id", "workflow_id"),

@@ -2,7 +2,8 @@
 
 A bundle holds, for the executions selected by id, workflow or time range::
 
-    objects/<key as stored>     snapshot.json.zst, result.json.zst, their structure blobs, the
+    objects/<key as stored>     snapshot.json.zst, result.json.zst, progress records
+                                (progress-<status>-<d>.json.zst), their structure blobs, the
                                 workflows' version commits, and the executions' tombstones, tier
                                 events, tag/annotation events and the legal-hold events of the
                                 executions and their workflows: the stored bytes, unchanged
@@ -55,6 +56,7 @@ from archiver.layout import (
     blob_key,
     check_id,
     execution_prefix,
+    is_progress_key,
     result_key,
     snapshot_key,
     versions_prefix,
@@ -437,6 +439,10 @@ def _collect(
             final = None
         else:
             ex.keys.append(result_key(ex.execution_id))
+        for info in store.list(execution_prefix(ex.execution_id)):
+            if is_progress_key(info.key):  # an execution that waited: its progress reports
+                collector.record(info.key, _FINAL_STATE_KIND)
+                ex.keys.append(info.key)
         if final is not None:
             ex.finished_day = _day_of(final.get("finishedAt"))
         for key in events:
@@ -637,7 +643,8 @@ zstd -dc objects/{blob} | sha256sum     # prints {ex_hash}
 The decompressed bytes are RFC 8785 canonical JSON: parsing and re-canonicalizing them gives the
 same bytes.
 
-**Records** (snapshots `snapshot.json.zst`, final states `result.json.zst`, version commits under
+**Records** (snapshots `snapshot.json.zst`, final states `result.json.zst` and progress records
+`progress-<status>-<d>.json.zst`, version commits under
 `refs/`, tombstones, tier events and legal-hold events under `events/`) decompress to one JCS object carrying
 `formatVersion`, `kind` and `digest` = `"sha256:" + hex(SHA-256(JCS(the object without
 digest)))`. To check one (Python, with the `rfc8785` package):

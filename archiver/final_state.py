@@ -41,6 +41,7 @@ __all__ = [
     "MAX_NODES",
     "MAX_RUNS",
     "NODE_RUN_STATUSES",
+    "NON_TERMINAL_STATUSES",
     "FinalState",
     "FinalStateSummary",
     "NodeError",
@@ -68,7 +69,84 @@ MAX_FLATTED_DEPTH: Final = 200
 MAX_FLATTED_VALUES: Final = 5_000_000  # values after expanding shared references
 MAX_ITEM_DEPTH: Final = 200  # nesting of one kept item, checked before it reaches the sanitizer
 
+#: statuses of a run that has not ended: reported as progress records, never as the write-once
+#: final state (an execution that waits is reported again when it ends)
+NON_TERMINAL_STATUSES: Final = frozenset({"new", "running", "waiting"})
+
 _FAILED: Final = frozenset({"error", "crashed"})
+
+# Top-level fields each input shape accepts (docs/final-state.md); anything else is refused, so a
+# misspelt field is never silently dropped. n8n's own fields are accepted generously: those of
+# IRun, IExecutionResponse / IExecutionFlattedResponse, the execution summaries and the public API.
+_N8N_EXECUTION_FIELDS: Final = frozenset(
+    {
+        "id",
+        "executionId",
+        "finished",
+        "mode",
+        "retryOf",
+        "retrySuccessId",
+        "startedAt",
+        "stoppedAt",
+        "finishedAt",
+        "waitTill",
+        "workflowId",
+        "workflowName",
+        "workflowData",
+        "workflowVersionId",
+        "status",
+        "data",
+        "createdAt",
+        "deletedAt",
+        "annotation",
+        "customData",
+        "jobId",
+        "storedAt",
+        "scopes",
+        "nodeExecutionStatus",
+    }
+)
+# IRunExecutionData's own fields, accepted next to a top-level ``resultData``
+_RUN_EXECUTION_DATA_FIELDS: Final = frozenset(
+    {
+        "startData",
+        "resultData",
+        "executionData",
+        "parentExecution",
+        "validateSignature",
+        "waitTill",
+        "pushRef",
+        "manualData",
+        "isTestWebhook",
+        "version",
+    }
+)
+# IRunExecutionData.resultData's fields, accepted next to a top-level ``runData``
+_RESULT_DATA_FIELDS: Final = frozenset(
+    {"runData", "pinData", "lastNodeExecuted", "error", "metadata", "redactionInfo"}
+)
+_PLAIN_FIELDS: Final = frozenset(
+    {
+        "nodes",
+        "status",
+        "mode",
+        "startedAt",
+        "finishedAt",
+        "stoppedAt",
+        "waitTill",
+        "error",
+        "lastNodeExecuted",
+        "executionId",
+    }
+)
+_IRUN_FIELDS: Final = _N8N_EXECUTION_FIELDS
+_RESULT_ONLY_FIELDS: Final = (_N8N_EXECUTION_FIELDS - {"data"}) | _RUN_EXECUTION_DATA_FIELDS
+_RUN_ONLY_FIELDS: Final = (_N8N_EXECUTION_FIELDS - {"data"}) | _RESULT_DATA_FIELDS
+# an object under ``data`` with one of these (and no ``resultData``) is an n8n execution that
+# n8n's REST API wrapped as ``{"data": {...}}``
+_WRAPPED_EXECUTION_MARKERS: Final = frozenset(
+    {"id", "status", "finished", "mode", "startedAt", "stoppedAt", "workflowId", "data"}
+)
 
 # Synonyms seen in engines and hand-written payloads, folded into the two vocabularies.
 _EXECUTION_SYNONYMS: Final[Mapping[str, str]] = {
@@ -1044,27 +1122,39 @@ def _execution_order(nodes: list[NodeState]) -> tuple[NodeState, ...]:
     return tuple(nodes)
 
 
-def _execution_status(
-    value: object,
-    field: str,
-    error: NodeError | None,
-    nodes: list[NodeState],
-    payload: Mapping[str, Any],
-) -> str:
+def _execution_status(value: object, field: str, payload: Mapping[str, Any]) -> str:
+    """The execution status the payload states: its ``status``, else ``waiting`` when n8n's
+    ``waitTill`` is set, else ``unknown``. Never derived from errors or node states: n8n
+    reports a canceled or crashed run with runs that look like success or error."""
     if value is not None:
         if not isinstance(value, str):
             raise _bad(field, "must be a string")
         return normalize_execution_status(value)
-    if error is not None or any(n.status in _FAILED for n in nodes):
-        return "error"
     if payload.get("waitTill") is not None:
         return "waiting"
-    if payload.get("finished") is False:
-        return "unknown"
-    return "success"
+    return "unknown"
 
 
-def _load_data(value: object) -> Mapping[str, Any]:
+def _check_fields(payload: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
+    for name in payload:
+        if name not in allowed:
+            raise _bad(_key(path, str(name)), "is not a field of this final-state format")
+
+
+def _unwrap(payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """n8n's REST API answers ``{"data": <execution>}``: the execution and its JSON path."""
+    inner = payload.get("data")
+    if (
+        len(payload) == 1
+        and isinstance(inner, Mapping)
+        and "resultData" not in inner
+        and not _WRAPPED_EXECUTION_MARKERS.isdisjoint(inner)
+    ):
+        return inner, "data"
+    return payload, ""
+
+
+def _load_data(value: object, field: str) -> Mapping[str, Any]:
     """IRun.data: an object, or a string holding flatted (n8n's storage) or plain JSON."""
     if value is None:
         return {}
@@ -1072,11 +1162,11 @@ def _load_data(value: object) -> Mapping[str, Any]:
         try:
             loaded = orjson.loads(value)
         except orjson.JSONDecodeError as err:
-            raise InvalidInput("data is not valid JSON", field="data") from err
+            raise InvalidInput(f"{field} is not valid JSON", field=field) from err
         if isinstance(loaded, list):
-            loaded = _revive_flatted(loaded, "data", root_keys=frozenset({"resultData"}))
+            loaded = _revive_flatted(loaded, field, root_keys=frozenset({"resultData"}))
         value = loaded
-    return _mapping(value, "data")
+    return _mapping(value, field)
 
 
 def parse_final_state(
@@ -1102,27 +1192,36 @@ def parse_final_state(
     payload = _mapping(payload, "payload")
     if max_items_per_run is not None and (not _is_int(max_items_per_run) or max_items_per_run < 0):
         raise InvalidInput("max_items_per_run must be a non-negative integer")
+    payload, at = _unwrap(payload)
     claimed = payload.get("executionId")
     if claimed is not None and str(claimed) != execution_id:
-        raise InvalidInput("executionId does not match the execution", field="executionId")
+        raise InvalidInput(
+            f"{_key(at, 'executionId')} does not match the execution", field=_key(at, "executionId")
+        )
     ctx = _Ctx(sanitize, keep_items, max_items_per_run)
-    mode = _opt_str(payload.get("mode"), "mode")
-    started_at = _timestamp(payload.get("startedAt"), "startedAt")
-    finished_key = "finishedAt" if payload.get("finishedAt") is not None else "stoppedAt"
-    finished_at = _timestamp(payload.get(finished_key), finished_key)
 
     if "nodes" in payload:
-        nodes = _plain_nodes(payload["nodes"], "nodes", ctx)
-        error = _error(payload.get("error"), "error", ctx)
-        last = _opt_str(payload.get("lastNodeExecuted"), "lastNodeExecuted")
+        _check_fields(payload, _PLAIN_FIELDS, at)
+        nodes = _plain_nodes(payload["nodes"], _key(at, "nodes"), ctx)
+        error = _error(payload.get("error"), _key(at, "error"), ctx)
+        last = _opt_str(payload.get("lastNodeExecuted"), _key(at, "lastNodeExecuted"))
     elif any(k in payload for k in ("data", "resultData", "runData", "status")):
         if "data" in payload:
-            result_path = "data.resultData"
-            result_raw = _load_data(payload["data"]).get("resultData")
+            _check_fields(payload, _IRUN_FIELDS, at)
+            result_path = _key(at, "data.resultData")
+            loaded = _load_data(payload["data"], _key(at, "data"))
+            if "resultData" not in loaded and not (
+                _N8N_EXECUTION_FIELDS - _RUN_EXECUTION_DATA_FIELDS
+            ).isdisjoint(loaded):
+                # an execution inside ``data`` next to other fields: not a run's data
+                raise _bad(_key(at, "data"), "holds an n8n execution, not its run data")
+            result_raw = loaded.get("resultData")
         elif "resultData" in payload:
-            result_path, result_raw = "resultData", payload["resultData"]
+            _check_fields(payload, _RESULT_ONLY_FIELDS, at)
+            result_path, result_raw = _key(at, "resultData"), payload["resultData"]
         else:
-            result_path, result_raw = "", payload
+            _check_fields(payload, _RUN_ONLY_FIELDS, at)
+            result_path, result_raw = at, payload
         result = {} if result_raw is None else _mapping(result_raw, result_path)
         run_data = result.get("runData")
         run_path = _key(result_path, "runData")
@@ -1134,7 +1233,11 @@ def parse_final_state(
             "payload is neither an n8n run result nor a plain final state", field="payload"
         )
 
-    status = _execution_status(payload.get("status"), "status", error, nodes, payload)
+    mode = _opt_str(payload.get("mode"), _key(at, "mode"))
+    started_at = _timestamp(payload.get("startedAt"), _key(at, "startedAt"))
+    finished_key = "finishedAt" if payload.get("finishedAt") is not None else "stoppedAt"
+    finished_at = _timestamp(payload.get(finished_key), _key(at, finished_key))
+    status = _execution_status(payload.get("status"), _key(at, "status"), payload)
     return FinalState(
         execution_id=execution_id,
         status=status,

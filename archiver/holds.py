@@ -17,8 +17,8 @@ in the retention policy file (``[retention.legal_hold]``) count as well: retenti
 
 Where the store can (:class:`archiver.store.base.LockingStore`: S3 with an Object Lock bucket),
 a hold is also put on the objects themselves: ``PutObjectLegalHold ON`` on the current version of
-each matching execution's ``snapshot.json.zst`` and ``result.json.zst``, so that not even a raw S3
-delete removes them. Clearing puts ``OFF`` on the objects no other hold (event or policy file)
+each matching execution's ``snapshot.json.zst``, ``result.json.zst`` and progress records, so
+that not even a raw S3 delete removes them. Clearing puts ``OFF`` on the objects no other hold (event or policy file)
 still covers. Memory and local stores keep the hold as data only (``appliedToObjects: false``);
 expiry honours it there all the same. :func:`sync_object_holds` brings the objects' legal holds in
 line with the holds in force (after a tag moved, or a capture that missed a hold set elsewhere).
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 from archiver.codec import DEFAULT_MAX_OBJECT_BYTES, decode_record, encode_record
 from archiver.errors import InvalidInput, NotFound, ObjectArchived, ObjectLockUnsupported
 from archiver.events import EventLog, check_tag
-from archiver.layout import check_id, execution_prefix, snapshot_key
+from archiver.layout import check_id, execution_prefix, is_progress_key, snapshot_key
 from archiver.store.base import LockingStore, ObjectStore
 from archiver.timeutil import format_ts, parse_ts, utcnow
 
@@ -262,7 +262,7 @@ class _Covered:
 
 
 def _record_keys(keys: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(k for k in keys if k.endswith(_RECORD_NAMES)))
+    return tuple(sorted(k for k in keys if k.endswith(_RECORD_NAMES) or is_progress_key(k)))
 
 
 def _one_execution(store: ObjectStore, execution_id: str, max_object_bytes: int) -> list[_Covered]:

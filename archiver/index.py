@@ -84,7 +84,14 @@ from archiver.errors import (
 )
 from archiver.final_state import FinalState, summarize
 from archiver.journal import IndexJournal, Orphan, find_orphans
-from archiver.layout import blob_key, result_key, snapshot_key, version_key
+from archiver.layout import (
+    blob_key,
+    execution_prefix,
+    is_progress_key,
+    result_key,
+    snapshot_key,
+    version_key,
+)
 from archiver.model import ExecutionSnapshot, VersionCommit
 from archiver.store.base import ObjectInfo, ObjectStore
 from archiver.timeutil import utcnow
@@ -239,7 +246,8 @@ _SORT_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
 #: what identifies a row (used by verify to find duplicates; the readers dedupe on the same keys)
 ROW_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "snapshots": ("execution_id",),
-    "final_states": ("execution_id",),
+    # an execution's final state and its progress records (waiting, …) are rows of their own
+    "final_states": ("execution_id", "object_key"),
     "versions": ("workflow_id", "seq"),
     "node_runs": ("execution_id", "node_name", "run_index"),
 }
@@ -697,6 +705,8 @@ class ManifestWriter:
                 ),
             )
         ]
+        if is_progress_key(result.record.key):
+            return rows  # a progress report: the final state that ends the run holds node runs
         rows.extend(
             ("node_runs", row)
             for row in node_run_rows(
@@ -717,7 +727,9 @@ class ManifestWriter:
 
     def add_final_state(self, snapshot: ExecutionSnapshot, result: FinalStateResult) -> None:
         """Index a final state that was just created: its ``final_states`` row and its
-        ``node_runs`` rows (node types come from the snapshot)."""
+        ``node_runs`` rows (node types come from the snapshot). A progress record (a waiting
+        execution's report) gets its ``final_states`` row only: the final state that ends the
+        execution holds every node run."""
         if not result.created or result.record is None:
             return
         self._add_rows(self._final_state_rows(snapshot, result))
@@ -925,7 +937,12 @@ class ManifestWriter:
             return 0
         execution_id, name = parts[2], parts[3]
         try:
-            if snapshot_key(execution_id) != key and result_key(execution_id) != key:
+            progress = is_progress_key(key) and key.startswith(execution_prefix(execution_id))
+            if (
+                snapshot_key(execution_id) != key
+                and result_key(execution_id) != key
+                and not progress
+            ):
                 raise ManifestError("key is not where its execution id puts it")
             snapshot, stored = archive.read_snapshot_record(execution_id)
             if name == "snapshot.json.zst":
@@ -940,7 +957,7 @@ class ManifestWriter:
                     ),
                 )
                 return self._index_capture(archive, capture)
-            found = archive.read_final_state_record(execution_id)
+            found = archive.read_final_state_record(execution_id, key if progress else None)
             if found is None:
                 raise NotFound(key)
             final, stored = found
@@ -1210,6 +1227,12 @@ class _ExecutionObjects:
     execution_id: str
     snapshot: ObjectInfo | None = None
     result: ObjectInfo | None = None
+    progress: list[ObjectInfo] = field(default_factory=list)
+
+    def objects(self) -> list[ObjectInfo]:
+        """Every record of the execution: snapshot, final state, progress records."""
+        held = [o for o in (self.snapshot, self.result) if o is not None]
+        return held + self.progress
 
 
 def _executions(
@@ -1222,7 +1245,7 @@ def _executions(
         if len(parts) != 4:
             continue
         _, shard, execution_id, name = parts
-        if name not in ("snapshot.json.zst", "result.json.zst"):
+        if name not in ("snapshot.json.zst", "result.json.zst") and not is_progress_key(info.key):
             continue
         try:
             if snapshot_key(execution_id).split("/")[1] != shard:
@@ -1236,8 +1259,10 @@ def _executions(
             current = _ExecutionObjects(execution_id)
         if name == "snapshot.json.zst":
             current.snapshot = info
-        else:
+        elif name == "result.json.zst":
             current.result = info
+        else:
+            current.progress.append(info)
     if current is not None:
         yield current
 
@@ -1333,50 +1358,68 @@ def _read_execution(
                     ),
                 )
             )
-    if objs.result is not None:
-        key = objs.result.key
-        try:
-            data = store.get(key)
-            body = decode_record(data, FINAL_STATE_KIND, max_size=max_size)
-            body.pop("kind", None)
-            final = FinalState.from_json(body)
-            if final.execution_id != objs.execution_id:
-                raise ManifestError("record names another execution")
-        except NotFound:
-            out.problems.append(ObjectProblem(key, "vanished while being read"))
-        except (ArchiveError, KeyError, TypeError, ValueError) as err:
-            out.problems.append(ObjectProblem(key, f"final-state record does not verify: {err}"))
-        else:
-            if snapshot is None:
-                out.problems.append(
-                    ObjectProblem(key, "final state without a readable snapshot: not indexed")
-                )
-            else:
-                recorded = objs.result.last_modified or utcnow()
-                out.rows.append(
-                    (
-                        "final_states",
-                        final_state_row(
-                            snapshot.workflow_id,
-                            final,
-                            snapshot_created_at=snapshot.created_at,
-                            object_key=key,
-                            stored_bytes=len(data),
-                            recorded_at=recorded.astimezone(UTC),
-                        ),
-                    )
-                )
-                out.rows.extend(
-                    ("node_runs", row)
-                    for row in node_run_rows(
-                        snapshot.workflow_id,
-                        final,
-                        snapshot.workflow_snapshot.nodes,
-                        snapshot_created_at=snapshot.created_at,
-                        object_key=key,
-                    )
-                )
+    for info in ([objs.result] if objs.result is not None else []) + objs.progress:
+        _read_final(store, max_size, objs.execution_id, info, snapshot, out)
     return out
+
+
+def _read_final(
+    store: ObjectStore,
+    max_size: int,
+    execution_id: str,
+    info: ObjectInfo,
+    snapshot: ExecutionSnapshot | None,
+    out: _Scanned,
+) -> None:
+    """The rows of one final-state or progress record (a progress record has no node runs)."""
+    key = info.key
+    progress = is_progress_key(key)
+    try:
+        data = store.get(key)
+        body = decode_record(data, FINAL_STATE_KIND, max_size=max_size)
+        body.pop("kind", None)
+        final = FinalState.from_json(body)
+        if final.execution_id != execution_id:
+            raise ManifestError("record names another execution")
+        if progress and not key.rsplit("/", 1)[-1].startswith(f"progress-{final.status}-"):
+            raise ManifestError("progress record holds another status than its name")
+    except NotFound:
+        out.problems.append(ObjectProblem(key, "vanished while being read"))
+        return
+    except (ArchiveError, KeyError, TypeError, ValueError) as err:
+        out.problems.append(ObjectProblem(key, f"final-state record does not verify: {err}"))
+        return
+    if snapshot is None:
+        out.problems.append(
+            ObjectProblem(key, "final state without a readable snapshot: not indexed")
+        )
+        return
+    recorded = info.last_modified or utcnow()
+    out.rows.append(
+        (
+            "final_states",
+            final_state_row(
+                snapshot.workflow_id,
+                final,
+                snapshot_created_at=snapshot.created_at,
+                object_key=key,
+                stored_bytes=len(data),
+                recorded_at=recorded.astimezone(UTC),
+            ),
+        )
+    )
+    if progress:
+        return
+    out.rows.extend(
+        ("node_runs", row)
+        for row in node_run_rows(
+            snapshot.workflow_id,
+            final,
+            snapshot.workflow_snapshot.nodes,
+            snapshot_created_at=snapshot.created_at,
+            object_key=key,
+        )
+    )
 
 
 def _read_version(store: ObjectStore, max_size: int, info: ObjectInfo) -> _Scanned:
@@ -2016,8 +2059,8 @@ def verify(
                     )
     without_rows: set[str] = set()
     for objs in executions:
-        for held in (objs.snapshot, objs.result):
-            if held is not None and held.key not in indexed_keys and held.key not in young:
+        for held in objs.objects():
+            if held.key not in indexed_keys and held.key not in young:
                 without_rows.add(held.key)
                 report.objects_without_rows.append(held.key)
     for info in version_infos:
@@ -2026,7 +2069,7 @@ def verify(
             report.objects_without_rows.append(info.key)
     report.objects = {
         "snapshots": sum(1 for o in executions if o.snapshot is not None),
-        "final_states": sum(1 for o in executions if o.result is not None),
+        "final_states": sum((o.result is not None) + len(o.progress) for o in executions),
         "versions": len(version_infos),
         "blobs": len(blob_infos),
     }
@@ -2053,11 +2096,11 @@ def verify(
     object_counts: Counter[str] = Counter()
     chosen: list[_ExecutionObjects] = []
     for objs in executions:
-        key = (objs.snapshot or objs.result or ObjectInfo("", 0)).key
+        key = (objs.objects() or [ObjectInfo("", 0)])[0].key
         if not _in_subset(key, sel):
             continue
-        if cold(objs.snapshot) or cold(objs.result):
-            report.archived_not_read += (objs.snapshot is not None) + (objs.result is not None)
+        if any(cold(o) for o in objs.objects()):
+            report.archived_not_read += len(objs.objects())
             continue
         chosen.append(objs)
     read_ok: set[str] = set()
@@ -2076,9 +2119,7 @@ def verify(
             take(scanned)
             if progress is not None and (i % 200 == 0 or i == len(chosen)):
                 progress("executions", i, len(chosen))
-        report.objects_read += sum(
-            (o.snapshot is not None) + (o.result is not None) for o in chosen
-        )
+        report.objects_read += sum(len(o.objects()) for o in chosen)
         versions = [i for i in version_infos if _in_subset(i.key, sel)]
         read_v = functools.partial(_read_version, store, max_object_bytes)
         for i, scanned in enumerate(_bounded_map(pool, read_v, versions, workers * 8), 1):

@@ -5,6 +5,7 @@ Layout (format version 1)::
     blobs/sha256/<h[0:2]>/<h>.json.zst                       workflow structure, content-addressed
     executions/<s>/<executionId>/snapshot.json.zst            pre-execution snapshot, write-once
     executions/<s>/<executionId>/result.json.zst              final state, write-once
+    executions/<s>/<executionId>/progress-<status>-<d>.json.zst  non-terminal report, create-only
     refs/workflows/<workflowId>/versions/<seq:010d>.json.zst  version commits with parent pointers
     index/<table>/dt=YYYY-MM-DD/part-<writer>-<seq>.parquet   manifests (see docs/storage-format.md)
 
@@ -25,6 +26,8 @@ __all__ = [
     "check_id",
     "check_key",
     "execution_prefix",
+    "is_progress_key",
+    "progress_key",
     "result_key",
     "snapshot_key",
     "version_key",
@@ -101,6 +104,28 @@ def snapshot_key(execution_id: str) -> str:
 
 def result_key(execution_id: str) -> str:
     return execution_prefix(execution_id) + "result.json.zst"
+
+
+_PROGRESS_NAME_RE = re.compile(r"progress-[a-z]+-[0-9a-f]{32}\.json\.zst")
+
+
+def progress_key(execution_id: str, status: str, digest: str) -> str:
+    """A non-terminal report (waiting, running, new) of an execution, named by its status and the
+    first 32 hex digits of its body's digest (so an identical report has the same key)."""
+    name = f"progress-{status}-{digest[:32]}.json.zst"
+    if _PROGRESS_NAME_RE.fullmatch(name) is None:
+        raise InvalidId("progress records need a lowercase status and a hex digest", field="key")
+    return execution_prefix(execution_id) + name
+
+
+def is_progress_key(key: str) -> bool:
+    """Whether ``key`` names a progress record (``executions/<s>/<id>/progress-….json.zst``)."""
+    parts = key.split("/")
+    return (
+        len(parts) == 4
+        and parts[0] == "executions"
+        and _PROGRESS_NAME_RE.fullmatch(parts[3]) is not None
+    )
 
 
 def versions_prefix(workflow_id: str) -> str:

@@ -992,6 +992,8 @@ def read_index_facts(store: ObjectStore, *, workers: int = 8) -> IndexFacts:
                     strict=True,
                 )
                 for eid, status, okey, size in rows2:
+                    if not okey.endswith("/result.json.zst"):
+                        continue  # a progress record's row (waiting …): not the outcome
                     status = interned.setdefault(status, status)
                     entry = (status, okey, int(size))
                     if finals.setdefault(eid, entry) != entry:

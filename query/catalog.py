@@ -12,7 +12,9 @@ statistics, bloom filters, ``dt`` partition pruning), so a deduplicating view is
 ``read_parquet`` for lookups.
 
 ``executions`` is ``snapshots LEFT JOIN final_states``: one row per execution, with its outcome when
-the final state is known.
+the final state is known. An execution that waits also has ``final_states`` rows for its progress
+records (status ``waiting`` …); ``executions`` takes the final state (``result.json.zst``) when
+there is one, else the latest progress row (``recorded_at``).
 
 Lookups by workflow or snapshot hash go two steps: the catalog keeps a small in-memory *key map*
 (``_key_days``: for each snapshots file, each workflow id and snapshot hash in it, with its day and
@@ -70,7 +72,7 @@ DEDUP_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "trigger_type",
         "user_id",
     ),
-    "final_states": ("execution_id", "workflow_id", "status", "finished_at", "dt"),
+    "final_states": ("execution_id", "workflow_id", "status", "finished_at", "dt", "object_key"),
     "versions": ("workflow_id", "seq", "snapshot_hash", "version", "execution_id", "dt"),
     "node_runs": ("execution_id", "node_name", "run_index", "workflow_id", "dt"),
     "tag_events": ("event_id", "workflow_id", "dt"),
@@ -128,7 +130,13 @@ SELECT s.*,
        f.stored_bytes AS result_stored_bytes,
        f.recorded_at
 FROM snapshots AS s
-LEFT JOIN final_states AS f
+LEFT JOIN (
+    SELECT * FROM final_states
+    QUALIFY row_number() OVER (
+        PARTITION BY execution_id, workflow_id
+        ORDER BY object_key NOT LIKE '%/result.json.zst', recorded_at DESC, object_key DESC
+    ) = 1
+) AS f
   ON f.execution_id = s.execution_id AND f.workflow_id = s.workflow_id
 """
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -209,6 +209,27 @@ _FINAL_COLUMNS: Final = (
     "failed_nodes",
     "first_failed_node",
 )
+
+
+#: what a final_states row needs besides ``_FINAL_COLUMNS`` to pick an execution's outcome
+_PICK_COLUMNS: Final = "object_key, recorded_at"
+
+
+def _ended(row: Mapping[str, Any] | None) -> bool:
+    """Whether ``row`` is an execution's final state (not one of its progress records)."""
+    return row is not None and str(row.get("object_key") or "").endswith("/result.json.zst")
+
+
+def _prefer(found: dict[str, dict[str, Any]], row: dict[str, Any]) -> None:
+    """Keep per execution its final state over its progress rows (an execution that waited has
+    both), else its latest progress row (``recorded_at``, then object key)."""
+
+    def rank(r: Mapping[str, Any]) -> tuple[bool, datetime, str]:
+        return (_ended(r), r.get("recorded_at") or _EPOCH, str(r.get("object_key") or ""))
+
+    current = found.get(row["execution_id"])
+    if current is None or rank(row) > rank(current):
+        found[row["execution_id"]] = row
 
 
 class _Where:
@@ -425,12 +446,44 @@ def _matching_finals(
     if not files:
         return {}
     rows = catalog.rows(
-        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} FROM {catalog.source('final_states')} "
-        f"WHERE {where.sql()}",
+        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)}, {_PICK_COLUMNS} "
+        f"FROM {catalog.source('final_states')} WHERE {where.sql()}",
         {**where.params, "files": files},
         retry=False,
     )
-    return {r["execution_id"]: r for r in rows}
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        _prefer(best, row)
+    # an execution matched by a progress row (waiting …) counts with its outcome: read all its
+    # rows from the days it can have any (it may have ended, or moved on, later)
+    pending = sorted(eid for eid, row in best.items() if not _ended(row))
+    if pending:
+        for row in _rows_of(catalog, workflow_id, pending, first):
+            _prefer(best, row)
+    return {eid: row for eid, row in best.items() if row["status"] in statuses}
+
+
+def _rows_of(
+    catalog: Catalog, workflow_id: str | None, execution_ids: list[str], first: date
+) -> list[dict[str, Any]]:
+    """Every final_states row of ``execution_ids`` on or after ``first``."""
+    if workflow_id is not None:
+        days = [d for d, _ in catalog.key_days("final_workflow", [workflow_id], first=first)]
+        files = catalog.files_for("final_states", days=days)
+    else:
+        files = catalog.files_for("final_states", first=first)
+    if not files:
+        return []
+    where = _Where()
+    if workflow_id is not None:
+        where.add("workflow_id = $wf", wf=workflow_id)
+    where.add_in("execution_id", "id", execution_ids)
+    return catalog.rows(
+        f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)}, {_PICK_COLUMNS} "
+        f"FROM {catalog.source('final_states')} WHERE {where.sql()}",
+        {**where.params, "files": files},
+        retry=False,
+    )
 
 
 def _full_rows(catalog: Catalog, page: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -475,7 +528,7 @@ def _finals(
     days = [d for d, _ in catalog.key_days("final_workflow", workflows, first=first)]
     found: dict[str, dict[str, Any]] = {}
     for chosen in ([d for d in days if d <= near_end], [d for d in days if d > near_end]):
-        missing = [r for r in page if r["execution_id"] not in found]
+        missing = [r for r in page if not _ended(found.get(r["execution_id"]))]
         files = catalog.files_for("final_states", days=chosen)
         if not missing or not files:
             continue
@@ -483,12 +536,13 @@ def _finals(
         where.add_in("workflow_id", "wf", sorted({r["workflow_id"] for r in missing}))
         where.add_in("execution_id", "id", [r["execution_id"] for r in missing])
         rows = catalog.rows(
-            f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)} "
+            f"SELECT execution_id, {', '.join(_FINAL_COLUMNS)}, {_PICK_COLUMNS} "
             f"FROM {catalog.source('final_states')} WHERE {where.sql()}",
             {**where.params, "files": files},
             retry=False,
         )
-        found.update((r["execution_id"], r) for r in rows)
+        for row in rows:
+            _prefer(found, row)
     return found
 
 

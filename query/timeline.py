@@ -87,7 +87,9 @@ def version_stats(catalog: Catalog, workflow_id: str) -> dict[int, VersionStats]
         if final_files:
             finals = (
                 "(SELECT execution_id, status, failed_nodes, first_failed_node "
-                f"FROM {catalog.source('final_states', 'ffiles')} WHERE workflow_id = $wf)"
+                f"FROM {catalog.source('final_states', 'ffiles')} WHERE workflow_id = $wf "
+                # final states only: a waiting execution's progress rows have not finished
+                "AND object_key LIKE '%/result.json.zst')"
             )
             params["ffiles"] = final_files
         failed = "f.status IN ('error', 'crashed')"

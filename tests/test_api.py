@@ -879,6 +879,51 @@ def test_n8n_run_data_is_accepted_as_final_state(client: Client) -> None:
     assert response.json()["status"] == "success"
 
 
+def test_waiting_report_then_the_end(client: Client) -> None:
+    client.post(SNAPSHOTS, json=_capture())
+    waiting = {"status": "waiting", "waitTill": "2026-05-02T10:00:00Z", "nodes": FINAL["nodes"][:1]}
+    first = client.post(f"{SNAPSHOTS}/1001/final-state", json=waiting)
+    assert first.status_code == 201, first.text
+    assert first.json()["status"] == "waiting"
+    assert client.post(f"{SNAPSHOTS}/1001/final-state", json=waiting).status_code == 200
+    assert client.get(f"{SNAPSHOTS}/1001").json()["finalState"]["status"] == "waiting"
+    end = client.post(f"{SNAPSHOTS}/1001/final-state", json=FINAL)  # 409 before
+    assert end.status_code == 201, end.text
+    assert client.get(f"{SNAPSHOTS}/1001").json()["finalState"]["status"] == "error"
+    assert_error(
+        client.post(f"{SNAPSHOTS}/1001/final-state", json={**FINAL, "status": "success"}), 409
+    )
+    assert_error(
+        client.post(f"{SNAPSHOTS}/1001/final-state", json={**waiting, "status": "running"}), 409
+    )
+
+
+def test_final_state_before_its_snapshot_is_404_saying_capture_first(client: Client) -> None:
+    body = assert_error(client.post(f"{SNAPSHOTS}/1001/final-state", json=FINAL), 404)
+    assert "capture the snapshot first" in body["message"] and "safe" in body["message"]
+    client.post(SNAPSHOTS, json=_capture())
+    assert client.post(f"{SNAPSHOTS}/1001/final-state", json=FINAL).status_code == 201
+
+
+def test_n8n_rest_response_with_flatted_data_keeps_its_status(client: Client) -> None:
+    from tests.test_final_state import load, rest_response
+
+    client.post(SNAPSHOTS, json=_capture())
+    response = client.post(
+        f"{SNAPSHOTS}/1001/final-state", json=rest_response(load("success_3_nodes"))
+    )
+    assert response.status_code == 201, response.text
+    assert (response.json()["status"], response.json()["nodeCount"]) == ("crashed", 3)
+
+
+def test_misspelt_final_state_field_is_422(client: Client) -> None:
+    client.post(SNAPSHOTS, json=_capture())
+    body = {key: value for key, value in FINAL.items() if key != "finishedAt"}
+    body["finishedAT"] = FINAL["finishedAt"]
+    assert_error(client.post(f"{SNAPSHOTS}/1001/final-state", json=body), 422, field="finishedAT")
+    assert client.get(f"{SNAPSHOTS}/1001").json()["finalState"] is None  # nothing stored
+
+
 def test_responses_are_camel_case(client: Client) -> None:
     client.post(SNAPSHOTS, json=_capture(variables={"region": "eu"}))
     client.post(f"{SNAPSHOTS}/1001/final-state", json=FINAL)

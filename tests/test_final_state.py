@@ -241,7 +241,7 @@ def test_task_without_execution_status() -> None:
     assert (webhook.node, webhook.status) == ("Webhook", "success")
     assert (function.node, function.status) == ("Function", "error")
     assert function.error is not None and function.error.name == "Error"
-    assert fs.status == "error"  # no status given: derived from the error
+    assert fs.status == "unknown"  # no status given: not derived from the error
     assert fs.error is not None and fs.error.node == "Function"
     assert fs.mode is None and fs.started_at is None
 
@@ -312,7 +312,7 @@ def test_result_data_and_run_data_alone() -> None:
     by_run = parse({"runData": result_data["runData"]})
     assert [n.node for n in by_result.nodes] == [TRIGGER, "HTTP Request", "Set"]
     assert by_result.nodes == by_run.nodes
-    assert by_result.status == by_run.status == "success"
+    assert by_result.status == by_run.status == "unknown"  # no status in the body
     assert by_result.last_node_executed == "Set"
     assert by_run.last_node_executed is None
 
@@ -468,7 +468,7 @@ def test_plain_format_runs_and_counts() -> None:
     assert loop.runs[0].output_items == 40 and loop.runs[0].output is None
     assert loop.runs[1].output == [[{"json": 1}, {"json": 2}], [{"json": 3}]]
     assert loop.runs[1].output_items == 3
-    assert fs.status == "error"  # derived from the failed node
+    assert fs.status == "unknown"  # no status in the body: not derived from the failed node
 
 
 def test_plain_format_node_with_empty_runs_keeps_its_status() -> None:
@@ -507,7 +507,7 @@ def test_status_normalization() -> None:
     assert all(normalize_execution_status(s) == s for s in EXECUTION_STATUSES)
     assert all(normalize_node_status(s) == s for s in NODE_RUN_STATUSES)
     assert parse({"status": "cancelled", "nodes": {}}).status == "canceled"
-    assert parse({"nodes": {}}).status == "success"
+    assert parse({"nodes": {}}).status == "unknown"
     assert parse({"nodes": {}, "waitTill": "2026-12-01T00:00:00Z"}).status == "waiting"
 
 
@@ -781,6 +781,115 @@ def test_data_string_may_be_plain_json() -> None:
     doc = load("success_3_nodes")
     as_text = {**doc, "data": json.dumps(doc["data"])}
     assert parse(as_text) == parse(doc)
+
+
+def rest_response(doc: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """n8n's REST answer for one execution: ``{"data": {..., "data": "<flatted>"}}``."""
+    execution = {
+        "id": "1042",
+        "finished": False,
+        "mode": doc["mode"],
+        "retryOf": None,
+        "retrySuccessId": None,
+        "status": "crashed",
+        "createdAt": doc["startedAt"],
+        "startedAt": doc["startedAt"],
+        "stoppedAt": doc["stoppedAt"],
+        "deletedAt": None,
+        "workflowId": "wf-1",
+        "waitTill": None,
+        "customData": {},
+        "annotation": {"tags": [], "vote": None},
+        "workflowData": {"id": "wf-1", "name": "n", "nodes": [], "connections": {}},
+        "data": flatted_dumps(doc["data"]),
+        **fields,
+    }
+    return {"data": execution}
+
+
+def test_rest_response_with_flatted_data_is_read_exactly() -> None:
+    doc = load("success_3_nodes")
+    fs = parse(rest_response(doc))
+    assert fs.status == "crashed"  # the body's status, never a guess
+    assert fs.nodes == parse(doc).nodes and len(fs.nodes) == 3
+    assert fs.last_node_executed == "Set"
+    assert fs.mode == "manual"
+    assert (fs.started_at, fs.finished_at) == (parse(doc).started_at, parse(doc).finished_at)
+    assert parse(rest_response(doc, status="canceled")).status == "canceled"
+
+
+def test_rest_response_errors_name_the_wrapped_field() -> None:
+    doc = load("success_3_nodes")
+    with pytest.raises(InvalidInput) as exc:
+        parse(rest_response(doc, stopedAt=BAD))
+    assert exc.value.field == "data.stopedAt" and BAD not in str(exc.value)
+    broken = copy.deepcopy(doc["data"])
+    broken["resultData"]["runData"]["Set"][0]["startTime"] = BAD
+    with pytest.raises(InvalidInput) as exc:
+        parse(rest_response(doc, data=flatted_dumps(broken)))
+    assert exc.value.field == "data.data.resultData.runData.Set[0].startTime"
+
+
+def test_execution_inside_data_next_to_other_fields_is_refused() -> None:
+    wrapped = rest_response(load("success_3_nodes"))
+    with pytest.raises(InvalidInput) as exc:
+        parse({**wrapped, "status": "success"})
+    assert exc.value.field == "data"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"status": "success", "finishedAT": "2026-11-25T23:00:00Z", "nodes": {}}, "finishedAT"),
+        ({**load("success_3_nodes"), "finishedAT": 1}, "finishedAT"),
+        ({"resultData": {"runData": {}}, "runData": {}}, "runData"),
+        ({"runData": {}, "statuss": "x"}, "statuss"),
+        ({"data": {"resultData": {}}, "resultData": {}}, "resultData"),
+        ({"nodes": {}, "workflowData": {}}, "workflowData"),
+    ],
+)
+def test_unknown_top_level_fields_are_refused(payload: Any, field: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        parse(payload)
+    assert exc.value.field == field
+
+
+def test_n8n_fields_of_accepted_shapes_stay_accepted() -> None:
+    doc = load("success_3_nodes")
+    extra = {
+        "id": "1042",
+        "finished": True,
+        "retryOf": None,
+        "retrySuccessId": None,
+        "waitTill": None,
+        "workflowId": "wf-1",
+        "workflowData": {"nodes": []},
+        "createdAt": doc["startedAt"],
+        "deletedAt": None,
+        "annotation": None,
+        "customData": {},
+        "jobId": "7",
+        "storedAt": "db",
+    }
+    assert parse({**doc, **extra}).nodes == parse(doc).nodes
+    result = doc["data"]["resultData"]
+    assert parse({"resultData": result, "startData": {}, "executionData": {}, "version": 1})
+    assert parse({**result, "status": "success"}).last_node_executed == "Set"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"resultData": load("success_3_nodes")["data"]["resultData"]},
+        {"runData": load("success_3_nodes")["data"]["resultData"]["runData"]},
+        {"runData": load("http_error")["data"]["resultData"]["runData"]},
+        {"nodes": {"A": {"status": "success"}}},
+    ],
+)
+def test_missing_status_is_unknown_not_inferred(payload: Any) -> None:
+    # a stopped run n8n reports as canceled has node runs that look like success or error
+    assert parse(payload).status == "unknown"
+    assert parse({**payload, "status": "canceled"}).status == "canceled"
 
 
 # ------------------------------------------------------------------------------------------
