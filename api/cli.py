@@ -40,14 +40,15 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 
 def _archive(ctx: click.Context) -> Archive:
-    return _settings(ctx).open_archive()
+    """The archive of a read-only command: a missing local store is an error, never created."""
+    return _settings(ctx).open_archive(create=False)
 
 
 @contextlib.contextmanager
 def _indexed_archive(ctx: click.Context) -> Iterator[Archive]:
     """An archive whose writes are indexed; the rows are flushed when the command ends."""
     settings = _settings(ctx)
-    archive = settings.open_archive()
+    archive = settings.open_archive(create=True)
     with ManifestWriter(
         archive.store,
         flush_rows=settings.index_flush_rows,
@@ -118,7 +119,9 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.option(
-    "--store", envvar="EXECVAULT_STORE", help="Store URL (local:PATH, s3://bucket/prefix)."
+    "--store",
+    envvar="EXECVAULT_STORE",
+    help="Store URL (local:PATH, a plain path, s3://bucket/prefix, memory:).",
 )
 @click.option("--config", "config", envvar="EXECVAULT_CONFIG", help="TOML config file.")
 @click.option(
@@ -342,7 +345,7 @@ def history(
       execvault history wf-42 --status error --since 2026-11-01T00:00:00Z
     """
     settings = _settings(ctx)
-    with Catalog(settings.open_store(), settings.index_cache_dir) as catalog:
+    with Catalog(settings.open_store(create=False), settings.index_cache_dir) as catalog:
         page = workflow_history(
             catalog,
             check_id(workflow_id, "workflowId"),
@@ -373,7 +376,7 @@ def by_hash(
       execvault by-hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     """
     settings = _settings(ctx)
-    with Catalog(settings.open_store(), settings.index_cache_dir) as catalog:
+    with Catalog(settings.open_store(create=False), settings.index_cache_dir) as catalog:
         page = executions_by_hash(catalog, check_hash(snapshot_hash), limit=limit, cursor=cursor)
     _print_page([i.to_json() for i in page.items], page.next_cursor, as_json)
 
@@ -410,7 +413,7 @@ def verify(ctx: click.Context, read_data: bool, subset: str | None, as_json: boo
         raise click.UsageError("--subset needs --read-data")
     settings = _settings(ctx)
     report = verify_index(
-        settings.open_store(),
+        settings.open_store(create=False),
         progress=_progress("verify"),
         max_object_bytes=settings.max_object_bytes,
         read_data=read_data,
@@ -454,7 +457,7 @@ def rebuild_index(ctx: click.Context) -> None:
     """
     settings = _settings(ctx)
     report = rebuild(
-        settings.open_store(),
+        settings.open_store(create=False),
         progress=_progress("rebuild-index"),
         max_object_bytes=settings.max_object_bytes,
     )
