@@ -423,10 +423,7 @@ def verify(ctx: click.Context, read_data: bool, subset: str | None, as_json: boo
     if as_json:
         _emit(report.to_json())
     else:
-        summary = report.summary()
-        for name in ("readData", "subset", "objects", "objectsRead", "rows", "parts"):
-            click.echo(f"{name}: {summary[name]}")
-        click.echo(f"chain: {summary['chainEntries']} entries, head {summary['chainHead']}")
+        _print_verify_summary(report.summary())
         findings = report.findings()
         for finding in findings[:200]:
             click.echo(f"{finding['problem']}: {finding['key']}: {finding['detail']}")
@@ -442,6 +439,29 @@ def verify(ctx: click.Context, read_data: bool, subset: str | None, as_json: boo
             )
         click.echo("OK" if report.ok else f"PROBLEMS FOUND: {len(findings)}")
     ctx.exit(0 if report.ok else 1)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items()) or "none"
+
+
+def _print_verify_summary(summary: dict[str, Any]) -> None:
+    """The report's counts as plain sentences (``--json`` has them as numbers)."""
+    if not summary["readData"]:
+        mode = "structural (listing, sizes, index rows, chain; no object read)"
+    elif summary["subset"]:
+        mode = f"structural + re-read and re-hashed objects of subset {summary['subset']}"
+    else:
+        mode = "structural + every object re-read and re-hashed"
+    click.echo(f"checked:  {mode}")
+    click.echo(f"objects:  {_counts(summary['objects'])}")
+    if summary["readData"]:
+        click.echo(f"read:     {summary['objectsRead']} objects")
+    click.echo(f"index:    {_counts(summary['rows'])} (rows, in {summary['parts']} parts)")
+    if summary["chainEntries"]:
+        click.echo(f"chain:    {summary['chainEntries']} sealed days, head {summary['chainHead']}")
+    else:
+        click.echo("chain:    no day sealed yet (execvault seal-index)")
 
 
 @main.command("rebuild-index")

@@ -137,7 +137,9 @@ def seal_index(ctx: click.Context, accept: tuple[str, ...], full: bool) -> None:
             days.append(date.fromisoformat(text))
         except ValueError:
             raise InvalidInput("must be a day YYYY-MM-DD", field="--accept") from None
-    report = seal(_settings(ctx).open_store(create=False), accept=days, full=full, progress=_progress("seal"))
+    report = seal(
+        _settings(ctx).open_store(create=False), accept=days, full=full, progress=_progress("seal")
+    )
     _end_progress()
     _emit(report.to_json())
     ctx.exit(0 if report.ok else 1)

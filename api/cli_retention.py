@@ -73,7 +73,9 @@ def plan_command(ctx: click.Context, policy_file: str | None, as_json: bool, det
 
     settings = _settings(ctx)
     policy = _policy(ctx, policy_file)
-    result = plan(settings.open_store(create=False), policy, max_object_bytes=settings.max_object_bytes)
+    result = plan(
+        settings.open_store(create=False), policy, max_object_bytes=settings.max_object_bytes
+    )
     if as_json:
         click.echo(orjson.dumps(result.to_json(details=details), option=orjson.OPT_INDENT_2))
         return
@@ -339,7 +341,9 @@ def hold_list(ctx: click.Context, policy_file: str | None, as_json: bool) -> Non
     from api.cli import _settings
 
     settings = _settings(ctx)
-    holds = active_holds(settings.open_store(create=False), max_object_bytes=settings.max_object_bytes)
+    holds = active_holds(
+        settings.open_store(create=False), max_object_bytes=settings.max_object_bytes
+    )
     policy = _policy(ctx, policy_file)
     from_policy = [("execution", t) for t in sorted(policy.hold_executions)]
     from_policy += [("workflow", t) for t in sorted(policy.hold_workflows)]

@@ -373,3 +373,22 @@ def test_token_new_refuses_a_name_that_breaks_the_file() -> None:
     result = CliRunner().invoke(main, ["token", "new", "--scopes", "read", "--name", "a # b"])
     assert result.exit_code == 2
     assert "token:" not in result.stdout
+
+
+def test_verify_prints_plain_text_and_json_on_request(cli: Any, tmp_path: Path) -> None:
+    workflow = tmp_path / "workflow.json"
+    workflow.write_bytes(orjson.dumps(_workflow()))
+    _ok(cli("put", str(workflow), "--execution-id", "1001"))
+    for args in (
+        ("verify",),
+        ("verify", "--read-data"),
+        ("verify", "--read-data", "--subset", "1/2"),
+    ):
+        text = _ok(cli(*args))
+        assert not any(token in text for token in ("{'", "False", "True", "None")), text
+        assert "objects:  snapshots 1, " in text and "blobs 1" in text
+        assert text.rstrip().endswith("OK")
+    assert "read:     " in _ok(cli("verify", "--read-data"))
+    report = orjson.loads(_ok(cli("verify", "--json")))
+    assert report["ok"] is True and report["readData"] is False
+    assert report["objects"]["snapshots"] == 1
