@@ -504,7 +504,12 @@ _MODE_NAME_MAP: Final = 1
 _MODE_NODE: Final = 2  # a workflow node; NODE_KEPT_KEYS kept as they are
 _UNCHANGED: Final = b""
 _NOT_MEMO: Final = 8  # with the number flags: a chunk not to memoise
-_HAS_NULL: Final = 16  # in the memo: the chunk's bytes hold a null (see ``_hit``)
+_HAS_NULL: Final = 16  # in the memo: the chunk's bytes hold a null (see ``_twin_ok``)
+# Where a memoised chunk holds its nulls (keys and indexes from the chunk down), None if more
+# than _MAX_NULL_PATHS; noted on the chunk's first hit.
+_NullPaths = tuple[tuple[str | int, ...], ...] | None
+_MAX_NULL_PATHS: Final = 64
+_UNKNOWN: Final[Any] = object()
 _FLAGS: Final = NUMBER_CONVERT | NUMBER_SLOW | NUMBER_NONFINITE  # what callers get
 # digest → (sanitized bytes, flags). Bytes, not parsed trees: a memo of trees would be traversed
 # by every full garbage collection (milliseconds for a warm memo).
@@ -535,6 +540,7 @@ class Sanitizer:
         self._names: dict[str, int] = {}
         self._memo: dict[str, str] = {}
         self._chunks: tuple[_Memo, _Memo, _Memo] = ({}, {}, {})
+        self._nulls: dict[bytes, _NullPaths] = {}  # by the chunk's digest: see _twin_ok
         self._cache_limit = max(0, cache_bytes)
         self._memo_size = 0
         self._chunk_size = 0
@@ -589,7 +595,9 @@ class Sanitizer:
                     digest = _sha256(raw).digest()
                     hit = memo.get(digest)
                     # orjson prints NaN as null: a node holding one has the bytes of a null twin.
-                    if hit is not None and (not hit[1] & _HAS_NULL or _loads(raw) == node):
+                    if hit is not None and (
+                        not hit[1] & _HAS_NULL or self._twin_ok(digest, raw, node)
+                    ):
                         result = hit[0]
                         if not result:  # first hit of a node sanitizing left unchanged
                             result = self._unchanged_node(memo, digest, node, hit[1])
@@ -656,6 +664,7 @@ class Sanitizer:
         """Forget memoised results (they are rebuilt on demand)."""
         self._memo = {}
         self._chunks = ({}, {}, {})
+        self._nulls = {}
         self._memo_size = 0
         self._chunk_size = 0
 
@@ -823,7 +832,7 @@ class Sanitizer:
             digest = _sha256(raw).digest()
             hit = memo.get(digest)
             if hit is not None:
-                found = _hit(hit, raw, v)
+                found = self._hit(hit, digest, raw, v)
                 if found is not None:
                     call.flags |= hit[1]
                     return found
@@ -952,9 +961,44 @@ class Sanitizer:
                 if size > self._cache_limit // 4:
                     continue
                 self._chunks = ({}, {}, {})
+                self._nulls = {}
                 self._chunk_size = 0
             self._chunks[mode][digest] = (result, flags)
             self._chunk_size += size
+
+    def _hit(self, hit: tuple[bytes, int], digest: bytes, raw: bytes, before: Any) -> Any:
+        """The memoised result of a chunk whose bytes are ``raw``, or None to walk it after all
+        (``before`` is a twin of the memoised chunk: see ``_twin_ok``)."""
+        if hit[1] & _HAS_NULL and not self._twin_ok(digest, raw, before):
+            return None
+        return _loads(hit[0] or raw)
+
+    def _twin_ok(self, digest: bytes, raw: bytes, before: Any) -> bool:
+        """Whether ``before``, whose bytes ``raw`` hold a null, is the chunk the memo holds.
+
+        orjson prints NaN and infinities as null, so a chunk holding one has the bytes of its twin
+        with null there; every other value prints distinctly. So ``before`` is the memoised chunk
+        exactly when it holds None wherever the bytes hold a null. The chunk's first hit parses
+        the bytes, compares them with ``before`` and notes where the nulls are; later hits look
+        only there (a few lookups, instead of a parse and a deep compare of the whole chunk:
+        0.6 ms of a warm 1.4 ms ``sanitize`` of a 200 KB workflow). A chunk with more than
+        ``_MAX_NULL_PATHS`` nulls is compared whole on every hit.
+        """
+        paths = self._nulls.get(digest, _UNKNOWN)
+        if paths is _UNKNOWN or paths is None:
+            parsed = _loads(raw)
+            if paths is _UNKNOWN:
+                paths = _null_paths(parsed)
+                self._nulls[digest] = paths
+                self._chunk_size += 100 + 50 * len(paths or ())
+            return bool(parsed == before)
+        for path in paths:
+            value = before
+            for step in path:
+                value = value[step]
+            if value is not None:
+                return False
+        return True
 
     def _unchanged_node(
         self, memo: _Memo, digest: bytes, node: dict[str, Any], flags: int
@@ -1232,18 +1276,28 @@ def _not_json(value: Any, *, key: bool = False) -> Exception:
     return SanitizationError(f"{what}: {type(value).__name__}")
 
 
-def _hit(hit: tuple[bytes, int], raw: bytes, before: Any) -> Any:
-    """The memoised result of a chunk whose bytes are ``raw``, or None to walk it after all.
-
-    orjson prints NaN and infinities as null: a chunk holding one has the bytes of its twin with
-    null there, so where ``raw`` holds a null (``_HAS_NULL``, noted when the twin was stored: the
-    bytes are the same) the parsed input must equal the chunk.
-    """
-    result = hit[0]
-    out = _loads(result or raw)
-    if hit[1] & _HAS_NULL and (_loads(raw) if result else out) != before:
-        return None
-    return out
+def _null_paths(value: Any) -> _NullPaths:
+    """The paths (keys and indexes) of the nulls in a parsed chunk; None if there are more than
+    ``_MAX_NULL_PATHS``."""
+    paths: list[tuple[str | int, ...]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, v = stack.pop()
+        items: Iterable[tuple[str | int, Any]]
+        if type(v) is dict:
+            items = v.items()
+        elif type(v) is list:
+            items = enumerate(v)
+        else:
+            continue
+        for k, x in items:
+            if x is None:
+                if len(paths) == _MAX_NULL_PATHS:
+                    return None
+                paths.append((*path, k))
+            elif type(x) is dict or type(x) is list:
+                stack.append(((*path, k), x))
+    return tuple(paths)
 
 
 def _has_null(raw: bytes) -> int:
