@@ -988,7 +988,7 @@ class Sanitizer:
         if paths is _UNKNOWN or paths is None:
             parsed = _loads(raw)
             if paths is _UNKNOWN:
-                paths = _null_paths(parsed)
+                paths = _null_paths(parsed, sum(raw.count(token) for token in _NULL_TOKENS))
                 self._nulls[digest] = paths
                 self._chunk_size += 100 + 50 * len(paths or ())
             return bool(parsed == before)
@@ -1276,12 +1276,14 @@ def _not_json(value: Any, *, key: bool = False) -> Exception:
     return SanitizationError(f"{what}: {type(value).__name__}")
 
 
-def _null_paths(value: Any) -> _NullPaths:
-    """The paths (keys and indexes) of the nulls in a parsed chunk; None if there are more than
-    ``_MAX_NULL_PATHS``."""
+def _null_paths(value: Any, most: int) -> _NullPaths:
+    """The paths (keys and indexes) of the nulls in a parsed chunk that holds at most ``most``;
+    None if there are more than ``_MAX_NULL_PATHS``."""
+    if most > _MAX_NULL_PATHS:
+        most = _MAX_NULL_PATHS + 1
     paths: list[tuple[str | int, ...]] = []
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
-    while stack:
+    while stack and len(paths) < most:
         path, v = stack.pop()
         items: Iterable[tuple[str | int, Any]]
         if type(v) is dict:
@@ -1300,8 +1302,13 @@ def _null_paths(value: Any) -> _NullPaths:
     return tuple(paths)
 
 
+_NULL_TOKENS: Final = (b":null", b",null", b"[null")  # a null value in orjson's compact output
+
+
 def _has_null(raw: bytes) -> int:
-    return _HAS_NULL if b"null" in raw else 0
+    """_HAS_NULL if the bytes may hold a null value: one follows ``:``, ``,`` or ``[`` (a "null"
+    inside a string, as in JavaScript code, usually does not)."""
+    return _HAS_NULL if any(token in raw for token in _NULL_TOKENS) else 0
 
 
 def _kept_flags(v: Any) -> int:

@@ -1121,11 +1121,18 @@ def test_a_twin_with_nan_is_told_apart_on_every_hit_not_only_the_first(bad: floa
     s = Sanitizer(KEY)
 
     def doc(x: Any) -> dict[str, Any]:
-        return {"n": [{"a": None, "b": [1, {"c": x}], "token": "t0k3n-value", "d": None}]}
+        return {"n": [{"a": None, "b": [1, {"c": x}], "token": "t0k3n-value", "d": [None, None]}]}
 
     for _ in range(4):  # stored, first hit (compared whole), later hits (null paths)
         assert s.sanitize(doc(None)) == {
-            "n": [{"a": None, "b": [1, {"c": None}], "token": s.marker("t0k3n-value"), "d": None}]
+            "n": [
+                {
+                    "a": None,
+                    "b": [1, {"c": None}],
+                    "token": s.marker("t0k3n-value"),
+                    "d": [None, None],
+                }
+            ]
         }
         assert math.isnan(s.sanitize(doc(math.nan))["n"][0]["b"][1]["c"])
         with pytest.raises(InvalidInput) as err:
@@ -1166,3 +1173,7 @@ def test_a_warm_hit_on_a_chunk_with_nulls_parses_it_once(monkeypatch: pytest.Mon
     monkeypatch.setattr(sanitize_module, "_loads", counting)
     assert s.sanitize(doc) == want
     assert len(parsed) == 1  # the memoised result only
+    # a "null" inside a string (JavaScript code) is no null value: no check at all
+    assert not sanitize_module._has_null(orjson.dumps({"js": "if (x !== null) return x"}))
+    for value in ({"a": None}, [None], [1, None]):
+        assert sanitize_module._has_null(orjson.dumps(value))
