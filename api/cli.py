@@ -41,14 +41,15 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 
 def _archive(ctx: click.Context) -> Archive:
-    return _settings(ctx).open_archive()
+    """The archive of a read-only command: a missing local store is an error, never created."""
+    return _settings(ctx).open_archive(create=False)
 
 
 @contextlib.contextmanager
 def _indexed_archive(ctx: click.Context) -> Iterator[Archive]:
     """An archive whose writes are indexed; the rows are flushed when the command ends."""
     settings = _settings(ctx)
-    archive = settings.open_archive()
+    archive = settings.open_archive(create=True)
     with ManifestWriter(
         archive.store,
         flush_rows=settings.index_flush_rows,
@@ -119,7 +120,9 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.option(
-    "--store", envvar="EXECVAULT_STORE", help="Store URL (local:PATH, s3://bucket/prefix)."
+    "--store",
+    envvar="EXECVAULT_STORE",
+    help="Store URL (local:PATH, a plain path, s3://bucket/prefix, memory:).",
 )
 @click.option("--config", "config", envvar="EXECVAULT_CONFIG", help="TOML config file.")
 @click.option(
@@ -345,7 +348,7 @@ def history(
       execvault history wf-42 --status error --since 2026-11-01T00:00:00Z
     """
     settings = _settings(ctx)
-    with Catalog(settings.open_store(), settings.index_cache_dir) as catalog:
+    with Catalog(settings.open_store(create=False), settings.index_cache_dir) as catalog:
         page = workflow_history(
             catalog,
             check_id(workflow_id, "workflowId"),
@@ -376,7 +379,7 @@ def by_hash(
       execvault by-hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     """
     settings = _settings(ctx)
-    with Catalog(settings.open_store(), settings.index_cache_dir) as catalog:
+    with Catalog(settings.open_store(create=False), settings.index_cache_dir) as catalog:
         page = executions_by_hash(catalog, check_hash(snapshot_hash), limit=limit, cursor=cursor)
     _print_page([i.to_json() for i in page.items], page.next_cursor, as_json)
 
@@ -413,7 +416,7 @@ def verify(ctx: click.Context, read_data: bool, subset: str | None, as_json: boo
         raise click.UsageError("--subset needs --read-data")
     settings = _settings(ctx)
     report = verify_index(
-        settings.open_store(),
+        settings.open_store(create=False),
         progress=_progress("verify"),
         max_object_bytes=settings.max_object_bytes,
         read_data=read_data,
@@ -423,10 +426,7 @@ def verify(ctx: click.Context, read_data: bool, subset: str | None, as_json: boo
     if as_json:
         _emit(report.to_json())
     else:
-        summary = report.summary()
-        for name in ("readData", "subset", "objects", "objectsRead", "rows", "parts"):
-            click.echo(f"{name}: {summary[name]}")
-        click.echo(f"chain: {summary['chainEntries']} entries, head {summary['chainHead']}")
+        _print_verify_summary(report.summary())
         findings = report.findings()
         for finding in findings[:200]:
             click.echo(f"{finding['problem']}: {finding['key']}: {finding['detail']}")
@@ -444,6 +444,29 @@ def verify(ctx: click.Context, read_data: bool, subset: str | None, as_json: boo
     ctx.exit(0 if report.ok else 1)
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items()) or "none"
+
+
+def _print_verify_summary(summary: dict[str, Any]) -> None:
+    """The report's counts as plain sentences (``--json`` has them as numbers)."""
+    if not summary["readData"]:
+        mode = "structural (listing, sizes, index rows, chain; no object read)"
+    elif summary["subset"]:
+        mode = f"structural + re-read and re-hashed objects of subset {summary['subset']}"
+    else:
+        mode = "structural + every object re-read and re-hashed"
+    click.echo(f"checked:  {mode}")
+    click.echo(f"objects:  {_counts(summary['objects'])}")
+    if summary["readData"]:
+        click.echo(f"read:     {summary['objectsRead']} objects")
+    click.echo(f"index:    {_counts(summary['rows'])} (rows, in {summary['parts']} parts)")
+    if summary["chainEntries"]:
+        click.echo(f"chain:    {summary['chainEntries']} sealed days, head {summary['chainHead']}")
+    else:
+        click.echo("chain:    no day sealed yet (execvault seal-index)")
+
+
 @main.command("rebuild-index")
 @click.pass_context
 def rebuild_index(ctx: click.Context) -> None:
@@ -457,7 +480,7 @@ def rebuild_index(ctx: click.Context) -> None:
     """
     settings = _settings(ctx)
     report = rebuild(
-        settings.open_store(),
+        settings.open_store(create=False),
         progress=_progress("rebuild-index"),
         max_object_bytes=settings.max_object_bytes,
     )

@@ -372,7 +372,7 @@ def log_command(ctx: click.Context, workflow_id: str, as_json: bool, limit: int)
     from query.timeline import workflow_timeline
 
     settings = _settings(ctx)
-    archive = settings.open_archive()
+    archive = settings.open_archive(create=False)
     wf = check_id(workflow_id, "workflowId")
     with Catalog(archive.store, settings.index_cache_dir) as catalog:
         body = workflow_timeline(archive, catalog, wf, limit=limit, with_diffs=as_json)

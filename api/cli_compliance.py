@@ -76,7 +76,7 @@ def export(
         execution_ids=execution_ids, workflow_id=workflow_id, since=since, until=until
     )
     settings = _settings(ctx)
-    store = settings.open_store()
+    store = settings.open_store(create=False)
     target = Path(output)
     as_tar = target.suffix == ".tar"
     if target.exists():
@@ -137,7 +137,9 @@ def seal_index(ctx: click.Context, accept: tuple[str, ...], full: bool) -> None:
             days.append(date.fromisoformat(text))
         except ValueError:
             raise InvalidInput("must be a day YYYY-MM-DD", field="--accept") from None
-    report = seal(_settings(ctx).open_store(), accept=days, full=full, progress=_progress("seal"))
+    report = seal(
+        _settings(ctx).open_store(create=False), accept=days, full=full, progress=_progress("seal")
+    )
     _end_progress()
     _emit(report.to_json())
     ctx.exit(0 if report.ok else 1)

@@ -41,7 +41,7 @@ def compact_index_command(
     from api.cli import _emit, _end_progress, _progress, _settings
 
     report = compact_index(
-        _settings(ctx).open_store(),
+        _settings(ctx).open_store(create=False),
         include_today=include_today,
         grace_seconds=grace_seconds,
         dry_run=dry_run,

@@ -73,7 +73,9 @@ def plan_command(ctx: click.Context, policy_file: str | None, as_json: bool, det
 
     settings = _settings(ctx)
     policy = _policy(ctx, policy_file)
-    result = plan(settings.open_store(), policy, max_object_bytes=settings.max_object_bytes)
+    result = plan(
+        settings.open_store(create=False), policy, max_object_bytes=settings.max_object_bytes
+    )
     if as_json:
         click.echo(orjson.dumps(result.to_json(details=details), option=orjson.OPT_INDENT_2))
         return
@@ -123,7 +125,7 @@ def lifecycle_json(
     if apply:
         from api.cli import _settings
 
-        configuration = apply_lifecycle(_settings(ctx).open_store(), policy)
+        configuration = apply_lifecycle(_settings(ctx).open_store(create=False), policy)
     else:
         configuration = lifecycle_configuration(policy, prefix)
     text = orjson.dumps(configuration, option=orjson.OPT_INDENT_2).decode()
@@ -152,7 +154,7 @@ def expire_command(ctx: click.Context, policy_file: str | None, dry_run: bool) -
 
     settings = _settings(ctx)
     policy = _policy(ctx, policy_file)
-    store = settings.open_store()
+    store = settings.open_store(create=False)  # nothing to expire in a store that is not there
     if dry_run:
         result = plan(store, policy, max_object_bytes=settings.max_object_bytes)
         click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2))
@@ -182,7 +184,7 @@ def archive_command(ctx: click.Context, policy_file: str | None) -> None:
     def progress(done: int, total: int) -> None:
         click.echo(f"\rarchive: {done}/{total}\x1b[K", nl=False, err=True)
 
-    store = settings.open_store()
+    store = settings.open_store(create=False)
     with run_lease(store, RETENTION_LEASE, owner=cli_user()):
         report = archive_cold(
             store,
@@ -209,7 +211,7 @@ def break_lock(ctx: click.Context) -> None:
     """
     from api.cli import _settings
 
-    holder = break_lease(_settings(ctx).open_store(), RETENTION_LEASE)
+    holder = break_lease(_settings(ctx).open_store(create=False), RETENTION_LEASE)
     click.echo(orjson.dumps({"released": holder}, option=orjson.OPT_INDENT_2))
 
 
@@ -229,7 +231,7 @@ def restore_command(ctx: click.Context, execution_id: str, days: int) -> None:
     """
     from api.cli import _settings
 
-    state = restore_execution(_settings(ctx).open_store(), execution_id, days=days)
+    state = restore_execution(_settings(ctx).open_store(create=False), execution_id, days=days)
     click.echo(orjson.dumps({"executionId": execution_id, "state": state}))
 
 
@@ -272,7 +274,7 @@ def hold_set(ctx: click.Context, scope: str, target: str, reason: str, by: str |
     from api.cli import _settings
 
     settings = _settings(ctx)
-    archive = settings.open_archive()
+    archive = settings.open_archive(create=True)
     result = set_hold(
         archive.store,
         scope,
@@ -312,7 +314,7 @@ def hold_clear(
     from api.cli import _settings
 
     settings = _settings(ctx)
-    archive = settings.open_archive()
+    archive = settings.open_archive(create=False)
     result = clear_hold(
         archive.store,
         scope,
@@ -340,7 +342,9 @@ def hold_list(ctx: click.Context, policy_file: str | None, as_json: bool) -> Non
     from api.cli import _settings
 
     settings = _settings(ctx)
-    holds = active_holds(settings.open_store(), max_object_bytes=settings.max_object_bytes)
+    holds = active_holds(
+        settings.open_store(create=False), max_object_bytes=settings.max_object_bytes
+    )
     policy = _policy(ctx, policy_file)
     from_policy = [("execution", t) for t in sorted(policy.hold_executions)]
     from_policy += [("workflow", t) for t in sorted(policy.hold_workflows)]
@@ -387,7 +391,7 @@ def hold_sync(ctx: click.Context, policy_file: str | None) -> None:
         click.echo(f"\rhold sync: {done}/{total}\x1b[K", nl=False, err=True)
 
     report = sync_holds(
-        settings.open_store(),
+        settings.open_store(create=False),
         policy_hold=_policy(ctx, policy_file).hold_reason,
         progress=progress,
         max_object_bytes=settings.max_object_bytes,

@@ -136,7 +136,7 @@ def sql(
     settings = _settings(ctx)
     max_rows = max(settings.query_max_rows, limit or 0)
     max_seconds = max(settings.query_timeout_ms / 1000.0, timeout or 0.0)
-    with Catalog(settings.open_store(), settings.index_cache_dir) as catalog:
+    with Catalog(settings.open_store(create=False), settings.index_cache_dir) as catalog:
         sandbox = SqlSandbox(
             catalog,
             max_rows=max_rows,

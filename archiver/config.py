@@ -59,7 +59,9 @@ class Settings:
     max_json_values: int = 5_000_000
     retention_policy_file: str | None = None
 
-    def open_store(self) -> ObjectStore:
+    def open_store(self, *, create: bool = True) -> ObjectStore:
+        """The configured store; ``create=False`` (read-only commands) refuses a missing local
+        directory (:class:`~archiver.errors.NotFound`) instead of creating it."""
         from archiver.store.factory import store_from_url
 
         options: dict[str, Any] = {}
@@ -72,15 +74,15 @@ class Settings:
                 "object_lock_mode": self.object_lock_mode,
                 "object_lock_days": self.object_lock_days,
             }
-        return store_from_url(self.store, **options)
+        return store_from_url(self.store, create=create, **options)
 
-    def open_archive(self, store: ObjectStore | None = None) -> Archive:
+    def open_archive(self, store: ObjectStore | None = None, *, create: bool = True) -> Archive:
         from archiver.archive import Archive
         from archiver.retention import load_policy
 
         # the policy locks execution records (Object Lock) until it lets them expire
         return Archive(
-            store or self.open_store(),
+            store or self.open_store(create=create),
             self.sanitizer(),
             max_object_bytes=self.max_object_bytes,
             retention_policy=load_policy(self.retention_policy_file),
@@ -141,7 +143,8 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     (
         "store",
         "EXECVAULT_STORE",
-        "where objects live: `local:PATH`, a plain path, `s3://bucket/prefix`, or `memory:`",
+        "where objects live: `local:PATH`, a plain path, `s3://bucket/prefix`, or `memory:`; "
+        "another `scheme:` or a bare `memory`/`s3`/`local` is refused as a typo",
     ),
     (
         "hmac_key",

@@ -2230,7 +2230,7 @@ def open_cold_store(url: str, like: ObjectStore | None = None) -> ObjectStore:
     config = getattr(like, "config", None)
     if where.startswith("s3://") and config is not None and hasattr(config, "endpoint_url"):
         options = {name: getattr(config, name) for name in _S3_SHARED}
-    return store_from_url(where, **options)
+    return store_from_url(where, field="cold_store", **options)
 
 
 def _tier_key(execution_id: str, when: datetime, event_id: str, suffix: str = "") -> str:

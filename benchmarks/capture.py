@@ -32,7 +32,10 @@ cProfile of the slowest captures and direct timings of each pass of ``canonicali
 (warm memo), ``big_cpu_cold_*`` with the sanitizer memo cleared before every run,
 ``big_cpu_repeat_*`` the archive's path for a document it has prepared before (``PreparedCache``:
 a serialization and a hash of the document, and a parse of the cached structure's bytes).
-``big_cpu_stream_*`` is a stream of ``2 × --big-runs`` captures of the big workflow through the
+Targets (``architecture.md``): p99 <= 3 ms for ``cpu``, ``big_cpu`` and ``big_cpu_repeat``
+(every corpus workflow, repeats of a known structure); p99 <= 5 ms for ``big_cpu_cold`` (first
+sight of the generated workflow) and ``big_cpu_stream`` / ``big_cpu_stream_edit`` (the 5 %-edit
+stream). ``big_cpu_stream_*`` is a stream of ``2 × --big-runs`` captures of the big workflow through the
 archive's own CPU path (``PreparedCache``, the blob compressed once per new structure, the
 record), starting from an empty sanitizer; before each run the workflow changes with probability
 ``--change-rate`` like the store workload (``_edit`` is the changed runs, ``_first`` the first
@@ -112,7 +115,11 @@ from tests.seaweedfs import run_seaweedfs  # noqa: E402
 
 BENCHMARK = "capture"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "n8n-workflows"
+# architecture.md "Performance targets": every corpus workflow and repeats of a known structure
+# (warm memo, PreparedCache) p99 <= 3 ms; the first sight of the generated 400-node / 200 KB
+# workflow and the 5 %-edit stream through the archive's path p99 <= 5 ms.
 TARGET_CPU_P99_MS = 3.0
+TARGET_CPU_FIRST_SIGHT_P99_MS = 5.0
 TARGET_INGEST_P50_MS = 15.0
 TARGET_GET_P99_MS = 30.0
 BIG_TRIGGERS = 3
@@ -607,7 +614,7 @@ def run_cpu(args: argparse.Namespace, docs: list[tuple[str, Any]]) -> None:
     times = time_cpu(
         [big] * cold_runs, big_sanitizer, "big cpu cold", before=big_sanitizer.clear_cache
     )
-    emit_latencies("big_cpu_cold", times)
+    emit_latencies("big_cpu_cold", times, p99_target=TARGET_CPU_FIRST_SIGHT_P99_MS)
     steps = time_steps([big] * args.big_runs, big_sanitizer, "big breakdown")
     emit_steps("big_cpu", steps)
     # The archive's own path for a workflow it has prepared before (PreparedCache: one
@@ -622,9 +629,11 @@ def run_cpu(args: argparse.Namespace, docs: list[tuple[str, Any]]) -> None:
         repeat.append(_ms(clock() - t0))
     emit_latencies("big_cpu_repeat", repeat, p99_target=TARGET_CPU_P99_MS)
     stream, edits = time_stream(big, key, args.big_runs * 2, args.change_rate, args.seed)
-    emit_latencies("big_cpu_stream", stream, p99_target=TARGET_CPU_P99_MS, with_max=True)
+    emit_latencies(
+        "big_cpu_stream", stream, p99_target=TARGET_CPU_FIRST_SIGHT_P99_MS, with_max=True
+    )
     emit("big_cpu_stream_first", stream[0], 1)
-    emit_latencies("big_cpu_stream_edit", edits)
+    emit_latencies("big_cpu_stream_edit", edits, p99_target=TARGET_CPU_FIRST_SIGHT_P99_MS)
     emit("prepared_cache_full_gc", cache_gc_ms(big, big_sanitizer), 5)
     pressure.emit("cpu_host_cpu_pressure", len(stream) + args.big_runs)
 

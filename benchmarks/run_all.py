@@ -1,6 +1,8 @@
 """Run every benchmark script in ``benchmarks/`` and forward their JSON lines.
 
-Each ``benchmarks/*.py`` other than this one is run in turn with this Python. Their JSON lines
+Each benchmark script in ``benchmarks/`` (a ``*.py`` with an ``if __name__ == "__main__":``
+guard, other than this one) is run in turn with this Python; helper modules the scripts import
+(``jsonlines.py``) have no such guard and are not run. Their JSON lines
 (one figure each) are forwarded to stdout as they arrive; anything else they print on stdout goes to
 stderr, so stdout stays machine-readable. Their stderr (progress) passes through. ``--quick`` is
 passed on to the scripts that accept it (the others run as they are, with a note on stderr).
@@ -31,9 +33,20 @@ def log(message: str) -> None:
     print(f"[run_all] {message}", file=sys.stderr, flush=True)
 
 
+def is_benchmark(path: Path) -> bool:
+    """A script meant to be run (it has a ``__main__`` guard), not a helper module it imports."""
+    if path.resolve() == Path(__file__).resolve():
+        return False
+    text = path.read_text(encoding="utf-8")
+    return any(guard in text for guard in _MAIN_GUARDS)
+
+
+_MAIN_GUARDS = ('if __name__ == "__main__":', "if __name__ == '__main__':")
+
+
 def discover(names: Sequence[str]) -> list[Path]:
     """The benchmark scripts, sorted; only those named (with or without ``.py``) if any are."""
-    scripts = sorted(p for p in HERE.glob("*.py") if p.resolve() != Path(__file__).resolve())
+    scripts = sorted(p for p in HERE.glob("*.py") if is_benchmark(p))
     if not names:
         return scripts
     wanted = {n.removesuffix(".py") for n in names}

@@ -48,6 +48,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def cli(tmp_path: Path) -> Any:
     key = tmp_path / "hmac.key"
     key.write_text(HMAC_KEY.hex() + "\n")
+    (tmp_path / "data").mkdir()  # read-only commands refuse a store that does not exist
     store = f"local:{tmp_path / 'data'}"
     runner = CliRunner()
 
@@ -165,6 +166,97 @@ def test_errors_are_one_line_with_exit_code_2(cli: Any, args: tuple[str, ...], n
     assert result.stderr.startswith("error: ")
     assert needle in result.stderr
     assert "Traceback" not in result.output
+
+
+# Read-only commands: everything but serve, put, final-state and hold set.
+READ_ONLY = [
+    ("get", "1001"),
+    ("log", "wf-1"),
+    ("history", "wf-1"),
+    ("by-hash", "0" * 64),
+    ("verify",),
+    ("show", "1001"),
+    ("diff", "1001", "1002"),
+    ("replay-context", "1001"),
+    ("export", "--workflow-id", "wf-1", "-o", "out.tar"),
+    ("sql", "SELECT 1"),
+    ("seal-index",),
+    ("rebuild-index",),
+    ("compact-index",),
+    ("retention", "plan"),
+    ("hold", "list"),
+    ("hold", "clear", "execution", "1001"),
+    ("expire",),
+    ("archive",),
+    ("restore", "1001"),
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=" ".join)
+@pytest.mark.parametrize("store", ["local:{tmp}/absent", "{tmp}/absent"])
+def test_read_only_commands_never_create_a_missing_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], store: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = tmp_path / "hmac.key"
+    result = CliRunner().invoke(
+        main, ["--store", store.format(tmp=tmp_path), "--hmac-key-file", str(key), *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert "no store at" in result.stderr and "--store / EXECVAULT_STORE" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no key, no output
+
+
+def test_the_default_store_is_not_created_by_a_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["get", "1001"])
+    assert result.exit_code == 2
+    assert "no store at 'local:./execvault-data'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("store", "needle"),
+    [
+        ("lcoal:./data", "did you mean local:?"),
+        ("s3:/bucket", "expected s3://bucket/prefix"),
+        ("s3:bucket", "expected s3://bucket/prefix"),
+        ("memory", "did you mean memory:?"),
+        ("local", "did you mean local:?"),
+        ("s3", "did you mean s3://bucket/prefix?"),
+        ("memroy:", "did you mean memory:?"),
+        ("gs://bucket/x", "unknown store scheme 'gs:'"),
+        ("memory:x", "write memory:"),
+    ],
+)
+@pytest.mark.parametrize("command", [("get", "1001"), ("verify",), ("put", "-")])
+def test_a_mistyped_store_is_refused_naming_the_setting(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: str,
+    needle: str,
+    command: tuple[str, ...],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    request = orjson.dumps({"executionId": "1001", "workflow": _workflow()})
+    result = CliRunner().invoke(main, ["--store", store, *command], input=request)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr and "(field: store)" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plain_path_store_still_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hmac.key").write_text(HMAC_KEY.hex() + "\n")
+    workflow = tmp_path / "workflow.json"
+    workflow.write_bytes(orjson.dumps(_workflow()))
+    base = ["--store", "plain/data", "--hmac-key-file", "hmac.key"]
+    _ok(CliRunner().invoke(main, [*base, "put", str(workflow), "--execution-id", "1001"]))
+    assert (tmp_path / "plain" / "data").is_dir()  # a write creates the store
+    got = orjson.loads(_ok(CliRunner().invoke(main, [*base, "get", "1001"])))
+    assert got["executionId"] == "1001"
 
 
 def test_bad_json_file_is_refused_without_echo(cli: Any, tmp_path: Path) -> None:
@@ -378,3 +470,22 @@ def test_put_options_set_the_request_fields(cli: Any, tmp_path: Path) -> None:
     request.write_bytes(orjson.dumps({"executionId": "o-4", "workflow": _workflow(), "x": 1}))
     result = cli("put", str(request), "--trigger-type", "webhook")
     assert result.exit_code == 2 and "(field: x)" in result.stderr
+
+
+def test_verify_prints_plain_text_and_json_on_request(cli: Any, tmp_path: Path) -> None:
+    workflow = tmp_path / "workflow.json"
+    workflow.write_bytes(orjson.dumps(_workflow()))
+    _ok(cli("put", str(workflow), "--execution-id", "1001"))
+    for args in (
+        ("verify",),
+        ("verify", "--read-data"),
+        ("verify", "--read-data", "--subset", "1/2"),
+    ):
+        text = _ok(cli(*args))
+        assert not any(token in text for token in ("{'", "False", "True", "None")), text
+        assert "objects:  snapshots 1, " in text and "blobs 1" in text
+        assert text.rstrip().endswith("OK")
+    assert "read:     " in _ok(cli("verify", "--read-data"))
+    report = orjson.loads(_ok(cli("verify", "--json")))
+    assert report["ok"] is True and report["readData"] is False
+    assert report["objects"]["snapshots"] == 1

@@ -1113,3 +1113,67 @@ def test_prefilter_finds_every_family_of_every_string(strings: list[str]) -> Non
 )
 def test_prefilter_finds_later_families_of_a_group(strings: list[str]) -> None:
     assert sanitize_module._prefilter(strings) == prefilter_reference(strings)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_twin_with_nan_is_told_apart_on_every_hit_not_only_the_first(bad: float) -> None:
+    """The memo notes where a chunk's nulls are on its first hit and later looks only there."""
+    s = Sanitizer(KEY)
+
+    def doc(x: Any) -> dict[str, Any]:
+        return {"n": [{"a": None, "b": [1, {"c": x}], "token": "t0k3n-value", "d": [None, None]}]}
+
+    for _ in range(5):  # stored, two hits compared whole (paths noted), later hits (null paths)
+        assert s.sanitize(doc(None)) == {
+            "n": [
+                {
+                    "a": None,
+                    "b": [1, {"c": None}],
+                    "token": s.marker("t0k3n-value"),
+                    "d": [None, None],
+                }
+            ]
+        }
+        assert math.isnan(s.sanitize(doc(math.nan))["n"][0]["b"][1]["c"])
+        with pytest.raises(InvalidInput) as err:
+            s.sanitize_json(doc(bad), where="v")
+        assert err.value.field == "v.n[0].b[1].c"
+        # a tuple prints like a list: a hit gives the walk's answer (lists)
+        assert s.sanitize({"n": ({"a": None, "b": (1, {"c": None})},)}) == {
+            "n": [{"a": None, "b": [1, {"c": None}]}]
+        }
+
+
+def test_a_chunk_with_many_nulls_is_compared_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Sanitizer(KEY)
+    nulls: list[Any] = [None] * 100
+    for _ in range(3):
+        assert s.sanitize({"n": list(nulls)}) == {"n": nulls}
+        assert math.isnan(s.sanitize({"n": [*nulls[:99], math.nan]})["n"][99])
+    assert None in s._nulls.values()  # more than _MAX_NULL_PATHS: no paths kept
+
+
+def test_a_warm_hit_on_a_chunk_with_nulls_parses_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NaN-twin check of a warm hit costs lookups, not a second parse and a deep compare
+    (benchmarks/sanitize_bench.py: warm p50 1.4 ms with them, 0.8 without)."""
+    s = Sanitizer(KEY)
+    doc = {"nodes": [{"parameters": {"a": None, "token": "t0k3n-value"}, "b": [None, 2]}]}
+    want = {
+        "nodes": [{"parameters": {"a": None, "token": s.marker("t0k3n-value")}, "b": [None, 2]}]
+    }
+    for _ in range(3):  # stored, then its two hits compared whole
+        assert s.sanitize(doc) == want
+    parsed: list[bytes] = []
+    loads = sanitize_module._loads
+
+    def counting(data: bytes) -> Any:
+        parsed.append(data)
+        return loads(data)
+
+    monkeypatch.setattr(sanitize_module, "_loads", counting)
+    assert s.sanitize(doc) == want
+    assert len(parsed) == 1  # the memoised result only
+    # a "null" inside a string (JavaScript code) is no null value: no check at all
+    assert not sanitize_module._has_null(orjson.dumps({"js": "if (x !== null) return x"}))
+    for value in ({"a": None}, [None], [1, None]):
+        assert sanitize_module._has_null(orjson.dumps(value))

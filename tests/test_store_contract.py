@@ -461,8 +461,27 @@ def test_store_from_url_s3() -> None:
         ("s3://bucket/p", {"no_such_option": 1}),
         ("s3://bucket/p", {"object_lock_mode": "COMPLIANCE"}),  # days missing
         ("s3://bucket/a//b", {}),
+        ("s3:/bucket", {}),
+        ("lcoal:./data", {}),
+        ("memory", {}),
+        ("s3", {}),
+        ("Local", {}),
     ],
 )
-def test_store_from_url_rejects_bad_input(url: str, options: dict[str, Any]) -> None:
+def test_store_from_url_rejects_bad_input(
+    url: str, options: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInput):
         store_from_url(url, **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_from_url_without_create_refuses_a_missing_directory(tmp_path: Path) -> None:
+    for url in (f"local:{tmp_path / 'absent'}", str(tmp_path / "absent")):
+        with pytest.raises(NotFound, match="no store at"):
+            store_from_url(url, create=False)
+    assert not (tmp_path / "absent").exists()
+    (tmp_path / "present").mkdir()
+    assert isinstance(store_from_url(str(tmp_path / "present"), create=False), LocalStore)
+    assert isinstance(store_from_url("memory:", create=False), MemoryStore)
