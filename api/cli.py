@@ -232,6 +232,11 @@ def token_new(scopes: str, name: str | None) -> None:
 @click.option("--workflow-id", help="Workflow id (else the workflow's own id).")
 @click.option("--trigger-type", help="manual, webhook, schedule ... (else inferred).")
 @click.option("--user-id", help="Who ran it.")
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help="Allow a createdAt older than capture_max_age_seconds (back to 2000-01-01).",
+)
 @click.pass_context
 def put(
     ctx: click.Context,
@@ -240,6 +245,7 @@ def put(
     workflow_id: str | None,
     trigger_type: str | None,
     user_id: str | None,
+    backfill: bool,
 ) -> None:
     """Capture FILE: a workflow export, or a capture request {executionId, workflow, ...}.
 
@@ -265,6 +271,7 @@ def put(
             trigger_data=request.get("triggerData"),
             user_id=user_id or request.get("userId"),
             created_at=request.get("createdAt"),
+            backfill=backfill,
         )
     snap = result.snapshot
     _emit(

@@ -113,7 +113,12 @@ class CaptureRequest(_Wire):
     trigger_data: Any = Field(default=None, description="what started the run (sanitized)")
     user_id: str | int | None = Field(default=None, description="who ran it (default `system`)")
     created_at: str | float | None = Field(
-        default=None, description="RFC 3339 time or epoch milliseconds (default: now)"
+        default=None,
+        description=(
+            "RFC 3339 time or epoch milliseconds (default: now); within 24 h before and 5 min "
+            "after the server's clock (`capture_max_age_seconds`, `capture_max_skew_seconds`), "
+            "older (back to 2000-01-01) only with the `backfill` scope; else 422"
+        ),
     )
     replay_of: str | int | None = Field(
         default=None, description="execution id this run replays, if any"
@@ -127,6 +132,9 @@ class CaptureResponse(_Wire):
     snapshot_version: str = Field(description="semver of the workflow structure, e.g. `1.2.0`")
     snapshot_hash: str = Field(description="SHA-256 (hex) of the JCS form of the structure")
     created_at: str = Field(description="RFC 3339, UTC, milliseconds")
+    received_at: str | None = Field(
+        description="when the server took the capture (its clock); retention counts from it"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -138,6 +146,7 @@ class CaptureResponse(_Wire):
                     "snapshotVersion": "1.0.0",
                     "snapshotHash": "9f2c" + "0" * 60,
                     "createdAt": "2026-05-01T10:00:00.000Z",
+                    "receivedAt": "2026-05-01T10:00:00.120Z",
                 }
             ]
         },
@@ -185,6 +194,9 @@ class SnapshotResponse(_Wire):
     user_id: str
     trigger_type: str
     created_at: str
+    received_at: str | None = Field(
+        description="when the server took the capture (null in records older than the field)"
+    )
     version_seq: int
     final_state: dict[str, Any] | None = Field(description="null until a final state is recorded")
 

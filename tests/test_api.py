@@ -777,6 +777,7 @@ def test_capture_201_then_200_then_409(client: Client) -> None:
         "snapshotVersion",
         "snapshotHash",
         "createdAt",
+        "receivedAt",
     }
     assert body["executionId"] == "1001" and body["workflowId"] == "wf-1"
     assert body["snapshotVersion"] == "1.0.0" and len(body["snapshotHash"]) == 64
