@@ -2280,10 +2280,13 @@ def _move_class(
 ) -> None:
     keys = sorted(k for k, (_, cls) in ex.objects.items() if cls != target)
     if ex.facts_from == "index":  # the tier event records these facts: from the records
-        why = _record_disagreement(job.store, ex, None, job.max_object_bytes)
+        record = _snapshot_body(job.store, ex, job.max_object_bytes)
+        why = _record_disagreement(job.store, ex, None, job.max_object_bytes, snapshot=record)
         if why is not None:
             report.skipped.append({"executionId": ex.execution_id, "reason": why})
             return
+        if record is not None:  # the index has no receivedAt: the tier event must
+            ex = replace(ex, received_at=_received_at(record))
     last = _latest_plain_event(job.store, ex.execution_id, job.max_object_bytes)
     if (
         last is not None
@@ -2368,6 +2371,8 @@ def _copy_to_cold(
             if why is not None:
                 report.skipped.append({"executionId": ex.execution_id, "reason": why})
                 return
+            if _SNAPSHOT_KIND in bodies:  # the index has no receivedAt: the tier event must
+                ex = replace(ex, received_at=_received_at(bodies[_SNAPSHOT_KIND]))
         for key in hot_keys:
             digests[key], sizes[key] = _verified_copy(
                 job.store, cold, key, job.max_object_bytes, read.get(key)

@@ -20,7 +20,7 @@ from archiver.config import load_settings
 from archiver.errors import InvalidInput
 from archiver.index import ManifestWriter
 from archiver.layout import result_key, snapshot_key
-from archiver.retention import RetentionPolicy, expire, plan
+from archiver.retention import RetentionPolicy, archive_cold, expire, plan
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectStore
 from archiver.store.memory import MemoryStore
@@ -272,6 +272,26 @@ def test_a_backfill_expires_by_when_it_was_received_not_by_its_created_at(
     store.put(snapshot_key("legacy"), encode_record(SNAPSHOT_KIND, body))
     report = expire(store, policy, use_index=False)
     assert [e["executionId"] for e in report.expired] == ["legacy"]
+
+
+def test_a_backfill_moved_to_the_cold_store_keeps_its_receivedat() -> None:
+    """Planned from the index (createdAt only), archived to a cold store: the tier event must
+    carry receivedAt, or expiry would later count from the backfill's old createdAt."""
+    store, cold = MemoryStore(), MemoryStore()
+    archive = _archive(store)
+    with ManifestWriter(store, flush_rows=1) as writer:
+        writer.attach(archive)
+        archive.capture_snapshot(
+            **_args("backfilled"), created_at=utcnow() - timedelta(days=400), backfill=True
+        )
+    report = archive_cold(
+        store, RetentionPolicy(name="p", hot_days=30, keep_days=1000), cold_store=cold
+    )
+    assert [m["executionId"] for m in report.moved] == ["backfilled"], report.skipped
+    assert store.head(snapshot_key("backfilled")) is None  # only in the cold store now
+    expired = expire(store, RetentionPolicy(name="p", keep_days=90), cold_store=cold)
+    assert expired.expired == []
+    assert cold.head(snapshot_key("backfilled")) is not None
 
 
 @pytest.mark.parametrize("backend", ["moto", "seaweedfs"])
