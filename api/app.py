@@ -263,7 +263,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
 
     @app.post(
         "/api/execution-snapshots",
-        dependencies=ingest,
         status_code=201,
         summary="Capture a pre-execution snapshot",
         description=(
