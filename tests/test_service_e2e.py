@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from archiver.timeutil import format_ts, utcnow
 from tests.helpers import HMAC_KEY, REPO, WORKFLOWS
 
 SNAPSHOTS = "/api/execution-snapshots"
@@ -122,10 +124,11 @@ def test_plain_http_client_archives_the_whole_corpus(tmp_path: Path) -> None:
             assert response.status_code == 201, (path.name, response.text)
             captured[execution_id] = response.json()
             status = "error" if i % 3 == 0 else "success"
+            started = utcnow()  # the run's times follow its capture (history looks there)
             final = {
                 "status": status,
-                "startedAt": "2026-11-25T10:00:00Z",
-                "finishedAt": "2026-11-25T10:00:01Z",
+                "startedAt": format_ts(started),
+                "finishedAt": format_ts(started + timedelta(seconds=1)),
                 "nodes": {"Step": {"status": status}},
             }
             response = http.post(f"{SNAPSHOTS}/{execution_id}/final-state", json=final)
