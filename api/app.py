@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import load_tokens, require_scope
+from api.auth import Principal, load_tokens, require_scope
 from api.errors import error_responses, install_error_handlers
 from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
 from api.params import ExecutionId, WorkflowId
@@ -76,9 +76,9 @@ def _json_object(data: bytes) -> dict[str, Any]:
     return value
 
 
-def _capture(archive: Archive, data: bytes) -> CaptureResult:
+def _capture(archive: Archive, data: bytes, backfill: bool = False) -> CaptureResult:
     request = parse_capture_request(_json_object(data))
-    return archive.capture_snapshot(**request.arguments())
+    return archive.capture_snapshot(**request.arguments(), backfill=backfill)
 
 
 def _record_final_state(archive: Archive, execution_id: str, data: bytes) -> FinalStateResult:
@@ -95,6 +95,7 @@ def capture_body(result: CaptureResult) -> dict[str, Any]:
         "snapshotHash": snap.snapshot_hash,
         "createdAt": format_ts(snap.created_at),
         "warnings": [w.to_json() for w in snap.warnings],
+        "receivedAt": None if snap.received_at is None else format_ts(snap.received_at),
     }
 
 
@@ -117,6 +118,8 @@ def final_state_body(result: FinalStateResult) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the app
 
 _INGEST = "Scope: `ingest` (or `admin`)."
+#: who may capture (``ingest``); one that also holds ``backfill`` may send old ``createdAt`` times
+_CAPTURE_CALLER = require_scope("ingest")
 _READ = "Scope: `read` (or `admin`)."
 
 
@@ -246,13 +249,14 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
 
     @app.post(
         "/api/execution-snapshots",
-        dependencies=ingest,
         status_code=201,
         summary="Capture a pre-execution snapshot",
         description=(
             f"{_INGEST} Stores the sanitized workflow, versioned, write-once. "
             "An identical re-send answers 200 with the same body; different content for an "
-            "existing `executionId` is a 409."
+            "existing `executionId` is a 409. `createdAt` must be within "
+            "`capture_max_age_seconds` (24 h) before and `capture_max_skew_seconds` (5 min) "
+            "after the server's clock; older only with the `backfill` scope (422 otherwise)."
         ),
         responses={
             **_created(CaptureResponse, "snapshot"),
@@ -261,9 +265,11 @@ def create_app(settings: Settings, *, archive: Archive | None = None) -> FastAPI
         openapi_extra={**request_body(CaptureRequest, "the capture request"), **_scope("ingest")},
         tags=["ingest"],
     )
-    async def capture(request: Request) -> Response:
+    async def capture(
+        request: Request, caller: Annotated[Principal, Depends(_CAPTURE_CALLER)]
+    ) -> Response:
         data = await read_json_body(request)
-        result = await run_in_threadpool(_capture, arc, data)
+        result = await run_in_threadpool(_capture, arc, data, caller.has("backfill"))
         return ORJSONResponse(capture_body(result), status_code=201 if result.created else 200)
 
     @app.post(

@@ -10,7 +10,9 @@ a set of scopes. Two sources, both optional and combined:
 
 A request's token is hashed and compared with *every* configured digest by
 ``hmac.compare_digest`` (no early exit), so the time taken does not depend on which digest, if
-any, matched. ``admin`` implies every other scope.
+any, matched. ``admin`` implies every other scope. ``backfill`` is not a route's scope but a
+widening of ``ingest`` (a backfill token holds both): a capture whose ``createdAt`` is older than
+``capture_max_age_seconds``.
 
 With no token configured at all the service is open (every request gets every scope); the CLI's
 ``serve`` then refuses any address but loopback. A tokens file that is configured but missing,
@@ -50,7 +52,7 @@ __all__ = [
     "token_digest",
 ]
 
-SCOPES: Final = ("ingest", "read", "query", "compliance", "retention", "admin")
+SCOPES: Final = ("ingest", "backfill", "read", "query", "compliance", "retention", "admin")
 TOKEN_PREFIX: Final = "evt_"
 _MAX_TOKEN_CHARS: Final = 1024
 _HEX: Final = frozenset("0123456789abcdef")

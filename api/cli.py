@@ -236,6 +236,11 @@ def token_new(scopes: str, name: str | None) -> None:
 @click.option("--workflow-id", help="Workflow id (else the workflow's own id).")
 @click.option("--trigger-type", help="manual, webhook, schedule ... (else inferred).")
 @click.option("--user-id", help="Who ran it.")
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help="Allow a createdAt older than capture_max_age_seconds (back to 2000-01-01).",
+)
 @click.pass_context
 def put(
     ctx: click.Context,
@@ -244,6 +249,7 @@ def put(
     workflow_id: str | None,
     trigger_type: str | None,
     user_id: str | None,
+    backfill: bool,
 ) -> None:
     """Capture FILE: a workflow export, or a capture request {executionId, workflow, ...}.
 
@@ -270,7 +276,7 @@ def put(
         raise click.UsageError("give --execution-id or a capture request with executionId")
     request = parse_capture_request(body)
     with _indexed_archive(ctx) as archive:
-        result = archive.capture_snapshot(**request.arguments())
+        result = archive.capture_snapshot(**request.arguments(), backfill=backfill)
     snap = result.snapshot
     _emit(
         {

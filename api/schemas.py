@@ -114,7 +114,12 @@ class CaptureRequest(_Wire):
     trigger_data: Any = Field(default=None, description="what started the run (sanitized)")
     user_id: str | int | None = Field(default=None, description="who ran it (default `system`)")
     created_at: str | float | None = Field(
-        default=None, description="RFC 3339 time or epoch milliseconds (default: now)"
+        default=None,
+        description=(
+            "RFC 3339 time or epoch milliseconds (default: now); within 24 h before and 5 min "
+            "after the server's clock (`capture_max_age_seconds`, `capture_max_skew_seconds`), "
+            "older (back to 2000-01-01) only with the `backfill` scope; else 422"
+        ),
     )
     replay_of: str | int | None = Field(
         default=None, description="execution id this run replays, if any"
@@ -133,6 +138,9 @@ class CaptureResponse(_Wire):
         description="what is odd about the workflow but accepted, as n8n accepts it: "
         "`{code, field, message}` items (docs/storage-format.md)",
     )
+    received_at: str | None = Field(
+        description="when the server took the capture (its clock); retention counts from it"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -145,6 +153,7 @@ class CaptureResponse(_Wire):
                     "snapshotHash": "9f2c" + "0" * 60,
                     "createdAt": "2026-05-01T10:00:00.000Z",
                     "warnings": [],
+                    "receivedAt": "2026-05-01T10:00:00.120Z",
                 }
             ]
         },
@@ -192,6 +201,9 @@ class SnapshotResponse(_Wire):
     user_id: str
     trigger_type: str
     created_at: str
+    received_at: str | None = Field(
+        description="when the server took the capture (null in records older than the field)"
+    )
     version_seq: int
     warnings: list[dict[str, str]] = Field(
         default_factory=list, description="`{code, field, message}` items; `[]` when none"

@@ -5,8 +5,8 @@ observers). A crash between two steps leaves at worst an unreferenced blob or ve
 record that points at nothing.
 
 Object Lock (stores with :class:`~archiver.store.base.LockingStore` and a lock mode configured):
-execution records (``snapshot.json.zst``, ``result.json.zst``) are locked until ``createdAt`` +
-the fewest days the retention policy can keep them (:func:`earliest_keep_days`), so expiry can
+execution records (``snapshot.json.zst``, ``result.json.zst``) are locked until ``receivedAt`` (the
+server's clock when it took the capture; ``createdAt`` in older records) + the fewest days the retention policy can keep them (:func:`earliest_keep_days`), so expiry can
 delete them exactly when the policy allows; ``"never"`` falls back to the store's default
 (now + ``object_lock_days``), as do blobs, version commits and events. A record of an execution
 under a legal hold (its id or workflow, in a hold event or the policy file) is written with the
@@ -57,6 +57,7 @@ from archiver.layout import (
 from archiver.model import CaptureWarning, ExecutionSnapshot, VersionCommit, WorkflowSnapshot
 from archiver.sanitize import Sanitizer
 from archiver.store.base import LockingStore, ObjectStore
+from archiver.timebounds import TimeBounds
 from archiver.timeutil import parse_ts, utcnow
 from archiver.versioning import VersionChains
 
@@ -73,7 +74,9 @@ FINAL_STATE_KIND = "final-state"
 # Fields a re-send may leave out and the server fills in: not part of "same content".
 # ``warnings`` are derived from the structure (which the hash covers): a re-send of a record
 # stored before warnings existed, or by a build that words them differently, is the same capture.
-_SERVER_FIELDS = frozenset({"id", "createdAt", "snapshotVersion", "versionSeq", "warnings"})
+_SERVER_FIELDS = frozenset(
+    {"id", "createdAt", "receivedAt", "snapshotVersion", "versionSeq", "warnings"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,15 @@ def _archived(exec_id: str) -> ObjectArchived:
     )
 
 
+def _lock_until(start: datetime, days: int, now: datetime) -> datetime:
+    """``start`` + ``days``, from a start no later than ``now`` (a record written before captures
+    were bounded may say year 9999: its lock must still end) and never overflowing."""
+    try:
+        return min(start, now) + timedelta(days=days)
+    except OverflowError:
+        return now + timedelta(days=days)
+
+
 SnapshotObserver = Callable[[CaptureResult], None]
 FinalStateObserver = Callable[[ExecutionSnapshot, FinalStateResult], None]
 
@@ -159,8 +171,11 @@ class Archive:
         blob_cache_size: int = 256,
         retention_policy: RetentionPolicy | None = None,
         hold_cache: HoldCache | None = None,
+        time_bounds: TimeBounds | None = None,
     ) -> None:
         self.store = store
+        #: how far client timestamps may stray from ``clock`` (``archiver.timebounds``)
+        self.time_bounds = time_bounds or TimeBounds()
         #: the policy execution records are locked by (None: the store's default retention)
         self.retention_policy = retention_policy
         #: the legal holds in force, for records written on a locking store
@@ -247,8 +262,15 @@ class Archive:
         user_id: object | None = None,
         created_at: object | None = None,
         replay_of: object | None = None,
+        backfill: bool = False,
     ) -> CaptureResult:
-        """Store the pre-execution snapshot of ``execution_id``; idempotent for identical input."""
+        """Store the pre-execution snapshot of ``execution_id``; idempotent for identical input.
+
+        ``created_at`` must lie in the window of :attr:`time_bounds` around the server's clock;
+        ``backfill`` (the caller has the ``backfill`` scope) allows older times, back to
+        ``archiver.timebounds.EARLIEST``. The record also carries ``receivedAt``, the clock's
+        time now, whatever ``created_at`` says.
+        """
         exec_id = check_id(execution_id, "executionId")
         prepared = self._prepared.prepare(workflow, self.sanitizer)
         wf_id_raw = workflow_id if workflow_id is not None else prepared.workflow.workflow_id
@@ -259,7 +281,8 @@ class Archive:
         wf_id = check_id(wf_id_raw, "workflowId")
         user = "system" if user_id is None else check_id(user_id, "userId")
         replay = None if replay_of is None else check_id(replay_of, "replayOf")
-        when = self._clock() if created_at is None else parse_ts(created_at, "createdAt")
+        now = self._clock()
+        when = now if created_at is None else parse_ts(created_at, "createdAt")
         if trigger_type is None:
             enabled = [t for t in prepared.triggers if not t.disabled]
             trigger_type = enabled[0].kind if enabled else "unknown"
@@ -303,6 +326,7 @@ class Archive:
                 node_identity=wf.node_identity,
                 replay_of=replay,
                 warnings=tuple(CaptureWarning.from_json(w) for w in wf.warnings),
+                received_at=now,
             )
 
         # A re-send must not move the version chain: answer it from what is stored.
@@ -311,6 +335,8 @@ class Archive:
             same = self._same_or_conflict(existing[0], build(None), created_at is not None)
             return self._resent(same, existing[1])
 
+        # before anything is written: no blob, version or record for a time out of bounds
+        self.time_bounds.check_created_at(when, now, backfill=backfill)
         blob = self._write_blob(prepared)
         commit = self.versions.assign(
             wf_id,
@@ -424,6 +450,10 @@ class Archive:
                 "is safe (an identical re-send is idempotent)"
             ) from None
         final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
+        now = self._clock()
+        finished = "finishedAt" if payload.get("finishedAt") is not None else "stoppedAt"
+        self.time_bounds.check_sane(final.started_at, now, "startedAt")
+        self.time_bounds.check_sane(final.finished_at, now, finished)
         body = final.to_json()
         data = encode_record(FINAL_STATE_KIND, body)
         if final.status in NON_TERMINAL_STATUSES:
@@ -469,7 +499,7 @@ class Archive:
         if policy is not None:
             days = earliest_keep_days(policy, snapshot.workflow_id, status)
             if days is not None:
-                retain_until = snapshot.created_at + timedelta(days=days)
+                retain_until = _lock_until(snapshot.retention_start, days, self._clock())
         return store.put_locked(
             key, data, retain_until=retain_until, legal_hold=self._held(snapshot) is not None
         )

@@ -13,6 +13,7 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from archiver.codec import DEFAULT_MAX_OBJECT_BYTES
 from archiver.errors import InvalidInput
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectStore
+from archiver.timebounds import DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW, TimeBounds
 
 if TYPE_CHECKING:
     from archiver.archive import Archive
@@ -58,6 +60,18 @@ class Settings:
     max_inflight_body_bytes: int = 128 * 1024 * 1024
     max_json_values: int = 5_000_000
     retention_policy_file: str | None = None
+    capture_max_skew_seconds: int = int(DEFAULT_MAX_SKEW.total_seconds())
+    capture_max_age_seconds: int = int(DEFAULT_MAX_AGE.total_seconds())
+
+    def time_bounds(self) -> TimeBounds:
+        """The window client timestamps must fall in (``archiver.timebounds``)."""
+        for name in ("capture_max_skew_seconds", "capture_max_age_seconds"):
+            if getattr(self, name) < 0:
+                raise InvalidInput("must not be negative", field=name)
+        return TimeBounds(
+            max_skew=timedelta(seconds=self.capture_max_skew_seconds),
+            max_age=timedelta(seconds=self.capture_max_age_seconds),
+        )
 
     def open_store(self, *, create: bool = True) -> ObjectStore:
         """The configured store; ``create=False`` (read-only commands) refuses a missing local
@@ -86,6 +100,7 @@ class Settings:
             self.sanitizer(),
             max_object_bytes=self.max_object_bytes,
             retention_policy=load_policy(self.retention_policy_file),
+            time_bounds=self.time_bounds(),
         )
 
     def journal_dir(self, store: ObjectStore) -> Path | None:
@@ -273,6 +288,18 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
         "retention_policy_file",
         "EXECVAULT_RETENTION_POLICY_FILE",
         "TOML retention policy (`docs/retention.md`); built-in defaults if unset",
+    ),
+    (
+        "capture_max_skew_seconds",
+        "EXECVAULT_CAPTURE_MAX_SKEW_SECONDS",
+        "how far past the server's clock a client's `createdAt`, `startedAt` or `finishedAt` "
+        "may be (clock skew; 422 beyond); default 300",
+    ),
+    (
+        "capture_max_age_seconds",
+        "EXECVAULT_CAPTURE_MAX_AGE_SECONDS",
+        "how old a capture's `createdAt` may be without the `backfill` scope (422 beyond); "
+        "default 86400 (24 h)",
     ),
 )
 

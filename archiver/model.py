@@ -166,6 +166,14 @@ class ExecutionSnapshot:
     replay_of: str | None = None
     format_version: int = SNAPSHOT_FORMAT_VERSION
     warnings: tuple[CaptureWarning, ...] = ()
+    #: when the server received the capture (its own clock); None in records written before
+    #: servers stamped it. Retention and Object Lock count from it (``retention_start``).
+    received_at: datetime | None = None
+
+    @property
+    def retention_start(self) -> datetime:
+        """The trusted time retention counts from: ``received_at``, else ``created_at``."""
+        return self.created_at if self.received_at is None else self.received_at
 
     @property
     def nodes_snapshot(self) -> list[dict[str, Any]]:
@@ -207,6 +215,7 @@ class ExecutionSnapshot:
             "triggerData": self.trigger_data,
             "pinData": self.pin_data,
             "createdAt": format_ts(self.created_at),
+            "receivedAt": None if self.received_at is None else format_ts(self.received_at),
             "versionSeq": self.version_seq,
             "nodeIdentity": self.node_identity,
             "formatVersion": self.format_version,
@@ -246,6 +255,8 @@ class ExecutionSnapshot:
         }
         if self.warnings:  # absent when empty: records without warnings keep their bytes
             body["warnings"] = [w.to_json() for w in self.warnings]
+        if self.received_at is not None:
+            body["receivedAt"] = format_ts(self.received_at)
         return body
 
     @classmethod
@@ -282,6 +293,11 @@ class ExecutionSnapshot:
             replay_of=body.get("replayOf"),
             format_version=int(body.get("formatVersion", SNAPSHOT_FORMAT_VERSION)),
             warnings=tuple(CaptureWarning.from_json(w) for w in body.get("warnings") or ()),
+            received_at=(
+                None
+                if body.get("receivedAt") is None
+                else parse_ts(body["receivedAt"], "receivedAt")
+            ),
         )
 
 

@@ -418,6 +418,14 @@ class ExecutionInfo:
     #: ``retention_events`` rows: checked against the events before anything is deleted or
     #: recorded (:func:`_confirm_tier`)
     tier_from_index: bool = False
+    #: the record's ``receivedAt`` (the server's clock at capture); None when not known (older
+    #: records, facts from the index): retention then counts from ``created_at``
+    received_at: datetime | None = None
+
+    @property
+    def retention_start(self) -> datetime:
+        """What ages are counted from: the trusted ``received_at``, else ``created_at``."""
+        return self.created_at if self.received_at is None else self.received_at
 
     @property
     def stored_bytes(self) -> int:
@@ -764,6 +772,7 @@ def _facts(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "workflowId": body["workflowId"],
         "createdAt": body["snapshotCreatedAt"],
+        "receivedAt": body.get("snapshotReceivedAt"),
         "snapshotHash": body["snapshotHash"],
         "status": body.get("status"),
     }
@@ -1186,6 +1195,7 @@ def scan(
                 execution_id=execution_id,
                 workflow_id=workflow_id,
                 created_at=parse_ts(body["createdAt"], "createdAt"),
+                received_at=_received_at(body),
                 snapshot_hash=str(body["snapshotHash"]),
                 status=None if status is None else str(status),
                 tags=tuple(sorted(tag_map.get(workflow_id, {}).get(execution_id, []))),
@@ -1284,6 +1294,41 @@ def _confirm_tier(
         if found_facts != said_facts:
             return ex, "the retention_events rows disagree with the execution's archive event"
     return replace(ex, copy_event=copy_event, tier_from_index=False), None
+
+
+def _snapshot_body(
+    store: ObjectStore, ex: ExecutionInfo, max_object_bytes: int
+) -> dict[str, Any] | None:
+    """The execution's snapshot record, or None when it cannot be read (the caller then reads it
+    again and reports why)."""
+    snap_key = next(k for k in ex.objects if k.endswith("/snapshot.json.zst"))
+    try:
+        return decode_record(store.get(snap_key), _SNAPSHOT_KIND, max_size=max_object_bytes)
+    except (NotFound, ArchiveError):
+        return None
+
+
+def _younger_by_received_at(
+    policy: RetentionPolicy,
+    ex: ExecutionInfo,
+    record: Mapping[str, Any] | None,
+    now: datetime,
+    holds: HoldSet | None,
+) -> str | None:
+    """Why an execution planned to expire from facts without ``receivedAt`` (index rows, tier
+    events of older writers) is kept after all: its record (or full tier event) names a later
+    ``receivedAt``, the trusted time retention counts from (a backfill's ``createdAt`` is old)."""
+    if ex.received_at is not None:
+        return None
+    source: Mapping[str, Any] | None = record
+    if source is None and ex.copy_event is not None:
+        source = {"receivedAt": ex.copy_event.get("snapshotReceivedAt")}
+    received = None if source is None else _received_at(source)
+    if received is None:
+        return None
+    if _decide(policy, replace(ex, received_at=received), now, holds).action == "expire":
+        return None
+    return f"kept: retention counts from its receivedAt {format_ts(received)}, not its createdAt"
 
 
 def _record_disagreement(
@@ -1426,6 +1471,12 @@ def _age_days(now: datetime, created: datetime) -> float:
     return (now - created) / timedelta(days=1)
 
 
+def _received_at(body: Mapping[str, Any]) -> datetime | None:
+    """A snapshot record's (or its facts') ``receivedAt``, or None where it has none."""
+    value = body.get("receivedAt")
+    return None if value is None else parse_ts(value, "receivedAt")
+
+
 def _decide(
     policy: RetentionPolicy,
     ex: ExecutionInfo,
@@ -1434,7 +1485,7 @@ def _decide(
     *,
     cold_copy: bool = False,
 ) -> Decision:
-    age = _age_days(now, ex.created_at)
+    age = _age_days(now, ex.retention_start)
     hot, keep = policy.resolve(ex.workflow_id, ex.status, ex.tags)
     held = policy.hold_reason(ex.execution_id, ex.workflow_id, ex.tags)
     if held is None and holds is not None:  # hold events (archiver.holds): the union
@@ -1998,7 +2049,8 @@ def expire(
     blob_intents = job.finish_intents()
     scanned = _scan(store, max_object_bytes, use_index)
     holds = active_holds(store, max_object_bytes=max_object_bytes)
-    result = plan_from_scan(policy, scanned, clock() if now is None else now, holds)
+    at = clock() if now is None else now
+    result = plan_from_scan(policy, scanned, at, holds)
     by_id = {ex.execution_id: ex for ex in scanned.executions}
     # the blobs' intents before any execution is deleted: a run killed after deleting the last
     # execution that referenced a blob still leaves the blob's deletion to finish
@@ -2027,8 +2079,12 @@ def expire(
             continue
         if ex.facts_from == "index" or ex.tier_from_index:  # never on the index alone
             ex, why = _confirm_tier(store, ex, max_object_bytes)
+            record = None
             if why is None and ex.facts_from == "index":
-                why = _record_disagreement(store, ex, tags_of, max_object_bytes)
+                record = _snapshot_body(store, ex, max_object_bytes)
+                why = _record_disagreement(store, ex, tags_of, max_object_bytes, snapshot=record)
+            if why is None:
+                why = _younger_by_received_at(policy, ex, record, at, holds)
             if why is not None:
                 job.report.skipped.append({"executionId": ex.execution_id, "reason": why})
                 still_referenced.add(blob_key(ex.snapshot_hash))
@@ -2272,6 +2328,7 @@ def _snapshot_facts(ex: ExecutionInfo) -> dict[str, Any]:
     """What a later scan needs when the snapshot itself is not readable (or not here)."""
     return {
         "snapshotCreatedAt": format_ts(ex.created_at),
+        **({} if ex.received_at is None else {"snapshotReceivedAt": format_ts(ex.received_at)}),
         "snapshotHash": ex.snapshot_hash,
         "status": ex.status,
     }
@@ -2393,10 +2450,13 @@ def _move_class(
 ) -> None:
     keys = sorted(k for k, (_, cls) in ex.objects.items() if cls != target)
     if ex.facts_from == "index":  # the tier event records these facts: from the records
-        why = _record_disagreement(job.store, ex, None, job.max_object_bytes)
+        record = _snapshot_body(job.store, ex, job.max_object_bytes)
+        why = _record_disagreement(job.store, ex, None, job.max_object_bytes, snapshot=record)
         if why is not None:
             report.skipped.append({"executionId": ex.execution_id, "reason": why})
             return
+        if record is not None:  # the index has no receivedAt: the tier event must
+            ex = replace(ex, received_at=_received_at(record))
     last = _latest_plain_event(job.store, ex.execution_id, job.max_object_bytes)
     if (
         last is not None
@@ -2533,6 +2593,8 @@ def _copy_to_cold(
             if why is not None:
                 report.skipped.append({"executionId": ex.execution_id, "reason": why})
                 return
+            if _SNAPSHOT_KIND in bodies:  # the index has no receivedAt: the tier event must
+                ex = replace(ex, received_at=_received_at(bodies[_SNAPSHOT_KIND]))
         for key in hot_keys:
             digests[key], sizes[key] = _verified_copy(
                 job.store, cold, key, job.max_object_bytes, read[key]

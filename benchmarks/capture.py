@@ -336,6 +336,7 @@ def _record_body(
         trigger_data=sanitizer.sanitize(TRIGGER_DATA),
         pin_data=prepared.pin_data,
         node_identity=wf.node_identity,
+        received_at=when,
     )
     return snapshot.record_body()
 

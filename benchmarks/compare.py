@@ -188,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("a2", big, None),
         ):
             archive.capture_snapshot(
-                execution_id=execution_id, workflow=workflow, workflow_id="bench", created_at=T0
+                execution_id=execution_id,
+                workflow=workflow,
+                workflow_id="bench",
+                created_at=T0,
+                backfill=True,
             )
             archive.record_final_state(execution_id, final_state(workflow, fail))
         diff = compare_executions(archive, "a", "b")

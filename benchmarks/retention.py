@@ -228,7 +228,8 @@ def policy() -> RetentionPolicy:
 def generate(root: Path, args: argparse.Namespace) -> dict[str, int]:
     """The archive of ``args.executions`` executions with its index, in ``root``."""
     store = LocalStore(root)
-    archive = Archive(store, Sanitizer(bytes(range(32))))
+    received = [NOW]  # the archive's clock: each execution is received when it was created
+    archive = Archive(store, Sanitizer(bytes(range(32))), clock=lambda: received[0])
     writer = ManifestWriter(store, flush_rows=1_000_000, flush_seconds=3600.0)
     writer.attach(archive)
     span = timedelta(days=args.days)
@@ -240,6 +241,7 @@ def generate(root: Path, args: argparse.Namespace) -> dict[str, int]:
         when = NOW - span + span * (n / total)
         age = (NOW - when).days
         execution_id = f"{100000 + n}"
+        received[0] = when
         archive.capture_snapshot(
             execution_id=execution_id,
             workflow=_workflow(workflow_id, age // 60 + n % args.workflows),

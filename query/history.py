@@ -44,6 +44,15 @@ MAX_LIMIT: Final = 1000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _shift(day: date, days: int) -> date:
+    """``day`` moved by ``days``, clamped to ``date.min`` / ``date.max``: an archive that holds a
+    record of year 1 or 9999 (written before captures were bounded) must still answer."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
 def _opt_ts(value: datetime | None) -> str | None:
     return None if value is None else format_ts(value)
 
@@ -404,7 +413,7 @@ def _lookup(
                 params["limit"] = wanted - len(picked)
             rows = catalog.rows(sql, params, retry=False)
             if statuses is not None:
-                low = min(batch) - timedelta(days=1)
+                low = _shift(min(batch), -1)
                 if finals_from is None or low < finals_from:
                     matched.update(
                         _matching_finals(catalog, workflow_id, statuses, low, finals_from)
@@ -436,7 +445,7 @@ def _matching_finals(
     where.add_in("status", "status", statuses)
     if workflow_id is not None:
         where.add("workflow_id = $wf", wf=workflow_id)
-        last = None if before is None else before - timedelta(days=1)
+        last = None if before is None else _shift(before, -1)
         days = catalog.key_days(
             "final_status", [f"{workflow_id}/{s}" for s in statuses], first=first, last=last
         )
@@ -520,8 +529,8 @@ def _finals(
     """
     if not page:
         return {}
-    first = min(r["dt"] for r in page) - timedelta(days=1)
-    near_end = max(r["dt"] for r in page) + timedelta(days=_FINISH_WINDOW_DAYS)
+    first = _shift(min(r["dt"] for r in page), -1)
+    near_end = _shift(max(r["dt"] for r in page), _FINISH_WINDOW_DAYS)
     workflows = (
         [workflow_id] if workflow_id is not None else sorted({r["workflow_id"] for r in page})
     )

@@ -782,6 +782,7 @@ def test_capture_201_then_200_then_409(client: Client) -> None:
         "snapshotHash",
         "createdAt",
         "warnings",
+        "receivedAt",
     }
     assert body["warnings"] == []
     assert body["executionId"] == "1001" and body["workflowId"] == "wf-1"

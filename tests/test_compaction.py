@@ -396,6 +396,7 @@ def test_parts_written_during_a_run_are_left_for_the_next(store: ObjectStore) ->
                     workflow=workflow(),
                     workflow_id="wf-a",
                     created_at=T0 + timedelta(minutes=1),
+                    backfill=True,
                 )
             late.extend(
                 i.key
@@ -453,7 +454,11 @@ def test_a_part_is_deleted_only_when_a_present_output_holds_all_its_rows() -> No
     with ManifestWriter(store, writer_id="late") as writer:
         writer.attach(archive)
         archive.capture_snapshot(
-            execution_id="late-1", workflow=workflow(), workflow_id="wf-a", created_at=T0
+            execution_id="late-1",
+            workflow=workflow(),
+            workflow_id="wf-a",
+            created_at=T0,
+            backfill=True,
         )
     late = "index/snapshots/dt=2024-03-01/part-late-000001.parquet"
     forged = {

@@ -361,7 +361,10 @@ def _timeline_archive() -> Archive:
         writer.attach(archive)
         for n, (workflow, fail) in enumerate(plan):
             archive.capture_snapshot(
-                execution_id=f"t{n}", workflow=workflow, created_at=T0 + timedelta(hours=n)
+                execution_id=f"t{n}",
+                workflow=workflow,
+                created_at=T0 + timedelta(hours=n),
+                backfill=True,
             )
             archive.record_final_state(f"t{n}", _final(fail))
     return archive

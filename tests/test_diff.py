@@ -732,9 +732,12 @@ def _run(
 
 def _two_runs(first: dict[str, Any], second: dict[str, Any], workflow: Any = None) -> SnapshotDiff:
     archive = Archive(MemoryStore(), SANITIZER)
-    archive.capture_snapshot(execution_id="ok-1", workflow=WORKFLOW, created_at=T0)
+    archive.capture_snapshot(execution_id="ok-1", workflow=WORKFLOW, created_at=T0, backfill=True)
     archive.capture_snapshot(
-        execution_id="run-2", workflow=workflow or WORKFLOW, created_at=T0 + timedelta(hours=1)
+        execution_id="run-2",
+        workflow=workflow or WORKFLOW,
+        created_at=T0 + timedelta(hours=1),
+        backfill=True,
     )
     archive.record_final_state("ok-1", first)
     archive.record_final_state("run-2", second)

@@ -29,7 +29,7 @@ from archiver.store.base import ObjectStore
 from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
 from archiver.store.s3 import S3Store
-from tests.helpers import HMAC_KEY
+from tests.helpers import HMAC_KEY, capture_received
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=400)  # past the default keep_days (365)
@@ -55,9 +55,7 @@ def _workflow(workflow_id: str) -> dict[str, Any]:
 
 
 def _capture(archive: Archive, execution_id: str, workflow_id: str, when: datetime) -> None:
-    archive.capture_snapshot(
-        execution_id=execution_id, workflow=_workflow(workflow_id), created_at=when.isoformat()
-    )
+    capture_received(archive, when, execution_id=execution_id, workflow=_workflow(workflow_id))
     archive.record_final_state(
         execution_id,
         {

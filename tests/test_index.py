@@ -120,6 +120,7 @@ def populate(archive: Archive) -> list[Captured]:
             workflow=wf,
             workflow_id=workflow_id,
             created_at=when,
+            backfill=True,
             trigger_type=trigger,
             user_id="u1",
         )
@@ -329,7 +330,11 @@ def test_flush_by_row_count_and_by_age() -> None:
         writer.attach(archive)
         for i in range(3):
             archive.capture_snapshot(
-                execution_id=f"c{i}", workflow=workflow(), workflow_id="wf", created_at=T0
+                execution_id=f"c{i}",
+                workflow=workflow(),
+                workflow_id="wf",
+                created_at=T0,
+                backfill=True,
             )
         wait_for(lambda: len(list(store.list("index/snapshots/"))) == 1)
         assert len(index_rows(store, "snapshots")) == 3
@@ -537,7 +542,11 @@ def test_rebuild_from_objects_alone_reproduces_the_live_index(
     def progress(stage: str, done: int, total: int | None) -> None:
         if stage == "old-parts":
             other.capture_snapshot(
-                execution_id="late", workflow=workflow(), workflow_id="wf-late", created_at=T0
+                execution_id="late",
+                workflow=workflow(),
+                workflow_id="wf-late",
+                created_at=T0,
+                backfill=True,
             )
             late_writer.flush()
         stages.append(stage)
@@ -636,7 +645,7 @@ def test_rows_land_in_the_day_of_their_timestamp() -> None:
     with ManifestWriter(store) as writer:
         writer.attach(archive)
         archive.capture_snapshot(
-            execution_id="e", workflow=workflow(), workflow_id="wf", created_at=late
+            execution_id="e", workflow=workflow(), workflow_id="wf", created_at=late, backfill=True
         )
         # finished after midnight: the final state belongs to the next day
         archive.record_final_state(
@@ -644,7 +653,7 @@ def test_rows_land_in_the_day_of_their_timestamp() -> None:
         )
         # no finishedAt: the day of the snapshot (deterministic, so a rebuild agrees)
         archive.capture_snapshot(
-            execution_id="f", workflow=workflow(), workflow_id="wf", created_at=late
+            execution_id="f", workflow=workflow(), workflow_id="wf", created_at=late, backfill=True
         )
         archive.record_final_state("f", {"status": "crashed", "nodes": {}})
     days = {

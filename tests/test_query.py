@@ -374,7 +374,11 @@ def test_final_states_recorded_days_after_the_start_are_found(store: ObjectStore
         for i, (started, finished) in enumerate(plan):
             when = T0 + timedelta(days=started)
             archive.capture_snapshot(
-                execution_id=f"late-{i}", workflow=workflow(), workflow_id="wf", created_at=when
+                execution_id=f"late-{i}",
+                workflow=workflow(),
+                workflow_id="wf",
+                created_at=when,
+                backfill=True,
             )
             if finished is not None:
                 archive.record_final_state(

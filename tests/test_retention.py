@@ -44,6 +44,7 @@ from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectStore
 from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
+from tests.helpers import capture_received
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -94,10 +95,8 @@ def make_history(store: ObjectStore) -> History:
         workflow_id = WORKFLOWS[age % 3]
         execution_id = f"ex-{age:03d}"
         when = NOW - timedelta(days=age, hours=1)
-        archive.capture_snapshot(
-            execution_id=execution_id,
-            workflow=_workflow(workflow_id, age // 40),
-            created_at=when.isoformat(),
+        capture_received(
+            archive, when, execution_id=execution_id, workflow=_workflow(workflow_id, age // 40)
         )
         status = "error" if age % 5 == 0 else "success"
         archive.record_final_state(
@@ -245,10 +244,8 @@ def test_blobs_of_retained_snapshots_never_expire(tmp_path: Path) -> None:
     store = MemoryStore()
     archive = Archive(store, Sanitizer(bytes(range(32))))
     for n, age in enumerate((200, 10)):
-        archive.capture_snapshot(
-            execution_id=f"e{n}",
-            workflow=_workflow("w", 0),
-            created_at=(NOW - timedelta(days=age)).isoformat(),
+        capture_received(
+            archive, NOW - timedelta(days=age), execution_id=f"e{n}", workflow=_workflow("w", 0)
         )
     result = plan(store, RetentionPolicy(keep_days=90), NOW)
     assert [d.action for d in result.decisions] == ["expire", "hot"]
@@ -394,14 +391,15 @@ def test_locked_objects_are_retained_not_errors(
     plain = bucket.store(prefix="arch")
     locked = bucket.store(prefix="arch", object_lock_mode="COMPLIANCE", object_lock_days=1)
     old = (NOW - timedelta(days=200)).isoformat()
-    Archive(locked, Sanitizer(bytes(range(32)))).capture_snapshot(
-        execution_id="locked-1", workflow=_workflow("w", 0), created_at=old
+    capture_received(
+        Archive(locked, Sanitizer(bytes(range(32)))),
+        old,
+        execution_id="locked-1",
+        workflow=_workflow("w", 0),
     )
     archive = Archive(plain, Sanitizer(bytes(range(32))))
     for n in range(2):
-        archive.capture_snapshot(
-            execution_id=f"free-{n}", workflow=_workflow("w", 0), created_at=old
-        )
+        capture_received(archive, old, execution_id=f"free-{n}", workflow=_workflow("w", 0))
     report = expire(plain, RetentionPolicy(name="p", keep_days=90), NOW)
     assert {e["executionId"] for e in report.expired} == {"free-0", "free-1"}
     assert [r["object"] for r in report.retained_locked] == ["locked-1"]
@@ -536,7 +534,7 @@ def test_routes_archive_and_restore_on_moto(
     store = s3_store_factory("moto")
     archive = Archive(store, Sanitizer(bytes(range(32))))
     old = (datetime.now(UTC) - timedelta(days=100)).isoformat()
-    archive.capture_snapshot(execution_id="old-1", workflow=_workflow("w", 0), created_at=old)
+    capture_received(archive, old, execution_id="old-1", workflow=_workflow("w", 0))
     archive.capture_snapshot(execution_id="new-1", workflow=_workflow("w", 0))
     policy = tmp_path / "p.toml"
     policy.write_text('[retention]\nhot_days = 30\ncold_storage_class = "GLACIER"\n')
@@ -764,7 +762,7 @@ def test_cold_store_on_a_store_with_storage_classes_copies(
     store = s3_store_factory("moto")
     archive = Archive(store, Sanitizer(bytes(range(32))))
     old = (NOW - timedelta(days=50)).isoformat()
-    archive.capture_snapshot(execution_id="old-1", workflow=_workflow("w", 0), created_at=old)
+    capture_received(archive, old, execution_id="old-1", workflow=_workflow("w", 0))
     cold = MemoryStore()
     report = archive_cold(store, _cold_policy(), NOW, cold_store=cold)
     assert [m["tier"] for m in report.moved] == ["cold-copy"]
@@ -813,11 +811,17 @@ def test_cold_copy_keeps_locked_hot_objects(s3_bucket_factory: Callable[[str], A
     plain = bucket.store(prefix="arch")
     locked = bucket.store(prefix="arch", object_lock_mode="COMPLIANCE", object_lock_days=1)
     old = (NOW - timedelta(days=50)).isoformat()
-    Archive(locked, Sanitizer(bytes(range(32)))).capture_snapshot(
-        execution_id="locked-1", workflow=_workflow("w", 0), created_at=old
+    capture_received(
+        Archive(locked, Sanitizer(bytes(range(32)))),
+        old,
+        execution_id="locked-1",
+        workflow=_workflow("w", 0),
     )
-    Archive(plain, Sanitizer(bytes(range(32)))).capture_snapshot(
-        execution_id="free-1", workflow=_workflow("w", 0), created_at=old
+    capture_received(
+        Archive(plain, Sanitizer(bytes(range(32)))),
+        old,
+        execution_id="free-1",
+        workflow=_workflow("w", 0),
     )
     cold = bucket.store(prefix="cold")
     report = archive_cold(plain, _cold_policy(), NOW, cold_store=cold)
@@ -934,10 +938,8 @@ def test_retention_events_are_queryable_with_sql(store: ObjectStore) -> None:
 
     archive = Archive(store, Sanitizer(bytes(range(32))))
     for n, age in enumerate((200, 150, 40, 5)):
-        archive.capture_snapshot(
-            execution_id=f"s-{n}",
-            workflow=_workflow("w", n),
-            created_at=(NOW - timedelta(days=age)).isoformat(),
+        capture_received(
+            archive, NOW - timedelta(days=age), execution_id=f"s-{n}", workflow=_workflow("w", n)
         )
     cold = MemoryStore()
     policy = _cold_policy(keep_days=100)
@@ -1013,10 +1015,11 @@ class _CapturesBeforeBlobDelete:
 def _old_structure(store: ObjectStore) -> tuple[Archive, str]:
     archive = Archive(store, Sanitizer(bytes(range(32))))
     for n in range(2):
-        archive.capture_snapshot(
+        capture_received(
+            archive,
+            NOW - timedelta(days=200 + n),
             execution_id=f"old-{n}",
             workflow=_workflow("w", 7),
-            created_at=(NOW - timedelta(days=200 + n)).isoformat(),
         )
     return archive, archive.get_snapshot("old-0").snapshot_hash
 
@@ -1026,8 +1029,11 @@ def test_expire_puts_back_a_blob_a_capture_started_using(store: ObjectStore) -> 
     policy = RetentionPolicy.from_mapping({"hot_days": 30, "keep_days": 100})
 
     def capture() -> None:
-        Archive(store, Sanitizer(bytes(range(32)))).capture_snapshot(
-            execution_id="new-1", workflow=_workflow("w", 7), created_at=NOW.isoformat()
+        capture_received(
+            Archive(store, Sanitizer(bytes(range(32)))),
+            NOW,
+            execution_id="new-1",
+            workflow=_workflow("w", 7),
         )
 
     report = expire(_CapturesBeforeBlobDelete(store, capture), policy, NOW)  # type: ignore[arg-type]
@@ -1061,9 +1067,7 @@ class _BlobExpiresDuringCapture:
 def test_capture_puts_back_a_blob_expired_while_it_ran(store: ObjectStore) -> None:
     _, digest = _old_structure(store)
     racing = Archive(_BlobExpiresDuringCapture(store), Sanitizer(bytes(range(32))))  # type: ignore[arg-type]
-    racing.capture_snapshot(
-        execution_id="new-2", workflow=_workflow("w", 7), created_at=NOW.isoformat()
-    )
+    capture_received(racing, NOW, execution_id="new-2", workflow=_workflow("w", 7))
     assert store.head(blob_key(digest)) is not None
     fresh = Archive(store, Sanitizer(bytes(range(32))))
     assert fresh.get_snapshot("new-2").snapshot_hash == digest

@@ -34,6 +34,7 @@ from archiver.retention import (
 from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectInfo, ObjectStore
 from archiver.store.memory import MemoryStore
+from tests.helpers import capture_received
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 LATER = NOW + timedelta(days=30)
@@ -90,10 +91,11 @@ def generate(
         execution_id = f"ex-{n:03d}"
         when = NOW - timedelta(days=age)
         target = locked if is_locked and locked is not None else archive
-        target.capture_snapshot(
+        capture_received(
+            target,
+            when,
             execution_id=execution_id,
             workflow=_workflow(workflow_id, int(age) // 40),
-            created_at=when.isoformat(),
         )
         status = "error" if n % 4 == 0 else "success"
         target.record_final_state(

@@ -38,6 +38,7 @@ from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectInfo, ObjectStore
 from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
+from tests.helpers import capture_received
 from tests.test_retention import _workflow
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -57,10 +58,8 @@ def _capture(archive: Archive, age: int, *, final: bool = True) -> str:
     workflow_id = WORKFLOWS[age % 3]
     execution_id = f"ex-{age:03d}"
     when = NOW - timedelta(days=age, hours=1)
-    archive.capture_snapshot(
-        execution_id=execution_id,
-        workflow=_workflow(workflow_id, age // 60),
-        created_at=when.isoformat(),
+    capture_received(
+        archive, when, execution_id=execution_id, workflow=_workflow(workflow_id, age // 60)
     )
     if final:
         _finish(archive, age)

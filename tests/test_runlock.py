@@ -29,7 +29,7 @@ from archiver.store.base import ObjectStore
 from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
 from archiver.timeutil import utcnow
-from tests.helpers import HMAC_KEY
+from tests.helpers import HMAC_KEY, capture_received
 
 
 def test_one_run_at_a_time_then_the_next(store: ObjectStore) -> None:
@@ -126,14 +126,15 @@ def _policy(tmp_path: Path) -> Path:
 
 def _old(store: ObjectStore) -> Archive:
     archive = Archive(store, Sanitizer(HMAC_KEY))
-    archive.capture_snapshot(
+    capture_received(
+        archive,
+        utcnow() - timedelta(days=400),  # past the default 365
         execution_id="e1",
         workflow={
             "id": "w",
             "nodes": [{"id": "a", "name": "A", "type": "n8n-nodes-base.set"}],
             "connections": {},
         },
-        created_at=(utcnow() - timedelta(days=400)).isoformat(),  # past the default 365
     )
     return archive
 

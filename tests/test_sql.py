@@ -303,6 +303,7 @@ def build_history(archive: Archive, now: datetime) -> History:
             workflow=structure,
             workflow_id=workflow_id,
             created_at=when,
+            backfill=True,
             trigger_type="webhook",
             user_id="analyst-test",
         )
