@@ -29,6 +29,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any, Final
 
@@ -365,6 +366,13 @@ def export_bundle(
     return report
 
 
+def _last_day(until: datetime) -> date:
+    """The last day an exclusive ``until`` can select (no arithmetic below the first day)."""
+    if until.date() == date.min and until.timetz().replace(tzinfo=None) == time_of_day.min:
+        return date.min  # nothing is before 0001-01-01T00:00Z: matches() selects nothing
+    return (until - timedelta(milliseconds=1)).date()
+
+
 def _select(
     store: ObjectStore, selection: Selection, progress: ProgressCallback | None
 ) -> list[_Execution]:
@@ -376,7 +384,7 @@ def _select(
         return list(found.values())
     parts = index_day_parts(store.list("index/snapshots/"))
     first = None if selection.since is None else selection.since.date()
-    last = None if selection.until is None else (selection.until - timedelta(milliseconds=1)).date()
+    last = None if selection.until is None else _last_day(selection.until)
     infos = [
         (day, info)
         for day, day_parts in sorted(parts.items())

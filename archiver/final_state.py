@@ -987,9 +987,7 @@ def _n8n_nodes(run_data: object, field: str, ctx: _Ctx) -> list[NodeState]:
         raise _bad(field, f"holds more than {MAX_NODES} nodes")
     nodes: list[NodeState] = []
     for name, tasks in data.items():
-        node_field = _key(field, name)
-        if not name:
-            raise _bad(field, "holds an empty node name")
+        node_field = _key(field, name)  # "" is a name n8n runs (see docs/storage-format.md)
         task_list = [] if tasks is None else _list(tasks, node_field)
         runs = tuple(_n8n_run(t, i, _idx(node_field, i), ctx) for i, t in enumerate(task_list))
         nodes.append(
@@ -1059,7 +1057,7 @@ def _plain_node(key: str | None, value: object, field: str, ctx: _Ctx) -> NodeSt
             name = key
         elif node_id is None:
             node_id = key
-    if not name:
+    if name is None:  # "" is a node name n8n accepts and runs
         raise _bad(_key(field, "node"), "is required")
     if data.get("runs") is not None:
         runs_field = _key(field, "runs")
@@ -1086,8 +1084,6 @@ def _plain_nodes(value: object, field: str, ctx: _Ctx) -> list[NodeState]:
         if len(value) > MAX_NODES:
             raise _bad(field, f"holds more than {MAX_NODES} nodes")
         for key, entry in value.items():
-            if not key:
-                raise _bad(field, "holds an empty node key")
             nodes.append(_plain_node(key, entry, _key(field, key), ctx))
     else:
         entries = _list(value, field)

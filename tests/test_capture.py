@@ -202,6 +202,19 @@ def test_odd_workflows_are_captured_with_their_warnings(store: ObjectStore) -> N
     assert commit.changes["nodesAdded"] == [] and commit.changes["nodesRemoved"] == []
 
 
+def test_the_run_of_a_node_named_empty_is_recorded() -> None:
+    # n8n's run data of such a workflow is keyed by the empty name: its final state is accepted
+    archive = Archive(MemoryStore(), Sanitizer(HMAC_KEY))
+    archive.capture_snapshot(execution_id="odd-run", workflow=_placeholder_ids())
+    run = {"startTime": 1, "executionTime": 2, "data": {"main": [[{"json": {"a": 1}}]]}}
+    run_data = {name: [run] for name in ("Webhook", "", "Reply")}
+    payload = {"status": "success", "data": {"resultData": {"runData": run_data}}}
+    assert archive.record_final_state("odd-run", payload).created
+    final = archive.get_final_state("odd-run")
+    assert final is not None
+    assert [n.node for n in final.nodes] == ["Webhook", "", "Reply"]
+
+
 def test_a_workflow_without_oddities_has_no_warnings_in_its_record() -> None:
     archive = Archive(MemoryStore(), Sanitizer(HMAC_KEY))
     snap = archive.capture_snapshot(

@@ -573,6 +573,7 @@ def test_http_export_streams_a_tar_and_checks_scope_and_params(tmp_path: Path) -
         ("workflowId=wf-b&skipArchived=perhaps", "skipArchived"),
         ("executionId=..", "executionId"),
         ("workflowId=wf-none", "selection"),
+        ("workflowId=wf-b&until=0001-01-01T00:00:00Z", "selection"),  # nothing is before it
     ):
         answer = _get(app, f"/api/compliance/export?{query}", "tok_auditor")
         assert answer.status_code == 422, (query, answer.text)

@@ -632,7 +632,6 @@ RUN = ["data", "resultData", "runData", "HTTP Request", 0]
         ({"nodes": {"A": {"output": 3}}}, "nodes.A.output"),
         ({"nodes": {"A": {"input": [1, 2], "inputItems": 1}}}, "nodes.A.inputItems"),
         ({"nodes": {"A": {"outputItems": -1}}}, "nodes.A.outputItems"),
-        ({"nodes": {"": {}}}, "nodes"),
         ({"nodes": [{"status": "success"}]}, "nodes[0].node"),
         ({"nodes": [{"node": "A"}, {"node": "A"}]}, "nodes[1].node"),
         (
@@ -646,6 +645,18 @@ def test_bad_input_names_the_field(payload: Any, field: str) -> None:
         parse(payload)
     assert exc.value.field == field
     assert BAD not in str(exc.value)
+
+
+def test_an_empty_node_name_is_a_name_as_in_the_workflow() -> None:
+    # n8n runs a workflow with a node named "" (capture accepts it with a warning): its run
+    # data is keyed by that name, in every shape the final state comes in
+    run = {"startTime": 1, "executionTime": 2, "data": {"main": [[{"json": {}}]]}}
+    n8n = parse({"status": "success", "data": {"resultData": {"runData": {"": [run]}}}})
+    plain = parse({"status": "success", "nodes": {"": {"status": "success"}}})
+    listed = parse({"status": "success", "nodes": [{"node": "", "status": "success"}]})
+    for final in (n8n, plain, listed):
+        assert [(n.node, n.status) for n in final.nodes] == [("", "success")]
+        assert FinalState.from_json(final.to_json()) == final
 
 
 def test_bad_execution_id() -> None:
