@@ -28,6 +28,7 @@ from archiver.sanitize import Sanitizer
 from archiver.store.base import ObjectInfo, ObjectStore
 from archiver.store.local import LocalStore
 from archiver.store.memory import MemoryStore
+from tests.helpers import capture_received
 from tests.test_api import Client
 from tests.test_retention import _workflow
 
@@ -37,9 +38,7 @@ COLD_POLICY = RetentionPolicy(name="cold", hot_days=30, keep_days="never", cold_
 
 
 def _capture(archive: Archive, execution_id: str, created: datetime, status: str) -> None:
-    archive.capture_snapshot(
-        execution_id=execution_id, workflow=_workflow("wf-a", 0), created_at=created.isoformat()
-    )
+    capture_received(archive, created, execution_id=execution_id, workflow=_workflow("wf-a", 0))
     archive.record_final_state(
         execution_id,
         {
@@ -292,10 +291,11 @@ def archived_history(
     archive = Archive(hot, Sanitizer(KEY))
     _capture(archive, "orig", NOW - timedelta(days=50), "error")
     _capture(archive, "other", NOW - timedelta(days=2), "success")
-    archive.capture_snapshot(
+    capture_received(
+        archive,
+        NOW - timedelta(days=1),
         execution_id="replay-1",
         workflow=_workflow("wf-a", 1),
-        created_at=(NOW - timedelta(days=1)).isoformat(),
         replay_of="orig",
     )
     if cold is None:

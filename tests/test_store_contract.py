@@ -25,6 +25,7 @@ from archiver.errors import (
     InvalidId,
     InvalidInput,
     NotFound,
+    StorageFull,
     StoreUnavailable,
 )
 from archiver.store.base import ObjectInfo, ObjectStore
@@ -368,7 +369,7 @@ def test_local_failed_put_leaves_no_temp_files(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "link", broken_link)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(StorageFull):
         store.put("k/v", b"payload")
     monkeypatch.undo()
     assert _tmp_files(tmp_path) == []
