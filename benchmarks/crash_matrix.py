@@ -10,6 +10,7 @@ Then every acknowledged capture must have its ``snapshots`` row and every acknow
 state its ``final_states`` row.
 
     python benchmarks/crash_matrix.py --store local --kills 20 [--no-journal] [--seed 7]
+        [--ingest-clients 4]
     python benchmarks/crash_matrix.py --store seaweedfs --kills 20      # needs `weed` on PATH
 
 ``run_matrix`` is used by ``tests/test_index_heal.py`` with a few kills per store.
@@ -291,6 +292,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-journal", action="store_true", help="the writer as it was before")
+    parser.add_argument("--ingest-clients", type=int, default=4, help="concurrent ingest clients")
     args = parser.parse_args()
     if args.mode == "worker":
         worker(args)
@@ -299,10 +301,14 @@ def main() -> None:
         journal = "off" if args.no_journal else str(Path(tmp) / "journal")
         if args.store == "local":
             spec: dict[str, Any] = {"kind": "local", "root": str(Path(tmp) / "store")}
-            result = run_matrix(spec, journal, kills=args.kills, seed=args.seed)
+            result = run_matrix(
+                spec, journal, kills=args.kills, seed=args.seed, clients=args.ingest_clients
+            )
         else:
             with _seaweedfs_spec() as spec:
-                result = run_matrix(spec, journal, kills=args.kills, seed=args.seed)
+                result = run_matrix(
+                    spec, journal, kills=args.kills, seed=args.seed, clients=args.ingest_clients
+                )
     summary = {**asdict(result), "ok": result.ok}
     summary["missing_snapshots"] = len(result.missing_snapshots)
     summary["missing_final_states"] = len(result.missing_final_states)
