@@ -97,7 +97,7 @@ class Settings:
         # the policy locks execution records (Object Lock) until it lets them expire
         return Archive(
             store or self.open_store(create=create),
-            self.sanitizer(),
+            self.sanitizer(create_key=create),
             max_object_bytes=self.max_object_bytes,
             retention_policy=load_policy(self.retention_policy_file),
             time_bounds=self.time_bounds(),
@@ -118,16 +118,22 @@ class Settings:
             base = Path(state) / "execvault" / "journal"
         return base / hashlib.sha256(store.url.encode()).hexdigest()[:16]
 
-    def sanitizer(self) -> Sanitizer:
-        return Sanitizer(self.load_hmac_key())
+    def sanitizer(self, *, create_key: bool = True) -> Sanitizer:
+        """The sanitizer under the configured key. ``create_key=False`` is for readers (an
+        archive opened read-only sanitizes nothing it stores): with no key configured or on file
+        it gets a throw-away key instead of creating the key file."""
+        return Sanitizer(self.load_hmac_key(create=create_key))
 
-    def load_hmac_key(self) -> bytes:
-        """The sanitizer's HMAC key: from config, else a key file (created for local stores)."""
+    def load_hmac_key(self, *, create: bool = True) -> bytes:
+        """The sanitizer's HMAC key: from config, else a key file (created for local stores
+        unless ``create`` is false: then a throw-away key, see ``sanitizer``)."""
         if self.hmac_key:
             return _decode_key(self.hmac_key, "hmac_key")
         path = Path(self.hmac_key_file)
         if path.exists():
             return _decode_key(path.read_text().strip(), "hmac_key_file")
+        if not create:
+            return secrets.token_bytes(32)
         if not self.store.startswith(("local:", "memory:")) and "://" in self.store:
             raise InvalidInput(
                 "an S3 store needs EXECVAULT_HMAC_KEY or EXECVAULT_HMAC_KEY_FILE: markers of "

@@ -171,8 +171,8 @@ def test_errors_are_one_line_with_exit_code_2(cli: Any, args: tuple[str, ...], n
 # Read-only commands: everything but serve, put, final-state and hold set.
 READ_ONLY = [
     ("get", "1001"),
-    ("log", "wf-1"),
-    ("history", "wf-1"),
+    ("log", "wf-cli"),
+    ("history", "wf-cli"),
     ("by-hash", "0" * 64),
     ("verify",),
     ("show", "1001"),
@@ -215,6 +215,29 @@ def test_the_default_store_is_not_created_by_a_read(
     assert result.exit_code == 2
     assert "no store at 'local:./execvault-data'" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reads_of_an_existing_store_create_no_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the key file is where the writer made it; a read from another directory finds no key
+    # there and must not leave a new one behind (it would sanitize nothing anyway)
+    data, writer_dir, reader_dir = tmp_path / "data", tmp_path / "w", tmp_path / "r"
+    writer_dir.mkdir()
+    reader_dir.mkdir()
+    workflow = writer_dir / "workflow.json"
+    workflow.write_bytes(orjson.dumps(_workflow()))
+    monkeypatch.chdir(writer_dir)
+    put = CliRunner().invoke(
+        main, ["--store", f"local:{data}", "put", str(workflow), "--execution-id", "k-1"]
+    )
+    assert put.exit_code == 0, put.output
+    assert (writer_dir / "execvault-hmac.key").exists()
+    monkeypatch.chdir(reader_dir)
+    for args in (("get", "k-1"), ("history", "wf-cli"), ("verify",), ("log", "wf-cli")):
+        result = CliRunner().invoke(main, ["--store", f"local:{data}", *args])
+        assert result.exit_code in (0, 1), (args, result.output)
+    assert list(reader_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize(
