@@ -318,6 +318,10 @@ def validate_for_replay(archive: Archive, execution_id: object) -> dict[str, Any
             f"({' and '.join(entry['missing'])})",
         )
     snapshot = ExecutionSnapshot.from_record(body, structure)
+    for warning in snapshot.warnings:
+        if warning.code != "dangling-connection":  # an error above already
+            # what capture accepted but found odd (shared ids, empty or repeated names)
+            issue("warning", warning.code.replace("-", "_"), f"{warning.field}: {warning.message}")
     triggers = [n for n in structure["nodes"] if trigger_kind(str(n.get("type"))) is not None]
     enabled = [n for n in triggers if not n.get("disabled")]
     if not enabled:

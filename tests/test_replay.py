@@ -357,3 +357,7 @@ def test_shared_placeholder_ids_and_an_empty_name_do_not_make_a_snapshot_unrepla
     result = validate_for_replay(archive, "r-odd")
     assert result["checks"]["structureComplete"] is True, result["issues"]
     assert result["checks"]["connectionTargetsPresent"] is True
+    # what capture reported as odd is told to whoever replays it, as warnings
+    warned = [(i["severity"], i["code"]) for i in result["issues"] if i["severity"] == "warning"]
+    assert ("warning", "empty_node_name") in warned
+    assert ("warning", "duplicate_node_id") in warned
