@@ -606,13 +606,11 @@ class Archive:
         infos = [i for i in self.store.list(execution_prefix(exec_id)) if is_progress_key(i.key)]
         epoch = datetime.min.replace(tzinfo=UTC)
         for info in sorted(infos, key=lambda i: (i.last_modified or epoch, i.key), reverse=True):
-            try:
-                data = self.store.get(info.key)
-            except NotFound:
-                continue  # removed meanwhile (retention)
-            body = decode_record(data, FINAL_STATE_KIND, max_size=self.max_object_bytes)
-            body.pop("kind", None)
-            return FinalState.from_json(body)
+            # the same verified read as the final state's (a record naming another execution
+            # is an IntegrityError); None when it was removed meanwhile (retention)
+            found = self.read_final_state_record(exec_id, info.key)
+            if found is not None:
+                return found[0]
         return None
 
     def get_outcome(self, execution_id: object) -> FinalState | None:
