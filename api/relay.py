@@ -385,15 +385,22 @@ class Relay:
             return worked  # stopping while the service was unavailable: resume there next run
         finally:
             self._save(segment.stem)
-        if closed and not state.deferred and not self._stop.is_set():
-            with contextlib.suppress(FileNotFoundError):
-                if state.offset >= segment.path.stat().st_size:
-                    segment.path.unlink()
-                    (self.root / "acks" / f"{segment.stem}.ack").unlink(missing_ok=True)
-                    self._states.pop(segment.stem, None)
-                    self._count_cache.pop(segment.stem, None)
-                    log.info("relay: %s fully handled, deleted", segment.stem)
+        if closed and not self._stop.is_set():
+            self._delete_if_done(segment)
         return worked
+
+    def _delete_if_done(self, segment: Segment) -> None:
+        """Delete a closed segment whose every record is delivered or rejected (and its ack)."""
+        state = self._state(segment.stem)
+        if state.deferred:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if state.offset >= segment.path.stat().st_size:
+                segment.path.unlink()
+                (self.root / "acks" / f"{segment.stem}.ack").unlink(missing_ok=True)
+                self._states.pop(segment.stem, None)
+                self._count_cache.pop(segment.stem, None)
+                log.info("relay: %s fully handled, deleted", segment.stem)
 
     def _deferred_ids(self) -> set[str]:
         return {d.execution_id for s in self._states.values() for d in s.deferred}
@@ -478,6 +485,8 @@ class Relay:
                         outcome.answer,
                     )
             self._save(segment.stem)
+            if not state.deferred and self._closed(segment):
+                self._delete_if_done(segment)
 
     def _pending_now(self) -> bool:
         """Something deliverable is left (not counting deferred records waiting for later)."""
@@ -512,7 +521,7 @@ class Relay:
             log.info("relay: the service answers again")
         return outcome
 
-    _backoff = wait_exponential_jitter(initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=0.5)
+    _backoff = wait_exponential_jitter(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=0.5)
 
     def _wait(self, retry_state: RetryCallState) -> float:
         wait = float(self._backoff(retry_state))

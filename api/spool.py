@@ -141,6 +141,7 @@ class SpoolWriter:
         self._fd: int | None = None
         self._path: Path | None = None
         self._opened_at = 0.0
+        self._stamp = 0
         self._size = 0
         self._dirty = False
         self._closed = False
@@ -211,8 +212,10 @@ class SpoolWriter:
     # -- segments (called with the lock held)
 
     def _open_segment(self) -> None:
-        stamp = f"{int(time.time() * 1000):013d}"
-        path = self.root / "segments" / f"{stamp}-{self.name}.open"
+        # strictly increasing per writer: two rotations in one millisecond must not share a
+        # name (the second .seg would replace the first)
+        self._stamp = max(int(time.time() * 1000), self._stamp + 1)
+        path = self.root / "segments" / f"{self._stamp:013d}-{self.name}.open"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
         self._path = path
         self._opened_at = time.monotonic()
