@@ -23,6 +23,7 @@ from archiver.index import verify as verify_index
 from archiver.jsonio import loads_strict
 from archiver.layout import check_hash, check_id
 from archiver.request import parse_capture_request
+from archiver.timeutil import format_ts, utcnow
 from query.catalog import Catalog
 from query.history import executions_by_hash, workflow_history
 
@@ -102,6 +103,62 @@ def _emit(value: Any) -> None:
 def _read_json(path: str) -> Any:
     data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     return loads_strict(data, field=path)
+
+
+def _delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--url / --spool / --token-file: send through the service or the spool, not the store."""
+    for option in reversed(
+        (
+            click.option(
+                "--url",
+                envvar="EXECVAULT_URL",
+                help="Send to the service at URL instead of writing the store.",
+            ),
+            click.option(
+                "--spool",
+                type=click.Path(file_okay=False),
+                help="Append to the spool folder SPOOL (delivered by `execvault relay`).",
+            ),
+            click.option(
+                "--token-file",
+                type=click.Path(dir_okay=False),
+                help="With --url: file holding the bearer token (else EXECVAULT_TOKEN).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _deliver(
+    kind: str,
+    execution_id: str,
+    body: dict[str, Any],
+    url: str | None,
+    spool: str | None,
+    token_file: str | None,
+) -> dict[str, Any]:
+    """Send one record through the client (--url) or append it to a spool (--spool)."""
+    if url and spool:
+        raise click.UsageError("give --url or --spool, not both")
+    if spool:
+        from api.spool import SpoolWriter
+
+        if kind == "snapshot":  # the capture time is now, however late the relay delivers it
+            body = {**body, "createdAt": body.get("createdAt") or format_ts(utcnow())}
+        with SpoolWriter(spool) as writer:
+            appended = writer.append(kind, execution_id, body)
+        if not appended:
+            raise click.ClickException(f"spool {spool} is full: the record was dropped")
+        return {"spooled": True, "kind": kind, "executionId": execution_id, "spool": spool}
+    from api.cli_relay import read_token
+    from api.client import ExecVaultClient
+
+    assert url is not None
+    with ExecVaultClient(url, read_token(token_file)) as client:
+        if kind == "snapshot":
+            return dict(client.capture_request(body))
+        return dict(client.final_state(execution_id, body))
 
 
 class _Group(click.Group):
@@ -241,6 +298,7 @@ def token_new(scopes: str, name: str | None) -> None:
     is_flag=True,
     help="Allow a createdAt older than capture_max_age_seconds (back to 2000-01-01).",
 )
+@_delivery_options
 @click.pass_context
 def put(
     ctx: click.Context,
@@ -250,16 +308,22 @@ def put(
     trigger_type: str | None,
     user_id: str | None,
     backfill: bool,
+    url: str | None,
+    spool: str | None,
+    token_file: str | None,
 ) -> None:
     """Capture FILE: a workflow export, or a capture request {executionId, workflow, ...}.
 
     A file with an `executionId` field is a capture request, read by the same rules as the
     HTTP capture (unknown fields are refused); anything else is a workflow export. The options
-    set (or override) the request's fields.
+    set (or override) the request's fields. With --url it is sent to a running service
+    (token: --token-file or EXECVAULT_TOKEN); with --spool it is appended to a spool that
+    `execvault relay` delivers; else it is written to the store directly.
 
     \b
     Example:
       execvault put my-workflow.json --execution-id 1001 --trigger-type manual
+      execvault put my-workflow.json --execution-id 1002 --url http://127.0.0.1:8080
     """
     doc = _read_json(file)
     body: dict[str, Any] = (
@@ -275,6 +339,14 @@ def put(
     if body.get("executionId") is None:
         raise click.UsageError("give --execution-id or a capture request with executionId")
     request = parse_capture_request(body)
+    if url or spool:
+        if backfill:
+            raise click.UsageError(
+                "--backfill applies to the store; through the service it is the token's "
+                "`backfill` scope"
+            )
+        _emit(_deliver("snapshot", str(body["executionId"]), body, url, spool, token_file))
+        return
     with _indexed_archive(ctx) as archive:
         result = archive.capture_snapshot(**request.arguments(), backfill=backfill)
     snap = result.snapshot
@@ -293,15 +365,32 @@ def put(
 @main.command("final-state")
 @click.argument("execution_id")
 @click.argument("file", type=click.Path(allow_dash=True))
+@_delivery_options
 @click.pass_context
-def final_state(ctx: click.Context, execution_id: str, file: str) -> None:
+def final_state(
+    ctx: click.Context,
+    execution_id: str,
+    file: str,
+    url: str | None,
+    spool: str | None,
+    token_file: str | None,
+) -> None:
     """Record how EXECUTION_ID ended (n8n run data or our plain format).
+
+    With --url it is sent to a running service; with --spool it is appended to a spool that
+    `execvault relay` delivers; else it is written to the store directly.
 
     \b
     Example:
       execvault final-state 1001 run.json
+      execvault final-state 1001 run.json --spool /var/lib/execvault/spool
     """
     payload = _read_json(file)
+    if url or spool:
+        if not isinstance(payload, dict):
+            raise click.UsageError("the final state must be a JSON object")
+        _emit(_deliver("final-state", execution_id, payload, url, spool, token_file))
+        return
     with _indexed_archive(ctx) as archive:
         result = archive.record_final_state(execution_id, payload)
     _emit({"created": result.created, **result.final_state.to_json()})
@@ -518,3 +607,8 @@ register_index(main)
 from api.cli_compliance import register_compliance  # noqa: E402 - registered on the group above
 
 register_compliance(main)
+
+
+from api.cli_relay import register_relay  # noqa: E402 - registered on the group above
+
+register_relay(main)

@@ -1,0 +1,818 @@
+"""The relay: delivers a spool (``docs/spool.md``) to the service, until every record is answered.
+
+One relay per spool (``relay.lock``, an exclusive ``flock``). Segments in name order, records
+in file order; the delivered offset of each segment goes to ``acks/<segment>.ack`` (temporary
+file + rename) together with its deferred records, so a restarted relay resumes where it was:
+at-least-once delivery whose re-sends the service answers 200 (exactly-once effect).
+
+Answers: 2xx delivered; 408, 429, 5xx, connection errors — and 401/403 or a 4xx that is not the
+service's JSON error body (a wrong token or URL: the records are fine, the configuration is not)
+— retried forever with exponential backoff and jitter (``tenacity``); 404 on a final state
+deferred (its snapshot is not there yet) for ``defer_seconds``; other 4xx rejected into
+``rejected/<segment>.jsonl`` with the status and the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+import orjson
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from api.spool import (
+    Line,
+    Segment,
+    list_segments,
+    read_lines,
+    read_writer,
+    writer_is_dead,
+)
+from archiver.errors import RunBusy
+
+__all__ = [
+    "DEFAULT_DEFER_SECONDS",
+    "Relay",
+    "RelayBusy",
+    "RelayCounts",
+    "describe_status",
+    "full_status",
+    "relay_running",
+    "spool_status",
+]
+
+log = logging.getLogger("execvault.relay")
+
+DEFAULT_DEFER_SECONDS: Final = 3600.0
+BACKOFF_INITIAL: Final = 0.5
+BACKOFF_MAX: Final = 60.0
+_ACK_EVERY_SECONDS: Final = 0.5
+SNAPSHOTS: Final = "/api/execution-snapshots"
+
+
+class RelayBusy(RunBusy):
+    """Another relay holds the spool's ``relay.lock``."""
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_at(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+@dataclass
+class RelayCounts:
+    """What the relay did (cumulative over its runs on one spool, kept in ``relay.json``)."""
+
+    delivered: int = 0
+    retried: int = 0
+    rejected: int = 0
+    deferred: int = 0
+    torn: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "delivered": self.delivered,
+            "retried": self.retried,
+            "rejected": self.rejected,
+            "deferred": self.deferred,
+            "torn": self.torn,
+        }
+
+
+@dataclass
+class _Deferred:
+    offset: int
+    execution_id: str
+    since: float  # wall clock, when first deferred
+    tries: int = 0
+    next_try: float = 0.0  # monotonic
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "executionId": self.execution_id,
+            "since": self.since,
+            "tries": self.tries,
+        }
+
+
+@dataclass
+class _SegState:
+    offset: int = 0
+    deferred: list[_Deferred] = field(default_factory=list)
+    rejected_offsets: set[int] = field(default_factory=set)
+    saved: tuple[int, int] = (-1, -1)  # (offset, deferred count) last written
+
+
+class _Retry(Exception):
+    """A delivery attempt to repeat later (service down, busy, full, misconfigured)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: str  # delivered | deferred | rejected
+    status: int
+    answer: Any = None
+
+
+class Relay:
+    """Deliver the spool at ``spool_dir`` to the service at ``url``.
+
+    ``run()`` takes the lock and loops until :meth:`stop` (or, with ``once``, until nothing is
+    left to send now); a request in flight is finished and acknowledged first.
+    """
+
+    def __init__(
+        self,
+        spool_dir: str | os.PathLike[str],
+        url: str,
+        *,
+        token: str | None = None,
+        defer_seconds: float = DEFAULT_DEFER_SECONDS,
+        poll_seconds: float = 0.2,
+        status_seconds: float = 2.0,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.root = Path(spool_dir)
+        self.url = url.rstrip("/")
+        self.defer_seconds = defer_seconds
+        self.poll_seconds = poll_seconds
+        self.status_seconds = status_seconds
+        headers = {"content-type": "application/json", "user-agent": "execvault-relay/1"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+        self._stop = threading.Event()
+        self._states: dict[str, _SegState] = {}
+        self._dead_cache: dict[str, tuple[float, bool]] = {}
+        self._count_cache: dict[str, tuple[int, int, int]] = {}
+        self.counts = RelayCounts()
+        self.last_error: str | None = None
+        self._retrying = False
+        self._lock_fd: int | None = None
+        self._last_status = 0.0
+        self._last_logged: tuple[int, int, int, int] | None = None
+        for sub in ("segments", "writers", "acks", "rejected"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _acquire(self) -> None:
+        fd = os.open(self.root / "relay.lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RelayBusy(
+                f"another relay is delivering {self.root} (relay.lock is held)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def run(self, *, once: bool = False) -> RelayCounts:
+        """Take the lock and deliver; returns the counts. Raises RelayBusy if another relay runs."""
+        self._acquire()
+        try:
+            previous = _read_json(self.root / "relay.json")
+            if isinstance(previous, dict) and isinstance(previous.get("counts"), dict):
+                for name, value in previous["counts"].items():
+                    if isinstance(value, int) and hasattr(self.counts, name):
+                        setattr(self.counts, name, value)
+            log.info("relay: delivering %s to %s", self.root, self.url)
+            while not self._stop.is_set():
+                worked = self._pass()
+                if not self._stop.is_set():
+                    # new deliveries may have brought a deferred record's snapshot: try now
+                    self._retry_deferred(now=worked)
+                self._maybe_status()
+                if once and not worked and not self._pending_now():
+                    break
+                if not worked:
+                    self._stop.wait(self.poll_seconds)
+            self._save_all()
+            self._write_status(force=True, state="stopped")
+            log.info("relay: stopped (%s)", self._summary())
+            return self.counts
+        finally:
+            self._save_all()
+            self._release()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- state files
+
+    def _state(self, stem: str) -> _SegState:
+        state = self._states.get(stem)
+        if state is None:
+            state = _SegState()
+            raw = _read_json(self.root / "acks" / f"{stem}.ack")
+            if isinstance(raw, dict):
+                state.offset = int(raw.get("offset", 0))
+                for item in raw.get("deferred", []):
+                    state.deferred.append(
+                        _Deferred(
+                            offset=int(item["offset"]),
+                            execution_id=str(item["executionId"]),
+                            since=float(item["since"]),
+                            tries=int(item.get("tries", 0)),
+                        )
+                    )
+                state.saved = (state.offset, len(state.deferred))
+            with contextlib.suppress(OSError):
+                for line in (self.root / "rejected" / f"{stem}.jsonl").read_bytes().splitlines():
+                    with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+                        state.rejected_offsets.add(int(orjson.loads(line)["offset"]))
+            self._states[stem] = state
+        return state
+
+    def _save(self, stem: str, *, force: bool = False) -> None:
+        state = self._states.get(stem)
+        if state is None:
+            return
+        key = (state.offset, len(state.deferred))
+        if key == state.saved and not force:
+            return
+        body = {"offset": state.offset, "deferred": [d.to_json() for d in state.deferred]}
+        _atomic_write(self.root / "acks" / f"{stem}.ack", orjson.dumps(body))
+        state.saved = key
+
+    def _save_all(self) -> None:
+        for stem in list(self._states):
+            if (self.root / "segments").exists():
+                self._save(stem)
+
+    def _reject(self, stem: str, line: Line, reason: str, status: int | None, answer: Any) -> None:
+        state = self._state(stem)
+        if line.offset in state.rejected_offsets:
+            return
+        entry: dict[str, Any] = {
+            "offset": line.offset,
+            "reason": reason,
+            "status": status,
+            "answer": answer,
+            "rejectedAt": _now_text(),
+        }
+        if line.record is not None:
+            entry.update(
+                kind=line.record["kind"],
+                executionId=line.record["executionId"],
+                at=line.record.get("at"),
+                record=line.record,
+            )
+        else:
+            entry["raw"] = line.raw.decode("utf-8", "replace")
+        with (self.root / "rejected" / f"{stem}.jsonl").open("ab") as file:
+            file.write(orjson.dumps(entry) + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        state.rejected_offsets.add(line.offset)
+        self.counts.rejected += 1
+        what = f"{entry.get('kind', 'line')} {entry.get('executionId', '')}".strip()
+        log.warning(
+            "relay: rejected %s (%s, HTTP %s) -> rejected/%s.jsonl", what, reason, status, stem
+        )
+
+    # -- one pass over the spool
+
+    def _closed(self, segment: Segment) -> bool:
+        """Closed: renamed to .seg, or its writer is gone (checked at most once a second)."""
+        if segment.closed:
+            return True
+        now = time.monotonic()
+        cached = self._dead_cache.get(segment.writer)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        dead = writer_is_dead(read_writer(self.root, segment.writer))
+        self._dead_cache[segment.writer] = (now, dead)
+        return dead
+
+    def _pass(self) -> bool:
+        worked = False
+        for segment in list_segments(self.root):
+            if self._stop.is_set():
+                break
+            worked |= self._deliver_segment(segment)
+        return worked
+
+    def _deliver_segment(self, segment: Segment) -> bool:
+        state = self._state(segment.stem)
+        closed = self._closed(segment)
+        worked = False
+        last_save = time.monotonic()
+        try:
+            lines = read_lines(segment.path, state.offset)
+            for line in lines:
+                if self._stop.is_set():
+                    break
+                if line.problem == "torn":
+                    if not closed:
+                        break  # the writer is still writing it
+                    self.counts.torn += 1
+                    log.warning(
+                        "relay: dropped the torn last line of %s (%d bytes; its writer is gone)",
+                        segment.stem,
+                        line.end - line.offset,
+                    )
+                elif line.record is None:
+                    self._reject(segment.stem, line, "corrupt", None, {"problem": line.problem})
+                else:
+                    self._handle(segment.stem, line)
+                state.offset = line.end
+                worked = True
+                now = time.monotonic()
+                if now - last_save >= _ACK_EVERY_SECONDS:
+                    self._save(segment.stem)
+                    last_save = now
+                    self._maybe_status()
+        except FileNotFoundError:
+            return worked  # renamed .open -> .seg under us: next pass
+        except _Retry:
+            return worked  # stopping while the service was unavailable: resume there next run
+        finally:
+            self._save(segment.stem)
+        if closed and not self._stop.is_set():
+            self._delete_if_done(segment)
+        return worked
+
+    def _delete_if_done(self, segment: Segment) -> None:
+        """Delete a closed segment whose every record is delivered or rejected (and its ack)."""
+        state = self._state(segment.stem)
+        if state.deferred:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if state.offset >= segment.path.stat().st_size:
+                segment.path.unlink()
+                (self.root / "acks" / f"{segment.stem}.ack").unlink(missing_ok=True)
+                self._states.pop(segment.stem, None)
+                self._count_cache.pop(segment.stem, None)
+                log.info("relay: %s fully handled, deleted", segment.stem)
+
+    def _deferred_ids(self) -> set[str]:
+        return {d.execution_id for s in self._states.values() for d in s.deferred}
+
+    def _handle(self, stem: str, line: Line) -> None:
+        record = line.record
+        assert record is not None
+        execution_id = record["executionId"]
+        if record["kind"] == "final-state" and execution_id in self._deferred_ids():
+            self._defer(stem, line, execution_id)  # keep its order behind the earlier one
+            return
+        outcome = self._send(record)
+        if outcome.result == "delivered":
+            self.counts.delivered += 1
+        elif outcome.result == "deferred":
+            self._defer(stem, line, execution_id)
+        else:
+            self._reject(
+                stem, line, _reason(outcome.answer, outcome.status), outcome.status, outcome.answer
+            )
+
+    def _defer(self, stem: str, line: Line, execution_id: str) -> None:
+        state = self._state(stem)
+        state.deferred.append(
+            _Deferred(
+                offset=line.offset,
+                execution_id=execution_id,
+                since=time.time(),
+                next_try=time.monotonic() + BACKOFF_INITIAL,
+            )
+        )
+        self.counts.deferred += 1
+        self._save(stem, force=True)
+        log.info("relay: final state of %s deferred (its snapshot is not there yet)", execution_id)
+
+    def _retry_deferred(self, *, now: bool = False) -> None:
+        blocked: set[str] = set()
+        clock = float("inf") if now else time.monotonic()
+        for segment in list_segments(self.root):
+            state = self._states.get(segment.stem)
+            if state is None or not state.deferred:
+                continue
+            for item in list(state.deferred):
+                if self._stop.is_set():
+                    return
+                if item.execution_id in blocked or item.next_try > clock:
+                    blocked.add(item.execution_id)
+                    continue
+                try:
+                    line = next(read_lines(segment.path, item.offset, max_lines=1))
+                except (FileNotFoundError, StopIteration):
+                    state.deferred.remove(item)
+                    continue
+                if line.record is None:  # cannot happen unless the file changed under us
+                    state.deferred.remove(item)
+                    self._reject(segment.stem, line, "corrupt", None, {"problem": line.problem})
+                    continue
+                try:
+                    outcome = self._send(line.record)
+                except _Retry:
+                    return
+                if outcome.result == "deferred":
+                    if time.time() - item.since >= self.defer_seconds:
+                        state.deferred.remove(item)
+                        self._reject(segment.stem, line, "deferred_expired", 404, outcome.answer)
+                    else:
+                        item.tries += 1
+                        delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**item.tries)
+                        item.next_try = time.monotonic() + delay * random.uniform(0.8, 1.2)
+                        blocked.add(item.execution_id)
+                    continue
+                state.deferred.remove(item)
+                if outcome.result == "delivered":
+                    self.counts.delivered += 1
+                    log.info("relay: deferred final state of %s delivered", item.execution_id)
+                else:
+                    self._reject(
+                        segment.stem,
+                        line,
+                        _reason(outcome.answer, outcome.status),
+                        outcome.status,
+                        outcome.answer,
+                    )
+            self._save(segment.stem)
+            if not state.deferred and self._closed(segment):
+                self._delete_if_done(segment)
+
+    def _pending_now(self) -> bool:
+        """Something deliverable is left (not counting deferred records waiting for later)."""
+        for segment in list_segments(self.root):
+            state = self._state(segment.stem)
+            with contextlib.suppress(FileNotFoundError):
+                size = segment.path.stat().st_size
+                if state.offset < size:
+                    if not self._closed(segment):
+                        # an open segment whose only rest is a line being written
+                        rest = list(read_lines(segment.path, state.offset, max_lines=1))
+                        if rest and rest[0].problem == "torn":
+                            continue
+                    return True
+        return False
+
+    # -- HTTP
+
+    def _send(self, record: dict[str, Any]) -> _Outcome:
+        """One record, retried until it gets a final answer (or the relay stops: _Retry)."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retry),
+            wait=self._wait,
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        outcome: _Outcome = retrying(self._attempt, record)
+        if self._retrying:
+            self._retrying = False
+            log.info("relay: the service answers again")
+        return outcome
+
+    _backoff = wait_exponential_jitter(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=0.5)
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        wait = float(self._backoff(retry_state))
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, _Retry) and error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, BACKOFF_MAX))
+        return wait
+
+    def _sleep(self, seconds: float) -> None:
+        self._maybe_status()
+        self._stop.wait(seconds)
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        self.counts.retried += 1
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        self.last_error = str(error)
+        self._retrying = True
+        next_in = retry_state.upcoming_sleep
+        log.warning("relay: %s; retry %d in %.1f s", error, retry_state.attempt_number, next_in)
+
+    def _attempt(self, record: dict[str, Any]) -> _Outcome:
+        kind = record["kind"]
+        if kind == "snapshot":
+            path = SNAPSHOTS
+        else:
+            path = f"{SNAPSHOTS}/{quote(record['executionId'], safe='')}/final-state"
+        try:
+            response = self._http.post(path, content=orjson.dumps(record["body"]))
+        except httpx.TransportError as err:
+            raise _Retry(f"cannot reach {self.url}: {type(err).__name__}: {err}") from err
+        status = response.status_code
+        if 200 <= status < 300:
+            self.last_error = None
+            return _Outcome("delivered", status)
+        try:
+            answer: Any = response.json()
+        except ValueError:
+            answer = None
+        ours = isinstance(answer, dict) and isinstance(answer.get("error"), str)
+        if status in (408, 429) or status >= 500:
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            code = answer.get("error") if ours and isinstance(answer, dict) else ""
+            raise _Retry(f"HTTP {status} {code}".rstrip(), retry_after)
+        if status in (401, 403):
+            raise _Retry(f"HTTP {status}: the token is missing, unknown or lacks a scope")
+        if not ours:
+            raise _Retry(f"HTTP {status} without the service's error body: is {self.url} right?")
+        if status == 404 and kind == "final-state":
+            return _Outcome("deferred", status, answer)
+        return _Outcome("rejected", status, answer)
+
+    # -- status
+
+    def _maybe_status(self) -> None:
+        if time.monotonic() - self._last_status >= self.status_seconds:
+            self._write_status()
+
+    def _write_status(self, *, force: bool = False, state: str | None = None) -> None:
+        self._last_status = time.monotonic()
+        self._save_all()
+        status = spool_status(self.root, count_cache=self._count_cache, states=self._states)
+        status.update(
+            state=state or ("retrying" if self._retrying else "delivering"),
+            pid=os.getpid(),
+            url=self.url,
+            counts=self.counts.to_json(),
+            lastError=self.last_error,
+        )
+        with contextlib.suppress(OSError):
+            _atomic_write(
+                self.root / "relay.json", orjson.dumps(status, option=orjson.OPT_INDENT_2)
+            )
+        backlog = status["backlog"]
+        key = (self.counts.delivered, self.counts.rejected, backlog["records"], self.counts.retried)
+        if key != self._last_logged or force:
+            self._last_logged = key
+            log.info("relay: %s", _describe(status))
+        for writer in status["writers"]:
+            if writer["alarm"]:
+                log.warning(
+                    "relay: writer %s dropped %d records (spool full since %s)",
+                    writer["writer"],
+                    writer["dropped"],
+                    writer["fullSince"],
+                )
+        _forget_writers(self.root, status)
+
+    def _summary(self) -> str:
+        c = self.counts
+        return (
+            f"delivered {c.delivered}, retried {c.retried}, rejected {c.rejected}, "
+            f"deferred {c.deferred}, torn {c.torn}"
+        )
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _reason(answer: Any, status: int) -> str:
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return str(answer["error"])
+    return f"http_{status}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def _count_lines(path: Path, offset: int) -> int:
+    count = 0
+    with path.open("rb") as file:
+        file.seek(offset)
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            count += chunk.count(b"\n")
+    return count
+
+
+def _first_at(path: Path, offset: int) -> float | None:
+    for line in read_lines(path, offset, max_lines=1):
+        if line.record is not None:
+            return _parse_at(line.record.get("at"))
+    return None
+
+
+def spool_status(
+    root: Path,
+    *,
+    count_cache: dict[str, tuple[int, int, int]] | None = None,
+    states: dict[str, _SegState] | None = None,
+) -> dict[str, Any]:
+    """The spool's backlog and writers, from the files (what ``relay status`` prints)."""
+    cache = {} if count_cache is None else count_cache
+    records = size_left = segments = deferred = 0
+    oldest: float | None = None
+    for segment in list_segments(root):
+        state = (states or {}).get(segment.stem)
+        if state is None:
+            raw = _read_json(root / "acks" / f"{segment.stem}.ack")
+            state = _SegState()
+            if isinstance(raw, dict):
+                state.offset = int(raw.get("offset", 0))
+                state.deferred = [
+                    _Deferred(int(d["offset"]), str(d["executionId"]), float(d["since"]))
+                    for d in raw.get("deferred", [])
+                ]
+        try:
+            size = segment.path.stat().st_size
+        except FileNotFoundError:
+            continue
+        segments += 1
+        deferred += len(state.deferred)
+        for item in state.deferred:
+            at = _first_at(segment.path, item.offset)
+            if at is not None:
+                oldest = at if oldest is None else min(oldest, at)
+        if state.offset >= size:
+            continue
+        size_left += size - state.offset
+        cached = cache.get(segment.stem)
+        if cached is not None and cached[:2] == (state.offset, size):
+            count = cached[2]
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                count = _count_lines(segment.path, state.offset)
+                cache[segment.stem] = (state.offset, size, count)
+        records += count
+        with contextlib.suppress(FileNotFoundError):
+            at = _first_at(segment.path, state.offset)
+            if at is not None:
+                oldest = at if oldest is None else min(oldest, at)
+    writers: list[dict[str, Any]] = []
+    with contextlib.suppress(FileNotFoundError):
+        for path in sorted((root / "writers").glob("*.json")):
+            info = _read_json(path)
+            if not isinstance(info, dict):
+                continue
+            dropped = int(info.get("dropped", 0) or 0)
+            writers.append(
+                {
+                    "writer": path.stem,
+                    "pid": info.get("pid"),
+                    "host": info.get("host"),
+                    "alive": not writer_is_dead(info),
+                    "appended": info.get("appended"),
+                    "dropped": dropped,
+                    "fullSince": info.get("fullSince"),
+                    "alarm": info.get("fullSince") is not None,
+                    "updatedAt": info.get("updatedAt"),
+                }
+            )
+    now = time.time()
+    return {
+        "updatedAt": _now_text(),
+        "backlog": {
+            "records": records + deferred,
+            "bytes": size_left,
+            "segments": segments,
+            "deferred": deferred,
+            "oldestAt": None
+            if oldest is None
+            else datetime.fromtimestamp(oldest, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "oldestAgeSeconds": None if oldest is None else round(max(0.0, now - oldest), 3),
+        },
+        "writers": writers,
+    }
+
+
+def _forget_writers(root: Path, status: dict[str, Any]) -> None:
+    """Remove the state files of gone writers that left no segment and dropped nothing."""
+    with_segments = {s.writer for s in list_segments(root)}
+    for writer in status["writers"]:
+        if writer["alive"] or writer["dropped"] or writer["writer"] in with_segments:
+            continue
+        with contextlib.suppress(OSError):
+            (root / "writers" / f"{writer['writer']}.json").unlink()
+
+
+def _describe(status: dict[str, Any]) -> str:
+    backlog, counts = status["backlog"], status.get("counts", {})
+    age = backlog["oldestAgeSeconds"]
+    parts = [
+        f"backlog {backlog['records']} records / {backlog['bytes']} bytes",
+        f"oldest {age:.0f} s" if age is not None else "nothing waiting",
+    ]
+    if counts:
+        parts.append(
+            f"delivered {counts['delivered']}, retried {counts['retried']}, "
+            f"rejected {counts['rejected']}, deferred {counts['deferred']}"
+        )
+    dropped = sum(w["dropped"] for w in status["writers"])
+    if dropped:
+        parts.append(f"DROPPED {dropped} (spool full)")
+    return "; ".join(parts)
+
+
+def describe_status(status: dict[str, Any]) -> Iterator[str]:
+    """Human lines for ``execvault relay status``."""
+    running = status.get("running")
+    yield f"relay:     {'running' if running else 'not running'}" + (
+        f" (pid {status.get('pid')}, {status.get('state')}, {status.get('url')})" if running else ""
+    )
+    yield f"backlog:   {_describe(status)}"
+    if status.get("lastError"):
+        yield f"last error: {status['lastError']}"
+    for writer in status["writers"]:
+        alarm = f"  SPOOL FULL since {writer['fullSince']}" if writer["alarm"] else ""
+        yield (
+            f"writer:    {writer['writer']} ({'alive' if writer['alive'] else 'gone'}) "
+            f"appended {writer['appended']}, dropped {writer['dropped']}{alarm}"
+        )
+
+
+def relay_running(root: Path) -> bool:
+    """True while some relay holds ``relay.lock``."""
+    try:
+        fd = os.open(root / "relay.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def full_status(root: Path) -> dict[str, Any]:
+    """``relay status``: the live backlog and writers plus the relay's last ``relay.json``."""
+    status = spool_status(root)
+    saved = _read_json(root / "relay.json")
+    running = relay_running(root)
+    status["running"] = running
+    if isinstance(saved, dict):
+        for key in ("counts", "lastError", "pid", "url", "state"):
+            status[key] = saved.get(key)
+        status["relayUpdatedAt"] = saved.get("updatedAt")
+    return status

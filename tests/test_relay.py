@@ -1,0 +1,309 @@
+"""The relay against a real running service (``execvault serve`` in its own process, local
+store): exactly-once effect across kill -9, outages, torn and corrupt lines, conflicts, final
+states that come before their snapshot, the lock, SIGTERM, status."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from api.relay import Relay, full_status, spool_status
+from api.spool import SpoolWriter, encode_line, list_segments, read_writer
+from tests.helpers import WORKFLOWS, load_corpus
+from tests.live_service import LiveService, run_cli, service_env, start_cli, wait_until
+from tests.test_spool import kill_9, start_writer
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="flock, /proc: Linux")
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[LiveService]:
+    live = LiveService(tmp_path / "data").start()
+    try:
+        yield live
+    finally:
+        live.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _snapshot(i: int, workflow_id: str = "wf-relay") -> dict[str, Any]:
+    return {
+        "executionId": f"r-{i}",
+        "workflowId": workflow_id,
+        "workflow": load_corpus(WORKFLOWS[i % len(WORKFLOWS)]),
+        "createdAt": _now(),
+    }
+
+
+def _final(i: int) -> dict[str, Any]:
+    return {
+        "status": "error" if i % 4 == 0 else "success",
+        "nodes": {"Step": {"status": "success"}},
+    }
+
+
+def _spool_executions(root: Path, numbers: range, **options: Any) -> None:
+    with SpoolWriter(root, **options) as writer:
+        for i in numbers:
+            assert writer.append("snapshot", f"r-{i}", _snapshot(i))
+            assert writer.append("final-state", f"r-{i}", _final(i))
+
+
+def _relay_args(root: Path, service: LiveService, *more: str) -> list[str]:
+    return ["relay", "--spool", str(root), "--url", service.url, "--status-seconds", "0.2", *more]
+
+
+def _drained(root: Path) -> bool:
+    return spool_status(root)["backlog"]["records"] == 0
+
+
+def _assert_archived_once(service: LiveService, numbers: range) -> None:
+    expected = sorted(f"r-{i}" for i in numbers)
+    ids = wait_until(
+        lambda: (ids := service.history_ids("wf-relay")) and len(ids) >= len(expected) and ids,
+        "the index to list every execution",
+        60,
+    )
+    assert sorted(ids) == expected  # every one, none twice
+    for i in numbers:
+        body = service.http.get(f"/api/execution-snapshots/r-{i}").json()
+        assert body["finalState"]["status"] == _final(i)["status"], body["executionId"]
+
+
+def _relay_json(root: Path) -> dict[str, Any]:
+    try:
+        value: dict[str, Any] = orjson.loads((root / "relay.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return value
+
+
+def _stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> int:
+    process.send_signal(sig)
+    try:
+        code = process.wait(timeout=120)
+    finally:
+        if process.stderr is not None:
+            process.stderr.close()
+    return code
+
+
+def test_kill_9_mid_delivery_then_restart_archives_every_record_exactly_once(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    numbers = range(150)
+    _spool_executions(root, numbers, segment_bytes=256 * 1024)
+    total = sum(s.path.stat().st_size for s in list_segments(root))
+    relay = start_cli(service.env, _relay_args(root, service))
+    try:
+        # the first acknowledgement is written after ~0.5 s of delivering
+        wait_until(lambda: list((root / "acks").glob("*.ack")), "a first ack", 120)
+    finally:
+        kill_9_code = _stop(relay, signal.SIGKILL)
+    assert kill_9_code == -signal.SIGKILL
+    left = spool_status(root)["backlog"]
+    assert 0 < left["bytes"] < total  # killed in the middle of the backlog
+    relay = start_cli(service.env, _relay_args(root, service, "--once"))
+    assert relay.wait(timeout=600) == 0
+    assert relay.stderr is not None
+    relay.stderr.close()
+    assert _drained(root) and list_segments(root) == []  # delivered segments are deleted
+    _assert_archived_once(service, numbers)
+    assert list((root / "rejected").iterdir()) == []
+
+
+def test_an_outage_of_the_service_is_retried_and_the_backlog_drains(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    relay = start_cli(service.env, _relay_args(root, service))
+    try:
+        _spool_executions(root, range(5))
+        wait_until(lambda: _drained(root), "the first records to arrive", 120)
+        service.stop()
+        _spool_executions(root, range(5, 40))
+        wait_until(lambda: _relay_json(root).get("counts", {}).get("retried", 0) >= 2, "retries")
+        status = _relay_json(root)
+        assert status["state"] == "retrying" and "cannot reach" in status["lastError"]
+        assert status["backlog"]["records"] > 0 and status["backlog"]["oldestAgeSeconds"] >= 0
+        service.start()
+        wait_until(lambda: _drained(root), "the backlog to drain after the outage", 180)
+    finally:
+        assert _stop(relay) == 0  # SIGTERM: a clean exit
+    _assert_archived_once(service, range(40))
+    assert _relay_json(root)["state"] == "stopped"
+
+
+def test_a_dead_writers_torn_last_line_is_dropped_and_its_segment_deleted(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    with SpoolWriter(root) as writer:
+        for i in range(3):
+            writer.append("snapshot", f"e{i}", {**_snapshot(i), "executionId": f"e{i}"})
+    process, name = start_writer(root, 3, torn=True)  # final states e0..e2 then half a line
+    try:
+        with Relay(root, service.url) as relay:
+            relay.run(once=True)  # the writer lives: its half line is not touched
+            assert relay.counts.torn == 0 and relay.counts.rejected == 0
+            assert [s.writer for s in list_segments(root)] == [name]
+    finally:
+        kill_9(process)
+    with Relay(root, service.url) as relay:
+        counts = relay.run(once=True)
+    assert counts.torn == 1 and counts.rejected == 0
+    assert counts.delivered == 6  # cumulative over the two runs (relay.json)
+    assert list_segments(root) == []
+    assert service.http.get("/api/execution-snapshots/e2").json()["finalState"] is not None
+
+
+def _write_segment(root: Path, stem: str, lines: list[bytes]) -> Path:
+    (root / "segments").mkdir(parents=True, exist_ok=True)
+    path = root / "segments" / f"{stem}.seg"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def _rejected(root: Path) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(line)
+        for path in sorted((root / "rejected").glob("*.jsonl"))
+        for line in path.read_bytes().splitlines()
+    ]
+
+
+def test_a_corrupt_line_in_the_middle_is_rejected_and_the_rest_delivered(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    corrupt = bytearray(encode_line("snapshot", "r-1", _snapshot(1)))
+    corrupt[40] ^= 0x20
+    stem = f"{int(time.time() * 1000):013d}-other.host-1-abc"
+    _write_segment(
+        root,
+        stem,
+        [
+            encode_line("snapshot", "r-0", _snapshot(0)),
+            bytes(corrupt),
+            encode_line("snapshot", "r-2", _snapshot(2)),
+        ],
+    )
+    with Relay(root, service.url) as relay:
+        counts = relay.run(once=True)
+    assert counts.delivered == 2 and counts.rejected == 1
+    (entry,) = _rejected(root)
+    assert entry["reason"] == "corrupt" and entry["answer"] == {"problem": "crc"}
+    assert entry["offset"] > 0 and entry["raw"].startswith(corrupt[:8].decode())
+    assert (root / "rejected" / f"{stem}.jsonl").exists()
+    assert service.http.get("/api/execution-snapshots/r-2").status_code == 200
+    assert list_segments(root) == []
+
+
+def test_a_conflict_is_rejected_with_the_status_and_the_answer(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    first = _snapshot(1)
+    assert service.http.post("/api/execution-snapshots", json=first).status_code == 201
+    other = {**_snapshot(2), "executionId": "r-1"}  # the same id, another workflow
+    with SpoolWriter(root) as writer:
+        writer.append("snapshot", "r-1", first)  # identical re-send: delivered (200)
+        writer.append("snapshot", "r-1", other)
+        writer.append("final-state", "r-1", {"status": "success"})
+    with Relay(root, service.url) as relay:
+        counts = relay.run(once=True)
+        relay.run(once=True)  # a second run does not reject it twice
+    assert counts.delivered == 2 and counts.rejected == 1
+    (entry,) = _rejected(root)
+    assert entry["status"] == 409 and entry["reason"] == "immutable_conflict"
+    assert entry["answer"]["error"] == "immutable_conflict"
+    assert entry["kind"] == "snapshot" and entry["executionId"] == "r-1"
+    assert entry["record"]["body"] == other  # kept whole, to fix and send by hand
+    body = service.http.get("/api/execution-snapshots/r-1").json()
+    assert body["workflowId"] == "wf-relay" and body["finalState"]["status"] == "success"
+
+
+def test_a_final_state_before_its_snapshot_is_deferred_then_delivered(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    with SpoolWriter(root) as early:  # an older segment holds the final state ...
+        early.append("final-state", "r-7", {"status": "waiting"})
+        early.append("final-state", "r-7", _final(7))
+        early.append("final-state", "r-8", _final(8))  # ... and one whose snapshot never comes
+    with SpoolWriter(root) as late:  # ... a newer one the snapshot
+        late.append("snapshot", "r-7", _snapshot(7))
+    assert len(list_segments(root)) == 2
+    with Relay(root, service.url, defer_seconds=3600) as relay:
+        counts = relay.run(once=True)
+    assert counts.deferred == 3 and counts.delivered == 3 and counts.rejected == 0
+    body = service.http.get("/api/execution-snapshots/r-7").json()
+    assert body["finalState"]["status"] == _final(7)["status"]  # waiting, then the end: in order
+    status = spool_status(root)
+    assert status["backlog"]["deferred"] == 1 and status["backlog"]["records"] == 1
+    # after defer_seconds the orphan is rejected, and the segment goes
+    with Relay(root, service.url, defer_seconds=0) as relay:
+        relay.run(once=True)  # a restarted relay retries the deferred records it finds at once
+    (entry,) = _rejected(root)
+    assert entry["reason"] == "deferred_expired" and entry["executionId"] == "r-8"
+    assert entry["status"] == 404
+    assert list_segments(root) == []
+
+
+def test_one_relay_per_spool_and_status(tmp_path: Path, service: LiveService) -> None:
+    root = tmp_path / "spool"
+    _spool_executions(root, range(2))
+    relay = start_cli(service.env, _relay_args(root, service))
+    try:
+        wait_until(lambda: _drained(root) and _relay_json(root).get("counts"), "delivery", 120)
+        second = run_cli(service.env, *_relay_args(root, service, "--once"))
+        assert second.returncode == 3
+        assert b"another relay is delivering" in second.stderr
+        status = run_cli(service.env, "relay", "status", "--spool", str(root), "--json")
+        assert status.returncode == 0, status.stderr
+        body = orjson.loads(status.stdout)
+        assert body["running"] is True and body["backlog"]["records"] == 0
+        assert body["counts"]["delivered"] == 4
+        text = run_cli(service.env, "relay", "status", "--spool", str(root))
+        assert b"relay:     running" in text.stdout and b"backlog 0 records" in text.stdout
+    finally:
+        assert _stop(relay) == 0
+    assert full_status(root)["running"] is False
+
+
+def test_status_reports_a_full_spool(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with SpoolWriter(root, max_bytes=600) as writer:
+        while writer.append("final-state", "x", {"status": "success", "p": "y" * 100}):
+            pass
+        writer.append("final-state", "x", {"status": "success"})
+    state = read_writer(root, writer.name)
+    assert state is not None and state["dropped"] == 2
+    result = run_cli(service_env(tmp_path / "data"), "relay", "status", "--spool", str(root))
+    assert result.returncode == 1  # a writer is dropping records
+    assert b"DROPPED 2 (spool full)" in result.stdout and b"SPOOL FULL since" in result.stdout
+
+
+def test_every_relay_command_has_help_with_an_example() -> None:
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    for args in (["relay", "--help"], ["relay", "status", "--help"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0 and "Example:" in result.output, args
