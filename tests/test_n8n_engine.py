@@ -157,7 +157,7 @@ def n8n_executions(n8n: N8n) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for execution_id, workflow_id, status, mode, retry_of, data in rows:
         failed: set[str] = set()
-        if data:
+        if data and data.strip() != "[]":  # a running execution's data is an empty table
             run_data = decode_flatted(data).get("resultData", {}).get("runData", {}) or {}
             for name, runs in run_data.items():
                 if any(run.get("executionStatus") == "error" or run.get("error") for run in runs):
@@ -211,7 +211,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     n8n = N8n(home=n8n_home(), folder=base / "n8n", spool=spool)
     n8n.folder.mkdir()
     n8n.import_workflows(WORKFLOWS)
-    for published in ("evEngineHook0001", "evEngineWait0001", "evEngineHookFail"):
+    # webhooks answer only for published workflows, and n8n runs only a published error workflow
+    for published in ("evEngineHook0001", "evEngineWait0001", "evEngineHookFail", "evEngineErrWf001"):
         n8n.publish(published)
     service = Service(base / "data")
     relay = Relay(spool, service.url, base / "relay.log")
@@ -241,7 +242,8 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
 
     # --- 1. every way in, the archive up -----------------------------------------------------
     cli = n8n.execute("evEngineOk000001")  # a second process writing to the same spool
-    assert "success" in cli.stdout, cli.stdout[-2000:] + cli.stderr[-2000:]
+    assert cli.returncode in (0, 139), cli.stdout[-2000:] + cli.stderr[-2000:]  # 139: see N8n
+    assert [e["status"] for e in n8n_executions(n8n).values() if e["mode"] == "cli"] == ["success"]
     start_and_wait(n8n)
     assert n8n.webhook("ev-hook", {"order": 1}).json() == {"got": {"order": 1}}
     wait = n8n.webhook("ev-wait", {})
@@ -283,7 +285,11 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     backlog_before = relay.status()
     assert backlog_before["backlog"]["records"] > 0, backlog_before
     service.start()
-    wait_until(lambda: relay.status()["delivered"] > 0, "the relay to start draining", 120)
+    wait_until(
+        lambda: relay.status().get("counts", {}).get("delivered", 0) > 0,
+        "the relay to start draining",
+        120,
+    )
     relay.kill9()
     relay.start()
 
@@ -326,5 +332,6 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     status = wait_until(
         lambda: (s := relay.status())["backlog"]["records"] == 0 and s, "the backlog to drain"
     )
-    assert status["rejected"] == 0, status
+    rejected = sorted((world["base"] / "spool" / "rejected").glob("*.jsonl"))
+    assert [p.read_text() for p in rejected if p.stat().st_size] == [], status
     assert all(w.get("dropped", 0) == 0 for w in status["writers"]), status
