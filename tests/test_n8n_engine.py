@@ -212,7 +212,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     n8n.folder.mkdir()
     n8n.import_workflows(WORKFLOWS)
     # webhooks answer only for published workflows, and n8n runs only a published error workflow
-    for published in ("evEngineHook0001", "evEngineWait0001", "evEngineHookFail", "evEngineErrWf001"):
+    for published in (
+        "evEngineHook0001",
+        "evEngineWait0001",
+        "evEngineHookFail",
+        "evEngineErrWf001",
+    ):
         n8n.publish(published)
     service = Service(base / "data")
     relay = Relay(spool, service.url, base / "relay.log")
@@ -262,9 +267,7 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
         lambda: all(e["status"] in TERMINAL | {"waiting"} for e in n8n_executions(n8n).values()),
         "n8n to finish the first runs",
     )
-    wait_until(
-        lambda: (archived(service, ok) or {}).get("finalState"), "the first runs to arrive"
-    )
+    wait_until(lambda: (archived(service, ok) or {}).get("finalState"), "the first runs to arrive")
     waiting = archived(service, waiting_id)
     assert waiting is not None and waiting["finalState"]["status"] == "waiting"
 
@@ -323,7 +326,9 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     def history_counts() -> dict[str, int]:
         counts = {}
         for workflow_id in per_workflow:
-            page = service.http.get(f"{SNAPSHOTS}/workflow/{workflow_id}/history", params={"limit": 200})
+            page = service.http.get(
+                f"{SNAPSHOTS}/workflow/{workflow_id}/history", params={"limit": 200}
+            )
             assert page.status_code == 200, page.text
             counts[workflow_id] = len(page.json()["items"])
         return counts

@@ -70,6 +70,15 @@ function bucket(executionId) {
   return hash % 10000;
 }
 
+/** An execution id n8n could have made: a non-empty string or a whole number. */
+function validId(value) {
+  return (typeof value === 'string' && value.length > 0 && value.length <= 256) || Number.isSafeInteger(value);
+}
+
+function isObject(value) {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 function selected(config, workflowId, executionId) {
   if (!config.enabled) return false;
   const id = workflowId === undefined || workflowId === null ? '' : String(workflowId);
@@ -123,10 +132,28 @@ function triggerNode(workflowData, executionData) {
 
 function triggerType(mode, node) {
   if (MODE_TRIGGER[mode]) return MODE_TRIGGER[mode];
-  if (node && TRIGGER_KINDS[node.type]) return TRIGGER_KINDS[node.type];
-  if (mode === 'webhook') return 'webhook';
-  if (mode === 'trigger') return node && /trigger$/i.test(node.type) ? 'event' : 'trigger';
+  const kind = node ? TRIGGER_KINDS[node.type] : undefined;
+  if (mode === 'webhook') return kind === 'form' || kind === 'chat' ? kind : 'webhook';
+  if (mode === 'trigger') {
+    if (kind && kind !== 'manual' && kind !== 'webhook') return kind;
+    return node && /trigger$/i.test(node.type) ? 'event' : 'trigger';
+  }
   return typeof mode === 'string' && mode ? mode : 'unknown';
+}
+
+/** The node a finished run started from: the first run of its run data that no node fed. */
+function startedFrom(workflowData, fullRunData) {
+  const runData = fullRunData && fullRunData.data && fullRunData.data.resultData && fullRunData.data.resultData.runData;
+  if (!isObject(runData)) return null;
+  let best = null;
+  for (const [name, runs] of Object.entries(runData)) {
+    const first = Array.isArray(runs) ? runs[0] : null;
+    if (!first || (Array.isArray(first.source) && first.source.length > 0 && first.source[0])) continue;
+    const order = typeof first.executionIndex === 'number' ? first.executionIndex : first.startTime;
+    if (best === null || order < best.order) best = { name, order };
+  }
+  const nodes = Array.isArray(workflowData && workflowData.nodes) ? workflowData.nodes : [];
+  return best ? nodes.find((n) => n.name === best.name) || null : null;
 }
 
 /** JSON of a value that may hold cycles, BigInts or functions (n8n's run data sometimes does). */
@@ -196,12 +223,16 @@ class Integration {
   snapshot(executionId, workflowData, mode, executionData, info, source) {
     const { retryOf, userId } = info || {};
     if (this.failed || !this.config) return;
+    if (!validId(executionId) || !isObject(workflowData)) {
+      this.log(`execvault: snapshot skipped: n8n passed no execution id or workflow (${typeof executionId})`);
+      return;
+    }
     const id = String(executionId);
     const workflowId = workflowData && workflowData.id;
     if (!selected(this.config, workflowId, id) || this.snapshotted.has(id)) return;
     const writer = this.spool();
     if (!writer) return;
-    const node = triggerNode(workflowData, executionData);
+    const node = (info && info.node) || triggerNode(workflowData, executionData);
     const body = {
       executionId: id,
       workflow: workflowData,
@@ -218,11 +249,16 @@ class Integration {
 
   finalState(fullRunData, workflowData, executionId) {
     if (this.failed || !this.config) return;
+    if (!validId(executionId) || !isObject(fullRunData) || !isObject(workflowData)) {
+      this.log(`execvault: final state skipped: n8n passed no execution id, run or workflow (${typeof executionId})`);
+      return;
+    }
     const id = String(executionId);
     if (!selected(this.config, workflowData && workflowData.id, id)) return;
     if (!this.snapshotted.has(id) && !this.lifecycle) {
       // no pre-run moment in this n8n: the snapshot is taken now, and says so
-      this.snapshot(id, workflowData, fullRunData && fullRunData.mode, null, {}, 'post-run');
+      const node = startedFrom(workflowData, fullRunData);
+      this.snapshot(id, workflowData, fullRunData.mode, null, node ? { node } : {}, 'post-run');
     }
     const writer = this.spool();
     if (!writer) return;
@@ -239,12 +275,12 @@ function registerLifecycle() {
   if (integration.failed || !integration.config || !integration.config.enabled) return false;
   try {
     const main = require.main && require.main.filename;
-    if (!main) return false;
+    if (!main) throw new Error('not loaded by n8n');
     const n8nRequire = createRequire(main);
     const decoratorsPath = n8nRequire.resolve('@n8n/decorators');
     const { LifecycleMetadata } = n8nRequire(decoratorsPath);
     const { Container } = createRequire(decoratorsPath)('@n8n/di');
-    if (!LifecycleMetadata || !Container) return false;
+    if (!LifecycleMetadata || !Container) throw new Error('@n8n/decorators has no LifecycleMetadata');
     class ExecVaultLifecycle {
       workflowExecuteBefore(context) {
         try {

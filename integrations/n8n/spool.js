@@ -26,7 +26,8 @@ function procStart() {
     const stat = fs.readFileSync('/proc/self/stat', 'utf8');
     // fields after the command (which may hold spaces) start after the last ')'
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19]; // field 22 of stat(5): starttime
+    const value = Number(fields[19]); // field 22 of stat(5): starttime, in clock ticks
+    return Number.isSafeInteger(value) ? value : null;
   } catch {
     return null;
   }
@@ -56,6 +57,7 @@ class SpoolWriter {
     this.fd = null;
     this.segment = null;
     this.segmentStarted = 0;
+    this.lastSegmentMs = 0;
     this.segmentSize = 0;
     this.dirty = false;
     this.syncing = false;
@@ -73,6 +75,7 @@ class SpoolWriter {
       droppedFull: 0,
       droppedError: 0,
       fullSince: null,
+      closed: false,
       lastError: null,
       updatedAt: null,
     };
@@ -103,7 +106,9 @@ class SpoolWriter {
 
   openSegment() {
     fs.mkdirSync(this.segmentsDir, { recursive: true });
-    const now = Date.now();
+    // names must be unique per writer: a rotation within the same millisecond takes the next one
+    const now = Math.max(Date.now(), this.lastSegmentMs + 1);
+    this.lastSegmentMs = now;
     this.segment = path.join(this.segmentsDir, `${String(now).padStart(13, '0')}-${this.writer}.open`);
     this.fd = fs.openSync(this.segment, 'a', 0o600);
     this.segmentStarted = now;
@@ -140,6 +145,9 @@ class SpoolWriter {
     if (this.closed) return false;
     try {
       const bodyJson = typeof body === 'string' ? body : JSON.stringify(body);
+      if (typeof bodyJson !== 'string' || bodyJson[0] !== '{') {
+        throw new Error(`a ${kind} body must be a JSON object`);
+      }
       const json =
         `{"v":${RECORD_VERSION},"kind":${JSON.stringify(kind)},` +
         `"executionId":${JSON.stringify(String(executionId))},` +
@@ -244,6 +252,7 @@ class SpoolWriter {
     } catch {
       // nothing more to do at exit
     }
+    this.stats.closed = true;
     this.writeStats();
   }
 }
