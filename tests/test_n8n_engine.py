@@ -35,6 +35,7 @@ from tests.n8n_engine import WORKFLOWS, N8n, free_port, n8n_home
 pytestmark = pytest.mark.slow
 
 SNAPSHOTS = "/api/execution-snapshots"
+EXECVAULT = [sys.executable, "-c", "from api.cli import main; main()"]
 TERMINAL = {"success", "error", "canceled", "crashed"}
 MODE_TRIGGER = {
     "manual": "manual",
@@ -71,8 +72,7 @@ class Service:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from api.cli import main; main()", "serve"]
-            + ["--port", str(self.port)],
+            [*EXECVAULT, "serve", "--port", str(self.port)],
             cwd=REPO,
             env=self.env(),
             stdout=subprocess.DEVNULL,
@@ -109,8 +109,7 @@ class Relay:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", "from api.cli import main; main()", "relay"]
-                + ["--spool", str(self.spool), "--url", self.url],
+                [*EXECVAULT, "relay", "--spool", str(self.spool), "--url", self.url],
                 cwd=REPO,
                 env={k: v for k, v in os.environ.items() if not k.startswith("EXECVAULT_")},
                 stdout=out,
@@ -133,8 +132,7 @@ class Relay:
 
     def status(self) -> dict[str, Any]:
         done = subprocess.run(
-            [sys.executable, "-c", "from api.cli import main; main()", "relay", "status"]
-            + ["--spool", str(self.spool), "--json"],
+            [*EXECVAULT, "relay", "status", "--spool", str(self.spool), "--json"],
             cwd=REPO,
             capture_output=True,
             timeout=120,
