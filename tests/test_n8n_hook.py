@@ -215,9 +215,25 @@ def test_sampling_is_a_stable_share_of_executions(node: Path) -> None:
     assert 4500 < result["n"] < 5500 and result["again"] is True
 
 
+def test_an_execution_id_prefix_keeps_two_n8n_databases_apart(tmp_path: Path, node: Path) -> None:
+    spool = tmp_path / "spool"
+    calls = (
+        "x.integration.lifecycle = true;\n"
+        "x.integration.snapshot('8', workflow, 'retry', null, {retryOf: '7'});\n"
+        "await hook.workflow.postExecute[0]({status: 'success', mode: 'retry'}, workflow, '8');\n"
+    )
+    env = {"EXECVAULT_SPOOL_DIR": str(spool), "EXECVAULT_EXECUTION_ID_PREFIX": "eu-1:"}
+    done = run_node(node, hook_script(calls), env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = records(spool)
+    assert [r["executionId"] for r in got] == ["eu-1:8", "eu-1:8"]
+    assert got[0]["body"]["executionId"] == "eu-1:8" and got[0]["body"]["replayOf"] == "eu-1:7"
+
+
 @pytest.mark.parametrize(
     "env",
     [
+        {"EXECVAULT_EXECUTION_ID_PREFIX": "../x"},
         {"EXECVAULT_SAMPLE_PERCENT": "lots"},
         {"EXECVAULT_SPOOL_MAX_BYTES": "-1"},
         {"EXECVAULT_FSYNC_INTERVAL_MS": "0"},

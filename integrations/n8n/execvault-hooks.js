@@ -16,6 +16,7 @@
  *   EXECVAULT_SAMPLE_PERCENT     0-100, by a hash of the execution id (default 100)
  *   EXECVAULT_SPOOL_MAX_BYTES    the spool's size bound (default 1073741824)
  *   EXECVAULT_FSYNC_INTERVAL_MS  group fsync interval (default 200)
+ *   EXECVAULT_EXECUTION_ID_PREFIX  prepended to n8n's execution ids (several n8n databases, one archive)
  *
  * The pre-run moment with an execution id is n8n-core's `workflowExecuteBefore` lifecycle event,
  * reached through @n8n/decorators' LifecycleMetadata registry (n8n-internal; tested versions in
@@ -46,6 +47,13 @@ function readConfig(env) {
     }
     return value;
   };
+  const prefix = (text) => {
+    const value = String(text ?? '').trim();
+    if (!/^([A-Za-z0-9][A-Za-z0-9_.:@-]{0,63})?$/.test(value) || value.includes('..')) {
+      throw new Error(`EXECVAULT_EXECUTION_ID_PREFIX must be up to 64 of A-Z a-z 0-9 _ . : @ -, starting with a letter or digit, got ${JSON.stringify(text)}`);
+    }
+    return value;
+  };
   const userFolder = env.N8N_USER_FOLDER || os.homedir();
   const enabled = !['false', '0', 'off', 'no'].includes(String(env.EXECVAULT_ENABLED ?? 'on').trim().toLowerCase());
   return {
@@ -56,6 +64,7 @@ function readConfig(env) {
     samplePercent: number(env.EXECVAULT_SAMPLE_PERCENT, 100, 0, 100),
     maxBytes: number(env.EXECVAULT_SPOOL_MAX_BYTES, 1024 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER),
     fsyncIntervalMs: number(env.EXECVAULT_FSYNC_INTERVAL_MS, 200, 1, 60000),
+    idPrefix: prefix(env.EXECVAULT_EXECUTION_ID_PREFIX),
   };
 }
 
@@ -227,7 +236,7 @@ class Integration {
       this.log(`execvault: snapshot skipped: n8n passed no execution id or workflow (${typeof executionId})`);
       return;
     }
-    const id = String(executionId);
+    const id = this.config.idPrefix + String(executionId);
     const workflowId = workflowData && workflowData.id;
     if (!selected(this.config, workflowId, id) || this.snapshotted.has(id)) return;
     const writer = this.spool();
@@ -241,7 +250,7 @@ class Integration {
       createdAt: new Date().toISOString(),
     };
     if (workflowId !== undefined && workflowId !== null && workflowId !== '') body.workflowId = String(workflowId);
-    if (retryOf !== undefined && retryOf !== null && retryOf !== '') body.replayOf = String(retryOf);
+    if (retryOf !== undefined && retryOf !== null && retryOf !== '') body.replayOf = this.config.idPrefix + String(retryOf);
     if (userId) body.userId = String(userId);
     if (source) body.source = source;
     if (writer.append('snapshot', id, toJson(body))) this.remember(id);
@@ -253,12 +262,12 @@ class Integration {
       this.log(`execvault: final state skipped: n8n passed no execution id, run or workflow (${typeof executionId})`);
       return;
     }
-    const id = String(executionId);
+    const id = this.config.idPrefix + String(executionId);
     if (!selected(this.config, workflowData && workflowData.id, id)) return;
     if (!this.snapshotted.has(id) && !this.lifecycle) {
       // no pre-run moment in this n8n: the snapshot is taken now, and says so
       const node = startedFrom(workflowData, fullRunData);
-      this.snapshot(id, workflowData, fullRunData.mode, null, node ? { node } : {}, 'post-run');
+      this.snapshot(String(executionId), workflowData, fullRunData.mode, null, node ? { node } : {}, 'post-run');
     }
     const writer = this.spool();
     if (!writer) return;
