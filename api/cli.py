@@ -518,3 +518,8 @@ register_index(main)
 from api.cli_compliance import register_compliance  # noqa: E402 - registered on the group above
 
 register_compliance(main)
+
+
+from api.cli_import import register_import  # noqa: E402 - registered on the group above
+
+register_import(main)
