@@ -121,6 +121,13 @@ def _time(value: str | None, option: str) -> Any:
 @click.option("--until", help="Only executions created before this RFC 3339 time.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many executions.")
 @click.option("--no-history", is_flag=True, help="Skip n8n's saved versions (workflow_history).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Writer threads (each workflow stays on one, in order).",
+)
 @click.option("--dry-run", is_flag=True, help="Read and check everything, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -136,6 +143,7 @@ def import_n8n_command(
     until: str | None,
     limit: int | None,
     no_history: bool,
+    jobs: int,
     dry_run: bool,
     as_json: bool,
     quiet: bool,
@@ -161,6 +169,7 @@ def import_n8n_command(
         limit=limit,
         dry_run=dry_run,
         history=not no_history,
+        jobs=jobs,
     )
     source = _open(sqlite, postgres, table_prefix, schema)
     try:

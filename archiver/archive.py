@@ -483,18 +483,42 @@ class Archive:
 
     # ------------------------------------------------------------------ final state
 
+    def check_final_state(self, execution_id: object, payload: Mapping[str, Any]) -> FinalState:
+        """Parse and check a final-state payload as :meth:`record_final_state` would (sanitized,
+        times within bounds), writing nothing: for a caller that must know a record is good
+        before it writes anything (``archiver.n8n_import``); hand the result to
+        ``record_final_state(..., checked=...)`` to store it without parsing it again."""
+        exec_id = check_id(execution_id, "executionId")
+        if not isinstance(payload, Mapping):
+            raise InvalidInput("final state must be a JSON object", field="body")
+        final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
+        now = self._clock()
+        finished = "finishedAt" if payload.get("finishedAt") is not None else "stoppedAt"
+        self.time_bounds.check_sane(final.started_at, now, "startedAt")
+        self.time_bounds.check_sane(final.finished_at, now, finished)
+        return final
+
     def record_final_state(
-        self, execution_id: object, payload: Mapping[str, Any]
+        self,
+        execution_id: object,
+        payload: Mapping[str, Any],
+        *,
+        checked: FinalState | None = None,
     ) -> FinalStateResult:
         """Store how ``execution_id`` ended, once. The snapshot must exist; it is never rewritten.
 
         A non-terminal report (``waiting``, ``running``, ``new``: an execution that waits is
         reported again when it ends) is stored as its own create-only progress record, named by
         its content: an identical report is idempotent, the terminal final state stays write-once.
+        ``checked``: what :meth:`check_final_state` made of this ``payload`` (not parsed again).
         """
         exec_id = check_id(execution_id, "executionId")
         if not isinstance(payload, Mapping):
             raise InvalidInput("final state must be a JSON object", field="body")
+        if checked is not None and checked.execution_id != exec_id:
+            raise InvalidInput(
+                "the checked final state is another execution's", field="executionId"
+            )
         try:
             snapshot = self.get_snapshot(exec_id)
         except NotFound:
@@ -505,11 +529,7 @@ class Archive:
                 "(POST /api/execution-snapshots); sending this final state again afterwards "
                 "is safe (an identical re-send is idempotent)"
             ) from None
-        final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
-        now = self._clock()
-        finished = "finishedAt" if payload.get("finishedAt") is not None else "stoppedAt"
-        self.time_bounds.check_sane(final.started_at, now, "startedAt")
-        self.time_bounds.check_sane(final.finished_at, now, finished)
+        final = checked if checked is not None else self.check_final_state(exec_id, payload)
         body = final.to_json()
         data = encode_record(FINAL_STATE_KIND, body)
         if final.status in NON_TERMINAL_STATUSES:

@@ -19,12 +19,16 @@ SQLite through the standard library; Postgres through psycopg 3 (imported only w
 
 from __future__ import annotations
 
+import queue
 import sqlite3
+import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -32,7 +36,7 @@ import orjson
 from archiver.archive import Archive
 from archiver.capture import trigger_kind
 from archiver.errors import ArchiveError, ImmutableConflict, InvalidInput
-from archiver.final_state import NON_TERMINAL_STATUSES, parse_final_state
+from archiver.final_state import NON_TERMINAL_STATUSES
 from archiver.layout import execution_prefix, is_progress_key, result_key, snapshot_key
 from archiver.timeutil import format_ts
 
@@ -108,6 +112,7 @@ class ImportOptions:
     limit: int | None = None
     dry_run: bool = False
     history: bool = True
+    jobs: int = 4  # writer threads (each workflow on one of them, in order)
 
 
 @dataclass
@@ -465,8 +470,9 @@ def _load_workflow(row: ExecutionRow) -> dict[str, Any]:
     return workflow
 
 
-def _import_one(archive: Archive, row: ExecutionRow, report: ImportReport, dry_run: bool) -> str:
-    """Import one execution: ``imported``, ``completed`` (final state added) or ``existing``."""
+def _import_one(archive: Archive, row: ExecutionRow, dry_run: bool) -> tuple[str, bool]:
+    """Import one execution: (``imported``, ``completed`` (final state added) or ``existing``;
+    whether a progress record was written for an execution n8n says is still running)."""
     exec_id = row.id
     status = row.status
     if row.problem is not None:
@@ -474,21 +480,18 @@ def _import_one(archive: Archive, row: ExecutionRow, report: ImportReport, dry_r
     snapshot_there = archive.store.head(snapshot_key(exec_id)) is not None
     if snapshot_there:
         if archive.store.head(result_key(exec_id)) is not None:
-            return "existing"
+            return "existing", False
         if status in NON_TERMINAL_STATUSES and _has_progress(archive, exec_id, status):
-            return "existing"
+            return "existing", False
     workflow = _load_workflow(row)
     payload = _final_payload(row)
     # everything is checked before anything is written: no snapshot without its final state
     try:
-        final = parse_final_state(payload, execution_id=exec_id, keep_items=False)
+        final = archive.check_final_state(exec_id, payload)
     except ArchiveError as err:
         raise _Failure(f"run data: {err} (field: {getattr(err, 'field', None)})") from None
-    now = datetime.now(UTC)
-    archive.time_bounds.check_sane(final.started_at, now, "startedAt")
-    archive.time_bounds.check_sane(final.finished_at, now, "stoppedAt")
     if dry_run:
-        return "existing" if snapshot_there else "imported"
+        return ("existing" if snapshot_there else "imported"), False
     created = False
     if not snapshot_there:
         result = archive.capture_snapshot(
@@ -503,13 +506,11 @@ def _import_one(archive: Archive, row: ExecutionRow, report: ImportReport, dry_r
         )
         created = result.created
     try:
-        archive.record_final_state(exec_id, payload)
+        archive.record_final_state(exec_id, payload, checked=final)
     except ImmutableConflict:
         # the live hook wrote its own (slightly different) report meanwhile: it stays
-        return "imported" if created else "existing"
-    if status in NON_TERMINAL_STATUSES:
-        report.in_progress += 1
-    return "imported" if created else "completed"
+        return ("imported" if created else "existing"), False
+    return ("imported" if created else "completed"), status in NON_TERMINAL_STATUSES
 
 
 def _history_workflow(
@@ -545,9 +546,11 @@ def import_n8n(
 ) -> ImportReport:
     """Import n8n's executions (and its unexecuted saved versions) into ``archive``.
 
-    Executions go oldest first (by n8n's id), each saved version just before the first execution
-    created after it, so every workflow's chain reads in n8n's order. ``progress(done, total)``
-    is called after each execution.
+    Executions are read oldest first (by n8n's id), each saved version placed just before the
+    first execution created after it, so every workflow's chain reads in n8n's order. With
+    ``options.jobs`` > 1 that many threads write, each workflow's items always on the same one
+    (in order); an error that is not a bad row (the store gone) stops the import and is raised
+    after the items in flight are done. ``progress(done, total)`` is called after each execution.
     """
     options = options or ImportOptions()
     report = ImportReport(dry_run=options.dry_run)
@@ -561,49 +564,128 @@ def import_n8n(
         if pending:
             settings = source.workflow_settings()
             ran_versions = source.executed_versions()
+    lock = threading.Lock()
+    done = [0]
 
-    def flush_history(before: datetime | None) -> None:
-        while pending and (before is None or pending[0].created_at <= before):
-            row = pending.popleft()
-            if row.version_id in ran_versions:
-                continue
-            _import_version(archive, row, settings, report, options.dry_run)
-
-    for done, row in enumerate(source.executions(options), start=1):
-        if row.problem is None:
-            flush_history(row.created_at)
+    def execution(row: ExecutionRow) -> None:
+        failure: dict[str, str] = {}
         try:
-            outcome = _import_one(archive, row, report, options.dry_run)
+            outcome, waiting = _import_one(archive, row, options.dry_run)
         except (_Failure, ArchiveError) as err:
-            report.failed.append({"executionId": row.id, "reason": _reason(err)})
-        else:
-            if outcome == "imported":
+            outcome, waiting = "failed", False
+            failure = {"executionId": row.id, "reason": _reason(err)}
+        with lock:
+            if outcome == "failed":
+                report.failed.append(failure)
+            elif outcome == "imported":
                 report.imported += 1
             elif outcome == "completed":
                 report.completed += 1
             else:
                 report.skipped_existing += 1
-        if progress is not None:
-            progress(done, report.total)
-    if options.limit is None:
-        # versions saved after the last execution; with --limit the rest waits for the next run
-        flush_history(None)
+            report.in_progress += int(waiting)
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], report.total)
+
+    def version(row: HistoryRow) -> None:
+        outcome, reason = _import_version(archive, row, settings, options.dry_run)
+        with lock:
+            if outcome == "failed":
+                report.versions_failed.append({"versionId": row.version_id, "reason": reason})
+            elif outcome == "imported":
+                report.versions_imported += 1
+            else:
+                report.versions_skipped += 1
+
+    with _Workers(max(1, options.jobs)) as workers:
+
+        def flush_history(before: datetime | None) -> None:
+            while pending and (before is None or pending[0].created_at <= before):
+                row = pending.popleft()
+                if row.version_id not in ran_versions:
+                    workers.submit(row.workflow_id, partial(version, row))
+
+        for row in source.executions(options):
+            if row.problem is None:
+                flush_history(row.created_at)
+            workers.submit(row.workflow_id, partial(execution, row))
+        if options.limit is None:
+            # versions saved after the last execution; with --limit they wait for the next run
+            flush_history(None)
     report.seconds = clock() - start
     return report
+
+
+class _Workers:
+    """Threads with a bounded queue each; a key (the workflow id) always goes to the same one, so
+    each workflow's items run in the order given. The first unexpected error stops every worker
+    (items still queued are dropped: a re-run does them) and is raised on exit."""
+
+    def __init__(self, jobs: int) -> None:
+        self._jobs = jobs
+        self._queues: list[queue.Queue[Callable[[], None] | None]] = []
+        self._threads: list[threading.Thread] = []
+        self._failed = threading.Event()
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> _Workers:
+        if self._jobs > 1:
+            for i in range(self._jobs):
+                q: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=64)
+                thread = threading.Thread(
+                    target=self._run, args=(q,), name=f"import-n8n-{i}", daemon=True
+                )
+                self._queues.append(q)
+                self._threads.append(thread)
+                thread.start()
+        return self
+
+    def _run(self, q: queue.Queue[Callable[[], None] | None]) -> None:
+        while (item := q.get()) is not None:
+            if self._failed.is_set():
+                continue  # drain, so the reader never blocks on a full queue
+            try:
+                item()
+            except BaseException as err:
+                self._error = self._error or err
+                self._failed.set()
+
+    def submit(self, key: str, item: Callable[[], None]) -> None:
+        if self._failed.is_set():
+            raise _Stopped
+        if not self._queues:
+            item()
+            return
+        self._queues[zlib.crc32(key.encode()) % self._jobs].put(item)
+
+    def __exit__(self, kind: object, error: object, tb: object) -> bool:
+        if kind is not None and kind is not _Stopped:
+            self._failed.set()  # the reader failed (or was interrupted): drop what is queued
+        for q in self._queues:
+            q.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+        return kind is _Stopped  # a worker's error was raised above; nothing else is swallowed
+
+
+class _Stopped(Exception):
+    """The reader stops submitting: a worker failed (its error is raised by ``_Workers``)."""
 
 
 def _import_version(
     archive: Archive,
     row: HistoryRow,
     settings: Mapping[str, tuple[str | None, str | None]],
-    report: ImportReport,
     dry_run: bool,
-) -> None:
+) -> tuple[str, str]:
+    """One saved version: (``imported``, ``skipped`` or ``failed``; the reason of a failure)."""
     try:
         workflow = _history_workflow(row, settings)
         if dry_run:
-            report.versions_imported += 1
-            return
+            return "imported", ""
         _, created = archive.record_engine_version(
             workflow=workflow,
             workflow_id=row.workflow_id,
@@ -611,12 +693,8 @@ def _import_version(
             engine_version_id=row.version_id,
         )
     except (_Failure, ArchiveError) as err:
-        report.versions_failed.append({"versionId": row.version_id, "reason": _reason(err)})
-        return
-    if created:
-        report.versions_imported += 1
-    else:
-        report.versions_skipped += 1
+        return "failed", _reason(err)
+    return ("imported" if created else "skipped"), ""
 
 
 def _reason(err: Exception) -> str:

@@ -281,7 +281,8 @@ def test_rerun_imports_nothing_and_completes_what_ended(
     assert final is not None and final.status == "success"
 
 
-def test_an_interrupted_import_resumes(tmp_path: Path, arc_store: ObjectStore) -> None:
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_an_interrupted_import_resumes(tmp_path: Path, arc_store: ObjectStore, jobs: int) -> None:
     """The store fails after a snapshot was written and before its final state (a crash):
     the re-run completes that execution and imports the rest, each once."""
     db = N8nDb.sqlite(tmp_path / "database.sqlite")
@@ -300,14 +301,15 @@ def test_an_interrupted_import_resumes(tmp_path: Path, arc_store: ObjectStore) -
 
     arc_store.put = failing_put  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
-        run_import(archive, lambda: SqliteSource(str(tmp_path / "database.sqlite")))
+        run_import(archive, lambda: SqliteSource(str(tmp_path / "database.sqlite")), jobs=jobs)
     arc_store.put = real_put  # type: ignore[method-assign]
     resumed = run_import(
         archive_on(arc_store), lambda: SqliteSource(str(tmp_path / "database.sqlite"))
     )
     assert resumed.completed == 1  # the one whose final state the crash lost
     assert resumed.imported + resumed.completed + resumed.skipped_existing == len(ds.good)
-    assert resumed.skipped_existing == 2
+    assert resumed.skipped_existing >= 2
+    assert {f["executionId"] for f in resumed.failed} == set(ds.bad)
     assert_archive_holds(archive_on(arc_store), ds)
 
 
