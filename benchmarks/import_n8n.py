@@ -192,9 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"sqlite: {n} executions written in {time.perf_counter() - t0:.1f} s")
             measure("sqlite", lambda: SqliteSource(str(path)), workdir, n, args.jobs)
         if args.only in (None, "postgres"):
-            pgdir = workdir / "pg"
-            pgdir.mkdir()
-            with run_postgres(pgdir) as server:
+            with run_postgres() as server:
                 dsn = server.create_database("n8n")
                 db = N8nDb.postgres(dsn)
                 t0 = time.perf_counter()

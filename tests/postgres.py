@@ -15,6 +15,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,7 +76,14 @@ def _as_user(cmd: list[str], user: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_postgres(workdir: Path, *, timeout: float = 60.0) -> Iterator[Postgres]:
+def run_postgres(workdir: Path | None = None, *, timeout: float = 60.0) -> Iterator[Postgres]:
+    """A cluster in ``workdir`` (default: a fresh directory under the system's temp dir, removed
+    afterwards; as root the server must reach it, so give none or one it can reach)."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="execvault-pg-") as tmp:
+            with run_postgres(Path(tmp), timeout=timeout) as server:
+                yield server
+            return
     bindir = find_bindir()
     run_as: str | None = None
     if os.geteuid() == 0:  # initdb refuses root
@@ -85,10 +93,6 @@ def run_postgres(workdir: Path, *, timeout: float = 60.0) -> Iterator[Postgres]:
         except KeyError:
             raise PostgresError("running as root needs a 'postgres' system user") from None
         workdir.chmod(0o755)
-        for parent in workdir.parents:  # the server must reach its directory
-            with contextlib.suppress(OSError):
-                if parent.stat().st_mode & 0o001 == 0 and parent != Path("/"):
-                    parent.chmod(parent.stat().st_mode | 0o001)
     datadir = workdir / "pgdata"
     datadir.mkdir()
     sockdir = workdir / "sock"

@@ -147,8 +147,9 @@ def fill(db: N8nDb) -> Dataset:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    with run_postgres(tmp_path_factory.mktemp("postgres")) as server:
+def postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster for the session (fails, never skips, without one)."""
+    with run_postgres() as server:
         yield server
 
 
@@ -524,3 +525,20 @@ def test_http_source_backfill_needs_the_backfill_scope() -> None:
         "/api/execution-snapshots", json={**body, "executionId": "3", "source": "later"}
     )
     assert bad.status_code == 422 and bad.json()["field"] == "source"
+
+
+def test_cli_import_from_postgres(tmp_path: Path, postgres: Postgres) -> None:
+    dsn = postgres.create_database("n8n_cli")
+    db = N8nDb.postgres(dsn)
+    ds = fill(db)
+    db.close()
+    base = ["--store", str(tmp_path / "store"), "--hmac-key-file", str(tmp_path / "key")]
+    args = [*base, "import-n8n", "--postgres", dsn, "--json", "--jobs", "2"]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 1, done.output
+    summary = orjson.loads(done.stdout)
+    assert (summary["imported"], summary["failed"]) == (len(ds.good), len(ds.bad))
+    got = CliRunner().invoke(main, [*base, "get", "2"])
+    body = orjson.loads(got.stdout)
+    assert body["source"] == "backfill" and body["finalState"]["status"] == "error"
+    assert body["triggerType"] == "manual"  # mode trigger: the workflow's manual trigger node
