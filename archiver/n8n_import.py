@@ -35,7 +35,13 @@ import orjson
 
 from archiver.archive import Archive
 from archiver.capture import trigger_kind
-from archiver.errors import ArchiveError, ImmutableConflict, InvalidInput
+from archiver.errors import (
+    ArchiveError,
+    ImmutableConflict,
+    InvalidInput,
+    StorageFull,
+    StoreUnavailable,
+)
 from archiver.final_state import NON_TERMINAL_STATUSES
 from archiver.layout import execution_prefix, is_progress_key, result_key, snapshot_key
 from archiver.timeutil import format_ts
@@ -453,7 +459,11 @@ def _has_progress(archive: Archive, execution_id: str, status: str) -> bool:
 
 
 class _Failure(Exception):
-    pass
+    """A row that cannot be imported: reported, skipped."""
+
+
+#: errors of the archive, not of a row: they stop the import instead of failing row after row
+_FATAL = (StoreUnavailable, StorageFull)
 
 
 def _load_workflow(row: ExecutionRow) -> dict[str, Any]:
@@ -494,16 +504,20 @@ def _import_one(archive: Archive, row: ExecutionRow, dry_run: bool) -> tuple[str
         return ("existing" if snapshot_there else "imported"), False
     created = False
     if not snapshot_there:
-        result = archive.capture_snapshot(
-            execution_id=exec_id,
-            workflow=workflow,
-            workflow_id=row.workflow_id,
-            trigger_type=trigger_type_of(row.mode, workflow),
-            created_at=format_ts(row.created_at),
-            replay_of=row.retry_of,
-            source="backfill",
-            backfill=True,
-        )
+        try:
+            result = archive.capture_snapshot(
+                execution_id=exec_id,
+                workflow=workflow,
+                workflow_id=row.workflow_id,
+                trigger_type=trigger_type_of(row.mode, workflow),
+                created_at=format_ts(row.created_at),
+                replay_of=row.retry_of,
+                source="backfill",
+                backfill=True,
+            )
+        except ImmutableConflict:
+            # the live hook captured it since the HEAD above (its copy differs): it stays
+            return "existing", False
         created = result.created
     try:
         archive.record_final_state(exec_id, payload, checked=final)
@@ -572,6 +586,8 @@ def import_n8n(
         try:
             outcome, waiting = _import_one(archive, row, options.dry_run)
         except (_Failure, ArchiveError) as err:
+            if isinstance(err, _FATAL):
+                raise  # not the row's fault: stop (a re-run resumes)
             outcome, waiting = "failed", False
             failure = {"executionId": row.id, "reason": _reason(err)}
         with lock:
@@ -693,6 +709,8 @@ def _import_version(
             engine_version_id=row.version_id,
         )
     except (_Failure, ArchiveError) as err:
+        if isinstance(err, _FATAL):
+            raise
         return "failed", _reason(err)
     return ("imported" if created else "skipped"), ""
 

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from api.cli import main
 from archiver.archive import Archive
-from archiver.errors import InvalidInput
+from archiver.errors import InvalidInput, StoreUnavailable
 from archiver.final_state import summarize
 from archiver.layout import result_key, snapshot_key
 from archiver.n8n_import import (
@@ -282,8 +282,12 @@ def test_rerun_imports_nothing_and_completes_what_ended(
     assert final is not None and final.status == "success"
 
 
-@pytest.mark.parametrize("jobs", [1, 4])
-def test_an_interrupted_import_resumes(tmp_path: Path, arc_store: ObjectStore, jobs: int) -> None:
+@pytest.mark.parametrize(
+    ("jobs", "crash"), [(1, ConnectionError), (4, ConnectionError), (4, StoreUnavailable)]
+)
+def test_an_interrupted_import_resumes(
+    tmp_path: Path, arc_store: ObjectStore, jobs: int, crash: type[Exception]
+) -> None:
     """The store fails after a snapshot was written and before its final state (a crash):
     the re-run completes that execution and imports the rest, each once."""
     db = N8nDb.sqlite(tmp_path / "database.sqlite")
@@ -297,11 +301,11 @@ def test_an_interrupted_import_resumes(tmp_path: Path, arc_store: ObjectStore, j
         if key.endswith("result.json.zst"):
             puts["results"] += 1
             if puts["results"] == 3:
-                raise ConnectionError("store went away")
+                raise crash("store went away")
         return real_put(key, data, *args, **kw)
 
     arc_store.put = failing_put  # type: ignore[method-assign]
-    with pytest.raises(ConnectionError):
+    with pytest.raises(crash):  # the store's failure stops the import: no row marked failed
         run_import(archive, lambda: SqliteSource(str(tmp_path / "database.sqlite")), jobs=jobs)
     arc_store.put = real_put  # type: ignore[method-assign]
     resumed = run_import(
@@ -542,3 +546,26 @@ def test_cli_import_from_postgres(tmp_path: Path, postgres: Postgres) -> None:
     body = orjson.loads(got.stdout)
     assert body["source"] == "backfill" and body["finalState"]["status"] == "error"
     assert body["triggerType"] == "manual"  # mode trigger: the workflow's manual trigger node
+
+
+def test_a_live_capture_racing_the_import_is_not_a_409(tmp_path: Path) -> None:
+    """The hook captures execution 1 after the import's HEAD found nothing: the import's
+    capture meets the live record (a 409 inside) and reports it as already archived."""
+    db = N8nDb.sqlite(tmp_path / "database.sqlite")
+    ds = fill(db)
+    db.close()
+    store = LocalStore(tmp_path / "store")
+    archive = archive_on(store)
+    archive.capture_snapshot(
+        execution_id="1",
+        workflow={**ds.workflows["wf-manual"], "active": True},
+        created_at=ds.good["1"]["startedAt"].isoformat(),
+        backfill=True,
+    )
+    live = store.get(snapshot_key("1"))
+    real_head = store.head
+    store.head = lambda key: None if key == snapshot_key("1") else real_head(key)  # type: ignore[method-assign]
+    report = run_import(archive, lambda: SqliteSource(str(tmp_path / "database.sqlite")))
+    assert report.skipped_existing == 1
+    assert "1" not in {f["executionId"] for f in report.failed}
+    assert store.get(snapshot_key("1")) == live
