@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
@@ -32,13 +32,23 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
         yield lambda done, total: None
         return
     if sys.stderr.isatty():
-        with click.progressbar(
-            length=1, label="import-n8n", file=sys.stderr, show_pos=True, show_eta=True
-        ) as bar:
+        with ExitStack() as stack:
+            bars: list[Any] = []
 
             def update(done: int, total: int) -> None:
-                bar.length = max(total, 1)
-                bar.update(done - bar.pos)
+                if not bars:  # drawn once the total is known
+                    bars.append(
+                        stack.enter_context(
+                            click.progressbar(
+                                length=max(total, 1),
+                                label="import-n8n",
+                                file=sys.stderr,
+                                show_pos=True,
+                                show_eta=True,
+                            )
+                        )
+                    )
+                bars[0].update(done - bars[0].pos)
 
             yield update
         return

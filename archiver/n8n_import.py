@@ -580,6 +580,8 @@ def import_n8n(
             ran_versions = source.executed_versions()
     lock = threading.Lock()
     done = [0]
+    if progress is not None:
+        progress(0, report.total)
 
     def execution(row: ExecutionRow) -> None:
         failure: dict[str, str] = {}
@@ -629,6 +631,7 @@ def import_n8n(
         if options.limit is None:
             # versions saved after the last execution; with --limit they wait for the next run
             flush_history(None)
+    report.failed.sort(key=lambda f: (len(f["executionId"]), f["executionId"]))  # n8n's order
     report.seconds = clock() - start
     return report
 
