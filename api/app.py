@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, load_tokens, require_scope
-from api.errors import error_responses, install_error_handlers
+from api.errors import Forbidden, error_responses, install_error_handlers
 from api.limits import BodyLimitMiddleware, PathGuardMiddleware, read_json_body
 from api.params import ExecutionId, WorkflowId
 from api.routes_compare import router as compare_router
@@ -78,6 +78,10 @@ def _json_object(data: bytes) -> dict[str, Any]:
 
 def _capture(archive: Archive, data: bytes, backfill: bool = False) -> CaptureResult:
     request = parse_capture_request(_json_object(data))
+    if request.fields.get("source") == "backfill" and not backfill:
+        raise Forbidden(
+            "a capture marked source backfill needs the backfill scope", field="source"
+        )
     return archive.capture_snapshot(**request.arguments(), backfill=backfill)
 
 

@@ -612,3 +612,8 @@ register_compliance(main)
 from api.cli_relay import register_relay  # noqa: E402 - registered on the group above
 
 register_relay(main)
+
+
+from api.cli_import import register_import  # noqa: E402 - registered on the group above
+
+register_import(main)

@@ -9,7 +9,7 @@ with the CLI's ``put``). The models describe the same shapes for
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -123,6 +123,14 @@ class CaptureRequest(_Wire):
     )
     replay_of: str | int | None = Field(
         default=None, description="execution id this run replays, if any"
+    )
+    source: Literal["backfill", "post-run"] | None = Field(
+        default=None,
+        description=(
+            "how a capture not taken before the run came about: `backfill` (imported from the "
+            "engine's database afterwards; needs the `backfill` scope, else 403) or `post-run` "
+            "(taken when the run ended); absent for a pre-run capture"
+        ),
     )
 
 

@@ -55,6 +55,7 @@ from archiver.layout import (
     snapshot_key,
 )
 from archiver.model import CaptureWarning, ExecutionSnapshot, VersionCommit, WorkflowSnapshot
+from archiver.request import CAPTURE_SOURCES
 from archiver.sanitize import Sanitizer
 from archiver.store.base import LockingStore, ObjectStore
 from archiver.timebounds import TimeBounds
@@ -262,6 +263,7 @@ class Archive:
         user_id: object | None = None,
         created_at: object | None = None,
         replay_of: object | None = None,
+        source: object | None = None,
         backfill: bool = False,
     ) -> CaptureResult:
         """Store the pre-execution snapshot of ``execution_id``; idempotent for identical input.
@@ -270,6 +272,11 @@ class Archive:
         ``backfill`` (the caller has the ``backfill`` scope) allows older times, back to
         ``archiver.timebounds.EARLIEST``. The record also carries ``receivedAt``, the clock's
         time now, whatever ``created_at`` says.
+
+        ``source`` marks a capture not taken before the run (``archiver.request.CAPTURE_SOURCES``):
+        ``"backfill"`` needs ``backfill`` (the scope), and its structure, when the workflow's
+        chain already holds it, runs under that version rather than a new head (a backfill
+        reaches into the past: it must not append "restores" commits to a live chain).
         """
         exec_id = check_id(execution_id, "executionId")
         prepared = self._prepared.prepare(workflow, self.sanitizer)
@@ -281,6 +288,15 @@ class Archive:
         wf_id = check_id(wf_id_raw, "workflowId")
         user = "system" if user_id is None else check_id(user_id, "userId")
         replay = None if replay_of is None else check_id(replay_of, "replayOf")
+        if source is not None and source not in CAPTURE_SOURCES:
+            raise InvalidInput(
+                "source must be one of: " + ", ".join(CAPTURE_SOURCES), field="source"
+            )
+        if source == "backfill" and not backfill:
+            raise InvalidInput(
+                "source backfill needs the backfill scope (execvault put --backfill)",
+                field="source",
+            )
         now = self._clock()
         when = now if created_at is None else parse_ts(created_at, "createdAt")
         if trigger_type is None:
@@ -327,6 +343,7 @@ class Archive:
                 replay_of=replay,
                 warnings=tuple(CaptureWarning.from_json(w) for w in wf.warnings),
                 received_at=now,
+                source=None if source is None else str(source),
             )
 
         # A re-send must not move the version chain: answer it from what is stored.
@@ -345,6 +362,7 @@ class Archive:
             created_at=when,
             execution_id=exec_id,
             user_id=user,
+            reuse=source == "backfill",
         )
         snapshot = build(commit)
         data = encode_record(SNAPSHOT_KIND, snapshot.record_body())
@@ -368,6 +386,44 @@ class Archive:
         for observer in self.snapshot_observers:
             observer(result)
         return result
+
+    def record_engine_version(
+        self,
+        *,
+        workflow: Any,
+        workflow_id: object,
+        created_at: object,
+        engine_version_id: object,
+    ) -> tuple[VersionCommit, bool]:
+        """A version the engine saved (n8n's ``workflow_history``) as a commit of the workflow's
+        chain, with no execution: ``(commit, created)``. Idempotent: when the chain already holds
+        the structure, that commit is returned (``created=False``) and nothing is written; a
+        backfill, so ``created_at`` may be old (back to ``timebounds.EARLIEST``)."""
+        wf_id = check_id(workflow_id, "workflowId")
+        engine_id = check_id(engine_version_id, "versionId")
+        prepared = self._prepared.prepare(workflow, self.sanitizer)
+        now = self._clock()
+        when = parse_ts(created_at, "createdAt")
+        self.time_bounds.check_created_at(when, now, backfill=True)
+        before = self.versions.head(wf_id)
+        held = [
+            c for c in self.versions.history(wf_id) if c.snapshot_hash == prepared.snapshot_hash
+        ]
+        if held:
+            return held[-1], False
+        blob = self._write_blob(prepared)
+        commit = self.versions.assign(
+            wf_id,
+            prepared.snapshot_hash,
+            prepared.structure,
+            created_at=when,
+            reuse=True,
+            source="backfill",
+            engine_version_id=engine_id,
+        )
+        if blob.stored_bytes == 0:
+            self._recheck_blob(prepared)
+        return commit, before is None or commit.seq != before.seq
 
     def _variables(self, variables: Any) -> dict[str, Any] | None:
         if variables is None:
@@ -427,18 +483,42 @@ class Archive:
 
     # ------------------------------------------------------------------ final state
 
+    def check_final_state(self, execution_id: object, payload: Mapping[str, Any]) -> FinalState:
+        """Parse and check a final-state payload as :meth:`record_final_state` would (sanitized,
+        times within bounds), writing nothing: for a caller that must know a record is good
+        before it writes anything (``archiver.n8n_import``); hand the result to
+        ``record_final_state(..., checked=...)`` to store it without parsing it again."""
+        exec_id = check_id(execution_id, "executionId")
+        if not isinstance(payload, Mapping):
+            raise InvalidInput("final state must be a JSON object", field="body")
+        final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
+        now = self._clock()
+        finished = "finishedAt" if payload.get("finishedAt") is not None else "stoppedAt"
+        self.time_bounds.check_sane(final.started_at, now, "startedAt")
+        self.time_bounds.check_sane(final.finished_at, now, finished)
+        return final
+
     def record_final_state(
-        self, execution_id: object, payload: Mapping[str, Any]
+        self,
+        execution_id: object,
+        payload: Mapping[str, Any],
+        *,
+        checked: FinalState | None = None,
     ) -> FinalStateResult:
         """Store how ``execution_id`` ended, once. The snapshot must exist; it is never rewritten.
 
         A non-terminal report (``waiting``, ``running``, ``new``: an execution that waits is
         reported again when it ends) is stored as its own create-only progress record, named by
         its content: an identical report is idempotent, the terminal final state stays write-once.
+        ``checked``: what :meth:`check_final_state` made of this ``payload`` (not parsed again).
         """
         exec_id = check_id(execution_id, "executionId")
         if not isinstance(payload, Mapping):
             raise InvalidInput("final state must be a JSON object", field="body")
+        if checked is not None and checked.execution_id != exec_id:
+            raise InvalidInput(
+                "the checked final state is another execution's", field="executionId"
+            )
         try:
             snapshot = self.get_snapshot(exec_id)
         except NotFound:
@@ -449,11 +529,7 @@ class Archive:
                 "(POST /api/execution-snapshots); sending this final state again afterwards "
                 "is safe (an identical re-send is idempotent)"
             ) from None
-        final = parse_final_state(payload, execution_id=exec_id, sanitize=self.sanitizer.sanitize)
-        now = self._clock()
-        finished = "finishedAt" if payload.get("finishedAt") is not None else "stoppedAt"
-        self.time_bounds.check_sane(final.started_at, now, "startedAt")
-        self.time_bounds.check_sane(final.finished_at, now, finished)
+        final = checked if checked is not None else self.check_final_state(exec_id, payload)
         body = final.to_json()
         data = encode_record(FINAL_STATE_KIND, body)
         if final.status in NON_TERMINAL_STATUSES:

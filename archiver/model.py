@@ -169,6 +169,9 @@ class ExecutionSnapshot:
     #: when the server received the capture (its own clock); None in records written before
     #: servers stamped it. Retention and Object Lock count from it (``retention_start``).
     received_at: datetime | None = None
+    #: how a capture not taken before the run came about (``backfill``, ``post-run``); None for
+    #: a pre-run capture (and every record written before the field existed)
+    source: str | None = None
 
     @property
     def retention_start(self) -> datetime:
@@ -223,6 +226,7 @@ class ExecutionSnapshot:
         }
         if self.replay_of is not None:
             out["replayOf"] = self.replay_of
+        out["source"] = self.source
         return out
 
     def record_body(self) -> dict[str, Any]:
@@ -257,6 +261,8 @@ class ExecutionSnapshot:
             body["warnings"] = [w.to_json() for w in self.warnings]
         if self.received_at is not None:
             body["receivedAt"] = format_ts(self.received_at)
+        if self.source is not None:  # absent for pre-run captures: older records keep their bytes
+            body["source"] = self.source
         return body
 
     @classmethod
@@ -298,6 +304,7 @@ class ExecutionSnapshot:
                 if body.get("receivedAt") is None
                 else parse_ts(body["receivedAt"], "receivedAt")
             ),
+            source=body.get("source"),
         )
 
 
@@ -320,6 +327,11 @@ class VersionCommit:
     user_id: str | None = None
     restores_seq: int | None = None
     restores_version: str | None = None
+    #: ``backfill`` for a version imported from the engine's own history (no execution ran it
+    #: in the archive); None otherwise
+    source: str | None = None
+    #: the engine's id of this version (n8n's ``versionId``), when imported from its history
+    engine_version_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         parent = None
@@ -332,7 +344,7 @@ class VersionCommit:
         restores = None
         if self.restores_seq is not None:
             restores = {"seq": self.restores_seq, "version": self.restores_version}
-        return {
+        out: dict[str, Any] = {
             "workflowId": self.workflow_id,
             "seq": self.seq,
             "version": self.version,
@@ -346,6 +358,11 @@ class VersionCommit:
             "executionId": self.execution_id,
             "userId": self.user_id,
         }
+        if self.source is not None:  # absent unless set: older commits keep their bytes
+            out["source"] = self.source
+        if self.engine_version_id is not None:
+            out["engineVersionId"] = self.engine_version_id
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
@@ -367,4 +384,6 @@ class VersionCommit:
             user_id=data.get("userId"),
             restores_seq=restores.get("seq"),
             restores_version=restores.get("version"),
+            source=data.get("source"),
+            engine_version_id=data.get("engineVersionId"),
         )

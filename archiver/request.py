@@ -22,7 +22,13 @@ from typing import Any
 
 from archiver.errors import InvalidInput
 
-__all__ = ["CAPTURE_FIELDS", "REQUIRED_FIELDS", "CaptureRequest", "parse_capture_request"]
+__all__ = [
+    "CAPTURE_FIELDS",
+    "CAPTURE_SOURCES",
+    "REQUIRED_FIELDS",
+    "CaptureRequest",
+    "parse_capture_request",
+]
 
 # Every field a capture request may hold: wire name (camelCase) → ``capture_snapshot`` keyword.
 CAPTURE_FIELDS: Mapping[str, str] = MappingProxyType(
@@ -36,9 +42,14 @@ CAPTURE_FIELDS: Mapping[str, str] = MappingProxyType(
         "userId": "user_id",
         "createdAt": "created_at",
         "replayOf": "replay_of",
+        "source": "source",
     }
 )
 REQUIRED_FIELDS = ("executionId", "workflow")
+#: the values of ``source``: how a capture that was not taken before the run came about
+#: (``backfill``: imported from an engine's database afterwards; ``post-run``: an engine
+#: integration took it when the run ended, the pre-run moment being out of its reach)
+CAPTURE_SOURCES = ("backfill", "post-run")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,4 +83,7 @@ def parse_capture_request(body: object) -> CaptureRequest:
     trigger_type = body.get("triggerType")
     if trigger_type is not None and not isinstance(trigger_type, str):
         raise InvalidInput("triggerType must be a string", field="triggerType")
+    source = body.get("source")
+    if source is not None and source not in CAPTURE_SOURCES:
+        raise InvalidInput("source must be one of: " + ", ".join(CAPTURE_SOURCES), field="source")
     return CaptureRequest(MappingProxyType({k: v for k, v in body.items() if v is not None}))

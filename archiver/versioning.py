@@ -253,8 +253,14 @@ class VersionChains:
         created_at: datetime,
         execution_id: str | None = None,
         user_id: str | None = None,
+        reuse: bool = False,
+        source: str | None = None,
+        engine_version_id: str | None = None,
     ) -> VersionCommit:
-        """The commit that ``snapshot_hash`` runs under: the head if equal, else a new one."""
+        """The commit that ``snapshot_hash`` runs under: the head if equal, else a new one.
+
+        ``reuse`` (a backfill: a structure from the past): the latest commit that holds
+        ``snapshot_hash`` when the chain has one, instead of a new head that "restores" it."""
         check_id(workflow_id, "workflowId")
         chain = self._chain(workflow_id)
         with chain.lock:
@@ -263,6 +269,10 @@ class VersionChains:
                 head = chain.head
                 if head is not None and head.snapshot_hash == snapshot_hash:
                     return head
+                if reuse:
+                    held = [c for c in chain.commits.values() if c.snapshot_hash == snapshot_hash]
+                    if held:
+                        return max(held, key=lambda c: c.seq)
                 commit = self._new_commit(
                     workflow_id,
                     chain,
@@ -272,6 +282,8 @@ class VersionChains:
                     created_at=created_at,
                     execution_id=execution_id,
                     user_id=user_id,
+                    source=source,
+                    engine_version_id=engine_version_id,
                 )
                 try:
                     self._store.put(
