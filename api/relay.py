@@ -33,6 +33,7 @@ import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from api.spool import (
+    ALARM_EVERY_SECONDS,
     Line,
     Segment,
     list_segments,
@@ -185,6 +186,7 @@ class Relay:
         self._lock_fd: int | None = None
         self._last_status = 0.0
         self._last_logged: tuple[int, int, int, int] | None = None
+        self._alarmed: dict[str, float] = {}
         for sub in ("segments", "writers", "acks", "rejected"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -545,6 +547,8 @@ class Relay:
         log.warning("relay: %s; retry %d in %.1f s", error, retry_state.attempt_number, next_in)
 
     def _attempt(self, record: dict[str, Any]) -> _Outcome:
+        if self._stop.is_set():  # woken from a backoff sleep to stop: no new request
+            raise _Retry("the relay is stopping")
         kind = record["kind"]
         if kind == "snapshot":
             path = SNAPSHOTS
@@ -601,8 +605,11 @@ class Relay:
         if key != self._last_logged or force:
             self._last_logged = key
             log.info("relay: %s", _describe(status))
+        now = time.monotonic()
         for writer in status["writers"]:
-            if writer["alarm"]:
+            last = self._alarmed.get(writer["writer"])
+            if writer["alarm"] and (last is None or now - last >= ALARM_EVERY_SECONDS):
+                self._alarmed[writer["writer"]] = now
                 log.warning(
                     "relay: writer %s dropped %d records (spool full since %s)",
                     writer["writer"],
@@ -755,11 +762,17 @@ def _forget_writers(root: Path, status: dict[str, Any]) -> None:
             (root / "writers" / f"{writer['writer']}.json").unlink()
 
 
+def _size(count: int) -> str:
+    if count < 10_000:
+        return f"{count} bytes"
+    return f"{count / 1e6:.1f} MB"
+
+
 def _describe(status: dict[str, Any]) -> str:
     backlog, counts = status["backlog"], status.get("counts", {})
     age = backlog["oldestAgeSeconds"]
     parts = [
-        f"backlog {backlog['records']} records / {backlog['bytes']} bytes",
+        f"backlog {backlog['records']} records / {_size(backlog['bytes'])}",
         f"oldest {age:.0f} s" if age is not None else "nothing waiting",
     ]
     if counts:

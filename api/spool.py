@@ -31,6 +31,7 @@ import orjson
 from archiver.errors import InvalidInput
 
 __all__ = [
+    "ALARM_EVERY_SECONDS",
     "DEFAULT_FSYNC_INTERVAL_MS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_SEGMENT_BYTES",
