@@ -7,15 +7,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from api.auth import new_token, token_digest
 from api.relay import Relay, full_status, spool_status
 from api.spool import SpoolWriter, encode_line, list_segments, read_writer
 from tests.helpers import WORKFLOWS, load_corpus
@@ -23,8 +25,6 @@ from tests.live_service import LiveService, run_cli, service_env, start_cli, wai
 from tests.test_spool import kill_9, start_writer
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="flock, /proc: Linux")
-
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -307,3 +307,52 @@ def test_every_relay_command_has_help_with_an_example() -> None:
     for args in (["relay", "--help"], ["relay", "status", "--help"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0 and "Example:" in result.output, args
+
+
+def test_a_wrong_token_is_retried_not_rejected_and_old_records_need_backfill(
+    tmp_path: Path,
+) -> None:
+    reader, ingest, backfill = new_token(), new_token(), new_token()
+    tokens = ";".join(
+        f"{token_digest(t)}:{scopes}"
+        for t, scopes in ((reader, "read"), (ingest, "ingest"), (backfill, "ingest,backfill"))
+    )
+    live = LiveService(tmp_path / "data", env={"EXECVAULT_TOKENS": tokens}).start()
+    root = tmp_path / "spool"
+    old = {**_snapshot(1), "createdAt": (datetime.now(UTC) - timedelta(days=2)).isoformat()}
+    with SpoolWriter(root) as writer:
+        writer.append("snapshot", "r-0", _snapshot(0))
+    try:
+        # a token without `ingest`: the records are fine, the relay is not -> retried, kept
+        with Relay(root, live.url, token=reader) as relay:
+            thread = threading.Thread(target=relay.run)
+            thread.start()
+            wait_until(lambda: relay.counts.retried >= 1, "a retry", 60)
+            relay.stop()
+            thread.join(timeout=120)
+            assert "403" in (relay.last_error or "")
+        assert relay.counts.delivered == 0 and _rejected(root) == []
+        assert spool_status(root)["backlog"]["records"] == 1
+        # an old record (a long outage) is refused to a plain ingest token ...
+        with SpoolWriter(root) as writer:
+            writer.append("snapshot", "r-1", old)
+        with Relay(root, live.url, token=ingest) as relay:
+            relay.run(once=True)
+        (entry,) = _rejected(root)
+        assert entry["status"] == 422 and entry["reason"] == "invalid_input"
+        assert entry["answer"]["field"] == "createdAt"
+        # ... and accepted with `backfill`
+        with SpoolWriter(root) as writer:
+            writer.append("snapshot", "r-1", old)
+        with Relay(root, live.url, token=backfill) as relay:
+            relay.run(once=True)
+        assert len(_rejected(root)) == 1 and _drained(root)
+        assert (
+            live.http.get(
+                "/api/execution-snapshots/r-1", headers={"authorization": f"Bearer {reader}"}
+            )
+            .json()["createdAt"]
+            .startswith(old["createdAt"][:10])
+        )
+    finally:
+        live.close()
