@@ -187,6 +187,7 @@ class Relay:
         self._last_status = 0.0
         self._last_logged: tuple[int, int, int, int] | None = None
         self._alarmed: dict[str, float] = {}
+        self._arrived: set[str] = set()  # snapshots delivered since deferred records were tried
         for sub in ("segments", "writers", "acks", "rejected"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -232,8 +233,7 @@ class Relay:
             while not self._stop.is_set():
                 worked = self._pass()
                 if not self._stop.is_set():
-                    # new deliveries may have brought a deferred record's snapshot: try now
-                    self._retry_deferred(now=worked)
+                    self._retry_deferred()
                 self._maybe_status()
                 if once and not worked and not self._pending_now():
                     break
@@ -417,6 +417,8 @@ class Relay:
         outcome = self._send(record)
         if outcome.result == "delivered":
             self.counts.delivered += 1
+            if record["kind"] == "snapshot":
+                self._arrived.add(execution_id)
         elif outcome.result == "deferred":
             self._defer(stem, line, execution_id)
         else:
@@ -438,9 +440,11 @@ class Relay:
         self._save(stem, force=True)
         log.info("relay: final state of %s deferred (its snapshot is not there yet)", execution_id)
 
-    def _retry_deferred(self, *, now: bool = False) -> None:
+    def _retry_deferred(self) -> None:
+        """Deferred records whose backoff is over — or whose snapshot was just delivered."""
         blocked: set[str] = set()
-        clock = float("inf") if now else time.monotonic()
+        clock = time.monotonic()
+        arrived, self._arrived = self._arrived, set()
         for segment in list_segments(self.root):
             state = self._states.get(segment.stem)
             if state is None or not state.deferred:
@@ -448,7 +452,8 @@ class Relay:
             for item in list(state.deferred):
                 if self._stop.is_set():
                     return
-                if item.execution_id in blocked or item.next_try > clock:
+                due = item.next_try <= clock or item.execution_id in arrived
+                if item.execution_id in blocked or not due:
                     blocked.add(item.execution_id)
                     continue
                 try:
