@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +357,51 @@ def test_a_wrong_token_is_retried_not_rejected_and_old_records_need_backfill(
         )
     finally:
         live.close()
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path: Path) -> None:
+    received, answer = threading.Event(), threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            received.set()
+            answer.wait(60)  # answered only after the relay got SIGTERM
+            body = b'{"executionId": "r-0"}'
+            self.send_response(201)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    root = tmp_path / "spool"
+    _spool_executions(root, range(3))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        relay = start_cli(
+            service_env(tmp_path / "data"), ["relay", "--spool", str(root), "--url", url]
+        )
+        assert received.wait(120), "the relay sent nothing"
+        relay.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the signal is handled while the answer is still awaited
+        answer.set()
+        assert relay.wait(timeout=120) == 0
+        assert relay.stderr is not None
+        log = relay.stderr.read().decode()
+        relay.stderr.close()
+    finally:
+        answer.set()
+        server.shutdown()
+        server.server_close()
+    assert "SIGTERM, finishing the request in flight" in log
+    status = _relay_json(root)
+    assert status["state"] == "stopped" and status["counts"]["delivered"] == 1
+    (segment,) = list_segments(root)
+    first = next(iter(segment.path.read_bytes().splitlines(keepends=True)))
+    ack = orjson.loads((root / "acks" / f"{segment.stem}.ack").read_bytes())
+    assert ack == {"offset": len(first), "deferred": []}  # acknowledged, nothing more sent
