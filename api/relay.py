@@ -797,7 +797,7 @@ def describe_status(status: dict[str, Any]) -> Iterator[str]:
     yield f"relay:     {'running' if running else 'not running'}" + (
         f" (pid {status.get('pid')}, {status.get('state')}, {status.get('url')})" if running else ""
     )
-    yield f"backlog:   {_describe(status)}"
+    yield f"spool:     {_describe(status)}"
     if status.get("lastError"):
         yield f"last error: {status['lastError']}"
     for writer in status["writers"]:
