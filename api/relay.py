@@ -357,18 +357,22 @@ class Relay:
         worked = False
         last_save = time.monotonic()
         try:
-            lines = read_lines(segment.path, state.offset)
-            for line in lines:
+            size = segment.path.stat().st_size
+            for line in read_lines(segment.path, state.offset):
                 if self._stop.is_set():
                     break
-                if line.problem == "torn":
+                # a bad last line of a closed segment is what a crash mid-write leaves
+                last_of_closed = closed and line.record is None and line.end >= size
+                if line.problem == "torn" or last_of_closed:
                     if not closed:
                         break  # the writer is still writing it
                     self.counts.torn += 1
                     log.warning(
-                        "relay: dropped the torn last line of %s (%d bytes; its writer is gone)",
+                        "relay: dropped the torn last line of %s (%d bytes, %s; its writer is "
+                        "gone)",
                         segment.stem,
                         line.end - line.offset,
+                        line.problem,
                     )
                 elif line.record is None:
                     self._reject(segment.stem, line, "corrupt", None, {"problem": line.problem})

@@ -188,7 +188,7 @@ def _rejected(root: Path) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_corrupt_line_in_the_middle_is_rejected_and_the_rest_delivered(
+def test_a_corrupt_line_in_the_middle_is_rejected_a_bad_last_one_dropped(
     tmp_path: Path, service: LiveService
 ) -> None:
     root = tmp_path / "spool"
@@ -202,11 +202,12 @@ def test_a_corrupt_line_in_the_middle_is_rejected_and_the_rest_delivered(
             encode_line("snapshot", "r-0", _snapshot(0)),
             bytes(corrupt),
             encode_line("snapshot", "r-2", _snapshot(2)),
+            bytes(corrupt),  # a bad last line: what a crash mid-write leaves -> dropped
         ],
     )
     with Relay(root, service.url) as relay:
         counts = relay.run(once=True)
-    assert counts.delivered == 2 and counts.rejected == 1
+    assert counts.delivered == 2 and counts.rejected == 1 and counts.torn == 1
     (entry,) = _rejected(root)
     assert entry["reason"] == "corrupt" and entry["answer"] == {"problem": "crc"}
     assert entry["offset"] > 0 and entry["raw"].startswith(corrupt[:8].decode())
