@@ -703,14 +703,21 @@ def spool_status(
             continue
         segments += 1
         deferred += len(state.deferred)
-        for item in state.deferred:
-            at = _first_at(segment.path, item.offset)
-            if at is not None:
-                oldest = at if oldest is None else min(oldest, at)
+        # lines are in append order: the segment's oldest waiting record is its first one
+        first = min(
+            [d.offset for d in state.deferred] + ([state.offset] if state.offset < size else []),
+            default=None,
+        )
+        if first is not None:
+            with contextlib.suppress(FileNotFoundError):
+                at = _first_at(segment.path, first)
+                if at is not None:
+                    oldest = at if oldest is None else min(oldest, at)
         if state.offset >= size:
             continue
         size_left += size - state.offset
         cached = cache.get(segment.stem)
+        count = 0  # renamed under us: counted on the next call
         if cached is not None and cached[:2] == (state.offset, size):
             count = cached[2]
         else:
@@ -718,10 +725,6 @@ def spool_status(
                 count = _count_lines(segment.path, state.offset)
                 cache[segment.stem] = (state.offset, size, count)
         records += count
-        with contextlib.suppress(FileNotFoundError):
-            at = _first_at(segment.path, state.offset)
-            if at is not None:
-                oldest = at if oldest is None else min(oldest, at)
     writers: list[dict[str, Any]] = []
     with contextlib.suppress(FileNotFoundError):
         for path in sorted((root / "writers").glob("*.json")):
