@@ -231,10 +231,16 @@ class Relay:
                         setattr(self.counts, name, value)
             log.info("relay: delivering %s to %s", self.root, self.url)
             while not self._stop.is_set():
-                worked = self._pass()
-                if not self._stop.is_set():
-                    self._retry_deferred()
-                self._maybe_status()
+                try:
+                    worked = self._pass()
+                    if not self._stop.is_set():
+                        self._retry_deferred()
+                    self._maybe_status()
+                except OSError as err:  # the spool's own disk (full, read-only): wait, go on
+                    self.last_error = f"spool I/O: {err}"
+                    log.error("relay: cannot read or write the spool: %s; retrying in 5 s", err)
+                    self._stop.wait(5.0)
+                    continue
                 if once and not worked and not self._pending_now():
                     break
                 if not worked:
