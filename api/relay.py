@@ -60,6 +60,7 @@ DEFAULT_DEFER_SECONDS: Final = 3600.0
 BACKOFF_INITIAL: Final = 0.5
 BACKOFF_MAX: Final = 60.0
 _ACK_EVERY_SECONDS: Final = 0.5
+_ORPHAN_QUIET_SECONDS: Final = 300.0
 SNAPSHOTS: Final = "/api/execution-snapshots"
 
 
@@ -345,7 +346,15 @@ class Relay:
         cached = self._dead_cache.get(segment.writer)
         if cached is not None and now - cached[0] < 1.0:
             return cached[1]
-        dead = writer_is_dead(read_writer(self.root, segment.writer))
+        state = read_writer(self.root, segment.writer)
+        dead = writer_is_dead(state)
+        if state is None:
+            # writers make their state file before their first segment; without one, wait
+            # until the segment has been quiet for a while (a writer that broke that rule)
+            try:
+                dead = time.time() - segment.path.stat().st_mtime >= _ORPHAN_QUIET_SECONDS
+            except FileNotFoundError:
+                dead = False
         self._dead_cache[segment.writer] = (now, dead)
         return dead
 
