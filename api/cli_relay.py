@@ -36,7 +36,12 @@ def read_token(token_file: str | None) -> str | None:
     type=click.Path(dir_okay=False),
     help="File holding the bearer token (else EXECVAULT_TOKEN); scope ingest (+ backfill).",
 )
-@click.option("--once", is_flag=True, help="Exit once nothing is left to send now.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Exit once nothing is left to send now (deferred records stay; an unreachable "
+    "service is still retried).",
+)
 @click.option(
     "--defer-seconds",
     default=3600.0,

@@ -33,6 +33,7 @@ import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from api.spool import (
+    ALARM_EVERY_SECONDS,
     Line,
     Segment,
     list_segments,
@@ -59,6 +60,7 @@ DEFAULT_DEFER_SECONDS: Final = 3600.0
 BACKOFF_INITIAL: Final = 0.5
 BACKOFF_MAX: Final = 60.0
 _ACK_EVERY_SECONDS: Final = 0.5
+_ORPHAN_QUIET_SECONDS: Final = 300.0
 SNAPSHOTS: Final = "/api/execution-snapshots"
 
 
@@ -185,6 +187,8 @@ class Relay:
         self._lock_fd: int | None = None
         self._last_status = 0.0
         self._last_logged: tuple[int, int, int, int] | None = None
+        self._alarmed: dict[str, float] = {}
+        self._arrived: set[str] = set()  # snapshots delivered since deferred records were tried
         for sub in ("segments", "writers", "acks", "rejected"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -228,11 +232,16 @@ class Relay:
                         setattr(self.counts, name, value)
             log.info("relay: delivering %s to %s", self.root, self.url)
             while not self._stop.is_set():
-                worked = self._pass()
-                if not self._stop.is_set():
-                    # new deliveries may have brought a deferred record's snapshot: try now
-                    self._retry_deferred(now=worked)
-                self._maybe_status()
+                try:
+                    worked = self._pass()
+                    if not self._stop.is_set():
+                        self._retry_deferred()
+                    self._maybe_status()
+                except OSError as err:  # the spool's own disk (full, read-only): wait, go on
+                    self.last_error = f"spool I/O: {err}"
+                    log.error("relay: cannot read or write the spool: %s; retrying in 5 s", err)
+                    self._stop.wait(5.0)
+                    continue
                 if once and not worked and not self._pending_now():
                     break
                 if not worked:
@@ -337,7 +346,15 @@ class Relay:
         cached = self._dead_cache.get(segment.writer)
         if cached is not None and now - cached[0] < 1.0:
             return cached[1]
-        dead = writer_is_dead(read_writer(self.root, segment.writer))
+        state = read_writer(self.root, segment.writer)
+        dead = writer_is_dead(state)
+        if state is None:
+            # writers make their state file before their first segment; without one, wait
+            # until the segment has been quiet for a while (a writer that broke that rule)
+            try:
+                dead = time.time() - segment.path.stat().st_mtime >= _ORPHAN_QUIET_SECONDS
+            except FileNotFoundError:
+                dead = False
         self._dead_cache[segment.writer] = (now, dead)
         return dead
 
@@ -355,18 +372,22 @@ class Relay:
         worked = False
         last_save = time.monotonic()
         try:
-            lines = read_lines(segment.path, state.offset)
-            for line in lines:
+            size = segment.path.stat().st_size
+            for line in read_lines(segment.path, state.offset):
                 if self._stop.is_set():
                     break
-                if line.problem == "torn":
+                # a bad last line of a closed segment is what a crash mid-write leaves
+                last_of_closed = closed and line.record is None and line.end >= size
+                if line.problem == "torn" or last_of_closed:
                     if not closed:
                         break  # the writer is still writing it
                     self.counts.torn += 1
                     log.warning(
-                        "relay: dropped the torn last line of %s (%d bytes; its writer is gone)",
+                        "relay: dropped the torn last line of %s (%d bytes, %s; its writer is "
+                        "gone)",
                         segment.stem,
                         line.end - line.offset,
+                        line.problem,
                     )
                 elif line.record is None:
                     self._reject(segment.stem, line, "corrupt", None, {"problem": line.problem})
@@ -415,6 +436,8 @@ class Relay:
         outcome = self._send(record)
         if outcome.result == "delivered":
             self.counts.delivered += 1
+            if record["kind"] == "snapshot":
+                self._arrived.add(execution_id)
         elif outcome.result == "deferred":
             self._defer(stem, line, execution_id)
         else:
@@ -436,9 +459,11 @@ class Relay:
         self._save(stem, force=True)
         log.info("relay: final state of %s deferred (its snapshot is not there yet)", execution_id)
 
-    def _retry_deferred(self, *, now: bool = False) -> None:
+    def _retry_deferred(self) -> None:
+        """Deferred records whose backoff is over — or whose snapshot was just delivered."""
         blocked: set[str] = set()
-        clock = float("inf") if now else time.monotonic()
+        clock = time.monotonic()
+        arrived, self._arrived = self._arrived, set()
         for segment in list_segments(self.root):
             state = self._states.get(segment.stem)
             if state is None or not state.deferred:
@@ -446,7 +471,8 @@ class Relay:
             for item in list(state.deferred):
                 if self._stop.is_set():
                     return
-                if item.execution_id in blocked or item.next_try > clock:
+                due = item.next_try <= clock or item.execution_id in arrived
+                if item.execution_id in blocked or not due:
                     blocked.add(item.execution_id)
                     continue
                 try:
@@ -545,6 +571,8 @@ class Relay:
         log.warning("relay: %s; retry %d in %.1f s", error, retry_state.attempt_number, next_in)
 
     def _attempt(self, record: dict[str, Any]) -> _Outcome:
+        if self._stop.is_set():  # woken from a backoff sleep to stop: no new request
+            raise _Retry("the relay is stopping")
         kind = record["kind"]
         if kind == "snapshot":
             path = SNAPSHOTS
@@ -601,8 +629,11 @@ class Relay:
         if key != self._last_logged or force:
             self._last_logged = key
             log.info("relay: %s", _describe(status))
+        now = time.monotonic()
         for writer in status["writers"]:
-            if writer["alarm"]:
+            last = self._alarmed.get(writer["writer"])
+            if writer["alarm"] and (last is None or now - last >= ALARM_EVERY_SECONDS):
+                self._alarmed[writer["writer"]] = now
                 log.warning(
                     "relay: writer %s dropped %d records (spool full since %s)",
                     writer["writer"],
@@ -687,14 +718,21 @@ def spool_status(
             continue
         segments += 1
         deferred += len(state.deferred)
-        for item in state.deferred:
-            at = _first_at(segment.path, item.offset)
-            if at is not None:
-                oldest = at if oldest is None else min(oldest, at)
+        # lines are in append order: the segment's oldest waiting record is its first one
+        first = min(
+            [d.offset for d in state.deferred] + ([state.offset] if state.offset < size else []),
+            default=None,
+        )
+        if first is not None:
+            with contextlib.suppress(FileNotFoundError):
+                at = _first_at(segment.path, first)
+                if at is not None:
+                    oldest = at if oldest is None else min(oldest, at)
         if state.offset >= size:
             continue
         size_left += size - state.offset
         cached = cache.get(segment.stem)
+        count = 0  # renamed under us: counted on the next call
         if cached is not None and cached[:2] == (state.offset, size):
             count = cached[2]
         else:
@@ -702,10 +740,6 @@ def spool_status(
                 count = _count_lines(segment.path, state.offset)
                 cache[segment.stem] = (state.offset, size, count)
         records += count
-        with contextlib.suppress(FileNotFoundError):
-            at = _first_at(segment.path, state.offset)
-            if at is not None:
-                oldest = at if oldest is None else min(oldest, at)
     writers: list[dict[str, Any]] = []
     with contextlib.suppress(FileNotFoundError):
         for path in sorted((root / "writers").glob("*.json")):
@@ -755,11 +789,17 @@ def _forget_writers(root: Path, status: dict[str, Any]) -> None:
             (root / "writers" / f"{writer['writer']}.json").unlink()
 
 
+def _size(count: int) -> str:
+    if count < 10_000:
+        return f"{count} bytes"
+    return f"{count / 1e6:.1f} MB"
+
+
 def _describe(status: dict[str, Any]) -> str:
     backlog, counts = status["backlog"], status.get("counts", {})
     age = backlog["oldestAgeSeconds"]
     parts = [
-        f"backlog {backlog['records']} records / {backlog['bytes']} bytes",
+        f"backlog {backlog['records']} records / {_size(backlog['bytes'])}",
         f"oldest {age:.0f} s" if age is not None else "nothing waiting",
     ]
     if counts:
@@ -779,7 +819,7 @@ def describe_status(status: dict[str, Any]) -> Iterator[str]:
     yield f"relay:     {'running' if running else 'not running'}" + (
         f" (pid {status.get('pid')}, {status.get('state')}, {status.get('url')})" if running else ""
     )
-    yield f"backlog:   {_describe(status)}"
+    yield f"spool:     {_describe(status)}"
     if status.get("lastError"):
         yield f"last error: {status['lastError']}"
     for writer in status["writers"]:

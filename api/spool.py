@@ -31,6 +31,7 @@ import orjson
 from archiver.errors import InvalidInput
 
 __all__ = [
+    "ALARM_EVERY_SECONDS",
     "DEFAULT_FSYNC_INTERVAL_MS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_SEGMENT_BYTES",
@@ -142,6 +143,7 @@ class SpoolWriter:
         self._path: Path | None = None
         self._opened_at = 0.0
         self._stamp = 0
+        self._retiring: list[tuple[int, Path]] = []
         self._size = 0
         self._dirty = False
         self._closed = False
@@ -174,7 +176,7 @@ class SpoolWriter:
                 return False
             try:
                 if self._fd is not None and self._size >= self.segment_bytes:
-                    self._rotate()
+                    self._detach()  # the timer syncs, closes and renames it
                 if self._fd is None:
                     self._open_segment()
                 assert self._fd is not None
@@ -221,18 +223,24 @@ class SpoolWriter:
         self._opened_at = time.monotonic()
         self._size = 0
 
-    def _rotate(self) -> None:
-        """fsync, close and rename the open segment ``.open`` → ``.seg``."""
-        if self._fd is None or self._path is None:
-            return
-        fd, path = self._fd, self._path
+    def _detach(self) -> None:
+        """Stop appending to the open segment (lock held); :meth:`_retire` closes it later, so
+        no fsync happens on the caller's path."""
+        if self._fd is not None and self._path is not None:
+            self._retiring.append((self._fd, self._path))
         self._fd = self._path = None
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        path.rename(path.with_suffix(".seg"))
-        self._dirty = False
+
+    def _retire(self) -> None:
+        """fdatasync, close and rename detached segments ``.open`` → ``.seg`` (timer thread, or
+        :meth:`close` after the timer stopped; never under the lock)."""
+        while self._retiring:
+            fd, path = self._retiring[0]
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+                self._retiring.pop(0)
+            path.rename(path.with_suffix(".seg"))
 
     # -- the background thread
 
@@ -249,7 +257,8 @@ class SpoolWriter:
                 log.exception("execvault spool: background work failed")
 
     def tick(self) -> None:
-        """The timer's work: group fdatasync, rotation by age, re-measure the spool's size."""
+        """The timer's work: group fdatasync, rotation by age and size, re-measure the spool's
+        size. Only this thread (or ``close`` after it) closes segment descriptors."""
         with self._lock:
             fd, dirty = self._fd, self._dirty
             self._dirty = False
@@ -259,11 +268,11 @@ class SpoolWriter:
                 and time.monotonic() - self._opened_at >= self.segment_seconds
             )
             if aged:
-                self._rotate()
+                self._detach()
                 fd = None
+        self._retire()
         if fd is not None and dirty:
-            with contextlib.suppress(OSError):  # closed under us by a rotation: it synced
-                os.fdatasync(fd)
+            os.fdatasync(fd)
         measured = spool_bytes(self.root)
         with self._lock:
             self._spool_bytes = measured
@@ -305,10 +314,11 @@ class SpoolWriter:
         if self._thread is not threading.current_thread():
             self._thread.join()
         with self._lock:
-            try:
-                self._rotate()
-            except OSError as err:
-                log.error("execvault spool: cannot close %s: %s", self._path, err)
+            self._detach()
+        try:
+            self._retire()
+        except OSError as err:
+            log.error("execvault spool: cannot close a segment of %s: %s", self.root, err)
         self._write_state(closed=True)
 
     def __enter__(self) -> SpoolWriter:

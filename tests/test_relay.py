@@ -7,15 +7,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from api.auth import new_token, token_digest
 from api.relay import Relay, full_status, spool_status
 from api.spool import SpoolWriter, encode_line, list_segments, read_writer
 from tests.helpers import WORKFLOWS, load_corpus
@@ -23,8 +26,6 @@ from tests.live_service import LiveService, run_cli, service_env, start_cli, wai
 from tests.test_spool import kill_9, start_writer
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="flock, /proc: Linux")
-
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -187,7 +188,7 @@ def _rejected(root: Path) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_corrupt_line_in_the_middle_is_rejected_and_the_rest_delivered(
+def test_a_corrupt_line_in_the_middle_is_rejected_a_bad_last_one_dropped(
     tmp_path: Path, service: LiveService
 ) -> None:
     root = tmp_path / "spool"
@@ -201,11 +202,12 @@ def test_a_corrupt_line_in_the_middle_is_rejected_and_the_rest_delivered(
             encode_line("snapshot", "r-0", _snapshot(0)),
             bytes(corrupt),
             encode_line("snapshot", "r-2", _snapshot(2)),
+            bytes(corrupt),  # a bad last line: what a crash mid-write leaves -> dropped
         ],
     )
     with Relay(root, service.url) as relay:
         counts = relay.run(once=True)
-    assert counts.delivered == 2 and counts.rejected == 1
+    assert counts.delivered == 2 and counts.rejected == 1 and counts.torn == 1
     (entry,) = _rejected(root)
     assert entry["reason"] == "corrupt" and entry["answer"] == {"problem": "crc"}
     assert entry["offset"] > 0 and entry["raw"].startswith(corrupt[:8].decode())
@@ -307,3 +309,100 @@ def test_every_relay_command_has_help_with_an_example() -> None:
     for args in (["relay", "--help"], ["relay", "status", "--help"]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0 and "Example:" in result.output, args
+
+
+def test_a_wrong_token_is_retried_not_rejected_and_old_records_need_backfill(
+    tmp_path: Path,
+) -> None:
+    reader, ingest, backfill = new_token(), new_token(), new_token()
+    tokens = ";".join(
+        f"{token_digest(t)}:{scopes}"
+        for t, scopes in ((reader, "read"), (ingest, "ingest"), (backfill, "ingest,backfill"))
+    )
+    live = LiveService(tmp_path / "data", env={"EXECVAULT_TOKENS": tokens}).start()
+    root = tmp_path / "spool"
+    old = {**_snapshot(1), "createdAt": (datetime.now(UTC) - timedelta(days=2)).isoformat()}
+    with SpoolWriter(root) as writer:
+        writer.append("snapshot", "r-0", _snapshot(0))
+    try:
+        # a token without `ingest`: the records are fine, the relay is not -> retried, kept
+        with Relay(root, live.url, token=reader) as relay:
+            thread = threading.Thread(target=relay.run)
+            thread.start()
+            wait_until(lambda: relay.counts.retried >= 1, "a retry", 60)
+            relay.stop()
+            thread.join(timeout=120)
+            assert "403" in (relay.last_error or "")
+        assert relay.counts.delivered == 0 and _rejected(root) == []
+        assert spool_status(root)["backlog"]["records"] == 1
+        # an old record (a long outage) is refused to a plain ingest token ...
+        with SpoolWriter(root) as writer:
+            writer.append("snapshot", "r-1", old)
+        with Relay(root, live.url, token=ingest) as relay:
+            relay.run(once=True)
+        (entry,) = _rejected(root)
+        assert entry["status"] == 422 and entry["reason"] == "invalid_input"
+        assert entry["answer"]["field"] == "createdAt"
+        # ... and accepted with `backfill`
+        with SpoolWriter(root) as writer:
+            writer.append("snapshot", "r-1", old)
+        with Relay(root, live.url, token=backfill) as relay:
+            relay.run(once=True)
+        assert len(_rejected(root)) == 1 and _drained(root)
+        assert (
+            live.http.get(
+                "/api/execution-snapshots/r-1", headers={"authorization": f"Bearer {reader}"}
+            )
+            .json()["createdAt"]
+            .startswith(old["createdAt"][:10])
+        )
+    finally:
+        live.close()
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path: Path) -> None:
+    received, answer = threading.Event(), threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            received.set()
+            answer.wait(60)  # answered only after the relay got SIGTERM
+            body = b'{"executionId": "r-0"}'
+            self.send_response(201)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    root = tmp_path / "spool"
+    _spool_executions(root, range(3))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        relay = start_cli(
+            service_env(tmp_path / "data"), ["relay", "--spool", str(root), "--url", url]
+        )
+        assert received.wait(120), "the relay sent nothing"
+        relay.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the signal is handled while the answer is still awaited
+        answer.set()
+        assert relay.wait(timeout=120) == 0
+        assert relay.stderr is not None
+        log = relay.stderr.read().decode()
+        relay.stderr.close()
+    finally:
+        answer.set()
+        server.shutdown()
+        server.server_close()
+    assert "SIGTERM, finishing the request in flight" in log
+    status = _relay_json(root)
+    assert status["state"] == "stopped" and status["counts"]["delivered"] == 1
+    (segment,) = list_segments(root)
+    first = next(iter(segment.path.read_bytes().splitlines(keepends=True)))
+    ack = orjson.loads((root / "acks" / f"{segment.stem}.ack").read_bytes())
+    assert ack == {"offset": len(first), "deferred": []}  # acknowledged, nothing more sent
