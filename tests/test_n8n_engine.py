@@ -335,6 +335,22 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     status = wait_until(
         lambda: (s := relay.status())["backlog"]["records"] == 0 and s, "the backlog to drain"
     )
+    # --- n8n's own stored copies, backfilled afterwards: all already archived, never a 409 ----
+    n8n_db = n8n.folder / ".n8n" / "database.sqlite"
+    done = subprocess.run(
+        [*EXECVAULT, "import-n8n", "--json", "--sqlite", str(n8n_db)],
+        cwd=REPO,
+        env=service.env(),
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = orjson.loads(done.stdout)
+    assert summary["failed"] == 0 and summary["imported"] == summary["completed"] == 0, summary
+    assert summary["skippedExisting"] == len(expected), summary
+    assert history_counts() == per_workflow
+
     rejected = sorted((world["base"] / "spool" / "rejected").glob("*.jsonl"))
     assert [p.read_text() for p in rejected if p.stat().st_size] == [], status
     assert all(w.get("dropped", 0) == 0 for w in status["writers"]), status
