@@ -11,7 +11,8 @@ from typing import Any
 import click
 import orjson
 
-from archiver.errors import InvalidInput
+from archiver.errors import InvalidId, InvalidInput
+from archiver.layout import check_id
 from archiver.n8n_import import (
     ImportOptions,
     ImportReport,
@@ -138,6 +139,13 @@ def _time(value: str | None, option: str) -> Any:
     show_default=True,
     help="Writer threads (each workflow stays on one, in order).",
 )
+@click.option(
+    "--execution-id-prefix",
+    "id_prefix",
+    default="",
+    help="Prepended to n8n's execution ids and retryOf: the same value as the n8n hook's "
+    "EXECVAULT_EXECUTION_ID_PREFIX.",
+)
 @click.option("--dry-run", is_flag=True, help="Read and check everything, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -154,6 +162,7 @@ def import_n8n_command(
     limit: int | None,
     no_history: bool,
     jobs: int,
+    id_prefix: str,
     dry_run: bool,
     as_json: bool,
     quiet: bool,
@@ -180,7 +189,13 @@ def import_n8n_command(
         dry_run=dry_run,
         history=not no_history,
         jobs=jobs,
+        id_prefix=id_prefix,
     )
+    if id_prefix:
+        try:
+            check_id(f"{id_prefix}1", "--execution-id-prefix")
+        except InvalidId as err:
+            raise click.BadParameter(str(err), param_hint="--execution-id-prefix") from None
     source = _open(sqlite, postgres, table_prefix, schema)
     try:
         with _indexed_archive(ctx) as archive, _progress(not quiet) as progress:

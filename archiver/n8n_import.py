@@ -43,7 +43,13 @@ from archiver.errors import (
     StoreUnavailable,
 )
 from archiver.final_state import NON_TERMINAL_STATUSES
-from archiver.layout import execution_prefix, is_progress_key, result_key, snapshot_key
+from archiver.layout import (
+    check_id,
+    execution_prefix,
+    is_progress_key,
+    result_key,
+    snapshot_key,
+)
 from archiver.timeutil import format_ts
 
 __all__ = [
@@ -119,6 +125,8 @@ class ImportOptions:
     dry_run: bool = False
     history: bool = True
     jobs: int = 4  # writer threads (each workflow on one of them, in order)
+    #: prepended to n8n's execution ids (and retryOf): the n8n hook's EXECVAULT_EXECUTION_ID_PREFIX
+    id_prefix: str = ""
 
 
 @dataclass
@@ -480,10 +488,12 @@ def _load_workflow(row: ExecutionRow) -> dict[str, Any]:
     return workflow
 
 
-def _import_one(archive: Archive, row: ExecutionRow, dry_run: bool) -> tuple[str, bool]:
+def _import_one(
+    archive: Archive, row: ExecutionRow, dry_run: bool, id_prefix: str = ""
+) -> tuple[str, bool]:
     """Import one execution: (``imported``, ``completed`` (final state added) or ``existing``;
     whether a progress record was written for an execution n8n says is still running)."""
-    exec_id = row.id
+    exec_id = check_id(id_prefix + row.id, "executionId")
     status = row.status
     if row.problem is not None:
         raise _Failure(row.problem)
@@ -511,7 +521,7 @@ def _import_one(archive: Archive, row: ExecutionRow, dry_run: bool) -> tuple[str
                 workflow_id=row.workflow_id,
                 trigger_type=trigger_type_of(row.mode, workflow),
                 created_at=format_ts(row.created_at),
-                replay_of=row.retry_of,
+                replay_of=None if row.retry_of is None else id_prefix + row.retry_of,
                 source="backfill",
                 backfill=True,
             )
@@ -586,7 +596,7 @@ def import_n8n(
     def execution(row: ExecutionRow) -> None:
         failure: dict[str, str] = {}
         try:
-            outcome, waiting = _import_one(archive, row, options.dry_run)
+            outcome, waiting = _import_one(archive, row, options.dry_run, options.id_prefix)
         except (_Failure, ArchiveError) as err:
             if isinstance(err, _FATAL):
                 raise  # not the row's fault: stop (a re-run resumes)

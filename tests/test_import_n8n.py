@@ -569,3 +569,28 @@ def test_a_live_capture_racing_the_import_is_not_a_409(tmp_path: Path) -> None:
     assert report.skipped_existing == 1
     assert "1" not in {f["executionId"] for f in report.failed}
     assert store.get(snapshot_key("1")) == live
+
+
+def test_an_execution_id_prefix_matches_the_hooks(tmp_path: Path) -> None:
+    """`--execution-id-prefix` gives the ids the n8n hook gives with the same
+    EXECVAULT_EXECUTION_ID_PREFIX: several n8n databases side by side in one archive."""
+    db = N8nDb.sqlite(tmp_path / "database.sqlite")
+    ds = fill(db)
+    db.close()
+    base = ["--store", str(tmp_path / "store"), "--hmac-key-file", str(tmp_path / "key")]
+    runner = CliRunner()
+    args = [*base, "import-n8n", "--sqlite", str(tmp_path / "database.sqlite"), "--json"]
+    eu = orjson.loads(runner.invoke(main, [*args, "--execution-id-prefix", "eu:"]).stdout)
+    us = orjson.loads(runner.invoke(main, [*args, "--execution-id-prefix", "us:"]).stdout)
+    assert eu["imported"] == us["imported"] == len(ds.good)  # the same n8n ids, no collision
+    listed = runner.invoke(main, [*base, "history", "wf-manual", "--json"])
+    ids = sorted(i["executionId"] for i in orjson.loads(listed.stdout)["items"])
+    assert ids == sorted(f"{p}:{n}" for p in ("eu", "us") for n in ("1", "10", "11", "5"))
+    retried = {i: want["replayOf"] for i, want in ds.good.items() if want.get("replayOf")}
+    assert retried
+    for execution_id, retry_of in retried.items():
+        got = runner.invoke(main, [*base, "get", f"eu:{execution_id}"])
+        assert got.exit_code == 0, got.output
+        assert orjson.loads(got.stdout)["replayOf"] == f"eu:{retry_of}"
+    bad = runner.invoke(main, [*args, "--execution-id-prefix", "../"])
+    assert bad.exit_code == 2 and "--execution-id-prefix" in bad.output
