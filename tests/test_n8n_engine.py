@@ -28,8 +28,11 @@ import httpx
 import orjson
 import pytest
 
+from archiver.archive import Archive
 from archiver.final_state import decode_flatted
-from tests.helpers import HMAC_KEY, REPO
+from archiver.sanitize import Sanitizer
+from archiver.store.memory import MemoryStore
+from tests.helpers import CORPUS, HMAC_KEY, REPO
 from tests.n8n_engine import WORKFLOWS, N8n, free_port, n8n_home
 
 pytestmark = pytest.mark.slow
@@ -141,6 +144,44 @@ class Relay:
         return dict(orjson.loads(done.stdout))
 
 
+#: offline workflows of the public corpus (a manual trigger and local nodes only), under ids of ours
+CORPUS_RUNS = {
+    "evCorpus00000000": "workflows__Manual__0943_Manual_Xml_Automation_Triggered.json",
+    "evCorpus00000001": "workflows__Manual__1090_Manual_Code_Automate_Triggered.json",
+    "evCorpus00000002": "workflows__Manual__1044_Manual_Automate_Triggered.json",
+}
+
+
+def corpus_workflows(folder: Path) -> dict[str, str]:
+    """Writes the corpus workflows for `n8n import:workflow`; their manual trigger's name by id."""
+    folder.mkdir()
+    triggers = {}
+    for workflow_id, name in CORPUS_RUNS.items():
+        workflow = orjson.loads((CORPUS / "n8n-workflows" / name).read_bytes())
+        workflow.update(id=workflow_id, name=workflow.get("name") or name[:60])
+        workflow.setdefault("settings", {})
+        (folder / f"{workflow_id}.json").write_bytes(orjson.dumps(workflow))
+        (trigger,) = [n["name"] for n in workflow["nodes"] if n["type"].endswith("manualTrigger")]
+        triggers[workflow_id] = trigger
+    return triggers
+
+
+def stored_workflow_hashes(n8n: N8n) -> dict[str, str]:
+    """The snapshotHash of the workflow n8n stored with each execution, computed here."""
+    db = sqlite3.connect(f"file:{n8n.folder / '.n8n' / 'database.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = db.execute('SELECT "executionId", "workflowData" FROM execution_data').fetchall()
+    finally:
+        db.close()
+    archive = Archive(MemoryStore(), Sanitizer(HMAC_KEY))
+    return {
+        str(execution_id): archive.capture_snapshot(
+            execution_id=f"x{execution_id}", workflow=orjson.loads(data)
+        ).snapshot.snapshot_hash
+        for execution_id, data in rows
+    }
+
+
 def n8n_executions(n8n: N8n) -> dict[str, dict[str, Any]]:
     """n8n's own record of every execution: its database (read-only), with the nodes that
     failed according to its stored run data."""
@@ -209,6 +250,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     n8n = N8n(home=n8n_home(), folder=base / "n8n", spool=spool)
     n8n.folder.mkdir()
     n8n.import_workflows(WORKFLOWS)
+    triggers = corpus_workflows(base / "corpus")
+    n8n.import_workflows(base / "corpus")
     # webhooks answer only for published workflows, and n8n runs only a published error workflow
     for published in (
         "evEngineHook0001",
@@ -222,7 +265,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     service.start()
     relay.start()
     try:
-        yield {"n8n": n8n, "service": service, "relay": relay, "base": base}
+        yield {"n8n": n8n, "service": service, "relay": relay, "base": base, "corpus": triggers}
     finally:
         relay.stop()
         n8n.stop()
@@ -255,6 +298,8 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     ok = n8n.run_manually("evEngineOk000001")
     failed = n8n.run_manually("evEngineFail0001")
     n8n.run_manually("evEngineParent01")  # runs evEngineChild001 as a sub-execution
+    for workflow_id, trigger in world["corpus"].items():
+        n8n.run_manually(workflow_id, trigger)
     assert n8n.webhook("ev-hook-fail", {}).status_code == 200  # its error workflow runs too
     slow = n8n.run_manually("evEngineSlow0001")
     n8n.wait_for(lambda: n8n_executions(n8n).get(slow), "the slow run to start")
@@ -315,6 +360,10 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
         if want["status"] != "crashed":  # a crash leaves n8n's own copy without the failure
             assert failed_nodes == want["failed"], (execution_id, failed_nodes, want["failed"])
     assert archived(service, waiting_id)["finalState"]["status"] == "success"  # type: ignore[index]
+    # the structure captured before the run is the one n8n stored with the execution
+    for execution_id, snapshot_hash in stored_workflow_hashes(n8n).items():
+        assert archived(service, execution_id)["snapshotHash"] == snapshot_hash, execution_id  # type: ignore[index]
+    assert {e["workflowId"] for e in expected.values()} >= set(CORPUS_RUNS)
 
     # none twice, none extra: per workflow, the archive's history counts n8n's executions
     per_workflow: dict[str, int] = {}
