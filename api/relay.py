@@ -36,6 +36,7 @@ from api.spool import (
     ALARM_EVERY_SECONDS,
     Line,
     Segment,
+    atomic_write,
     list_segments,
     read_lines,
     read_writer,
@@ -79,12 +80,6 @@ def _parse_at(value: object) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 @dataclass
@@ -189,8 +184,11 @@ class Relay:
         self._last_logged: tuple[int, int, int, int] | None = None
         self._alarmed: dict[str, float] = {}
         self._arrived: set[str] = set()  # snapshots delivered since deferred records were tried
+        # the spool holds records before the service sanitizes them: owner-only, like n8n's own
+        # database (the relay runs as the same user)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("segments", "writers", "acks", "rejected"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # -- lifecycle
 
@@ -203,7 +201,7 @@ class Relay:
         return self._stop.is_set()
 
     def _acquire(self) -> None:
-        fd = os.open(self.root / "relay.lock", os.O_RDWR | os.O_CREAT, 0o640)
+        fd = os.open(self.root / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -297,7 +295,7 @@ class Relay:
         if key == state.saved and not force:
             return
         body = {"offset": state.offset, "deferred": [d.to_json() for d in state.deferred]}
-        _atomic_write(self.root / "acks" / f"{stem}.ack", orjson.dumps(body))
+        atomic_write(self.root / "acks" / f"{stem}.ack", orjson.dumps(body))
         state.saved = key
 
     def _save_all(self) -> None:
@@ -325,7 +323,10 @@ class Relay:
             )
         else:
             entry["raw"] = line.raw.decode("utf-8", "replace")
-        with (self.root / "rejected" / f"{stem}.jsonl").open("ab") as file:
+        target = self.root / "rejected" / f"{stem}.jsonl"
+        with os.fdopen(
+            os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
+        ) as file:
             file.write(orjson.dumps(entry) + b"\n")
             file.flush()
             os.fsync(file.fileno())
@@ -621,9 +622,7 @@ class Relay:
             lastError=self.last_error,
         )
         with contextlib.suppress(OSError):
-            _atomic_write(
-                self.root / "relay.json", orjson.dumps(status, option=orjson.OPT_INDENT_2)
-            )
+            atomic_write(self.root / "relay.json", orjson.dumps(status, option=orjson.OPT_INDENT_2))
         backlog = status["backlog"]
         key = (self.counts.delivered, self.counts.rejected, backlog["records"], self.counts.retried)
         if key != self._last_logged or force:

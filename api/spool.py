@@ -40,6 +40,7 @@ __all__ = [
     "Line",
     "Segment",
     "SpoolWriter",
+    "atomic_write",
     "encode_line",
     "list_segments",
     "proc_start",
@@ -98,9 +99,16 @@ def _proc_state(pid: int) -> str | None:
         return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (temporary file + rename), readable by the owner only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner-only, as the spool
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     tmp.replace(path)
 
 
@@ -136,8 +144,11 @@ class SpoolWriter:
         name = writer or f"{self.host}-{self.pid}-{secrets.token_hex(3)}"
         name = "".join(c if _WRITER_RE.fullmatch(c) else "_" for c in name)
         self.name = name
+        # the spool holds records before the service sanitizes them: owner-only, like n8n's own
+        # database (the relay runs as the same user)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("segments", "writers", "acks", "rejected"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
@@ -218,7 +229,7 @@ class SpoolWriter:
         # name (the second .seg would replace the first)
         self._stamp = max(int(time.time() * 1000), self._stamp + 1)
         path = self.root / "segments" / f"{self._stamp:013d}-{self.name}.open"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
         self._path = path
         self._opened_at = time.monotonic()
         self._size = 0
@@ -295,7 +306,7 @@ class SpoolWriter:
             "updatedAt": _now_text(),
         }
         with contextlib.suppress(OSError):
-            _atomic_write(self.root / "writers" / f"{self.name}.json", orjson.dumps(body))
+            atomic_write(self.root / "writers" / f"{self.name}.json", orjson.dumps(body))
 
     def flush(self) -> None:
         """fdatasync now (the timer does it every ``fsync_interval_ms`` anyway)."""

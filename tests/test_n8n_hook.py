@@ -116,6 +116,9 @@ def test_records_written_in_node_read_back_by_the_python_relay_side(
     state = read_writer(spool, writer)
     assert state is not None and state["appended"] == 20 and state["dropped"] == 0
     assert state["pid"] > 0 and state["closed"] is True
+    # records wait here before the service sanitizes them: nobody but n8n's user reads them
+    for path in [spool, *spool.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_the_hook_spools_a_snapshot_then_the_final_state_and_never_throws(

@@ -61,6 +61,15 @@ def test_a_line_is_crc_space_json_newline_and_readable_at_once(tmp_path: Path) -
     assert segment.closed
 
 
+def test_the_spool_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Records wait in the spool before the service sanitizes them."""
+    root = tmp_path / "spool"
+    with SpoolWriter(root) as writer:
+        assert writer.append("snapshot", "1", {"executionId": "1", "workflow": {}})
+    for path in [root, *root.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
 def test_bad_kind_or_id_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     with SpoolWriter(tmp_path) as writer:
         with pytest.raises(InvalidInput) as err:

@@ -52,8 +52,11 @@ class SpoolWriter {
     this.writer = `${safeName(os.hostname())}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
     this.segmentsDir = path.join(this.dir, 'segments');
     this.writersDir = path.join(this.dir, 'writers');
-    fs.mkdirSync(this.segmentsDir, { recursive: true });
-    fs.mkdirSync(this.writersDir, { recursive: true });
+    // the spool holds records before the service sanitizes them: owner-only, like n8n's own
+    // database (the relay runs as n8n's user)
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.segmentsDir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.writersDir, { recursive: true, mode: 0o700 });
     this.fd = null;
     this.segment = null;
     this.segmentStarted = 0;
@@ -105,7 +108,7 @@ class SpoolWriter {
   }
 
   openSegment() {
-    fs.mkdirSync(this.segmentsDir, { recursive: true });
+    fs.mkdirSync(this.segmentsDir, { recursive: true, mode: 0o700 });
     // names must be unique per writer: a rotation within the same millisecond takes the next one
     const now = Math.max(Date.now(), this.lastSegmentMs + 1);
     this.lastSegmentMs = now;
