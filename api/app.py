@@ -79,9 +79,7 @@ def _json_object(data: bytes) -> dict[str, Any]:
 def _capture(archive: Archive, data: bytes, backfill: bool = False) -> CaptureResult:
     request = parse_capture_request(_json_object(data))
     if request.fields.get("source") == "backfill" and not backfill:
-        raise Forbidden(
-            "a capture marked source backfill needs the backfill scope", field="source"
-        )
+        raise Forbidden("a capture marked source backfill needs the backfill scope", field="source")
     return archive.capture_snapshot(**request.arguments(), backfill=backfill)
 
 

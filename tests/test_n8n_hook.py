@@ -171,6 +171,25 @@ def test_without_the_pre_run_moment_the_snapshot_is_taken_at_the_end_and_says_so
     assert got[0]["body"]["source"] == "post-run" and got[0]["body"]["triggerType"] == "webhook"
 
 
+def test_a_run_that_started_in_another_process_gets_a_post_run_snapshot(
+    tmp_path: Path, node: Path
+) -> None:
+    """n8n restarted while the run waited (or crashed): its end comes to a process that did not
+    see it start. The final state never goes without a snapshot before it."""
+    spool = tmp_path / "spool"
+    calls = (
+        "x.integration.lifecycle = true;\n"
+        "await hook.workflow.postExecute[0]({status: 'crashed', mode: 'manual'}, workflow, '9');\n"
+    )
+    done = run_node(node, hook_script(calls), {"EXECVAULT_SPOOL_DIR": str(spool)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = records(spool)
+    assert [(r["kind"], r["body"].get("source")) for r in got] == [
+        ("snapshot", "post-run"),
+        ("final-state", None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

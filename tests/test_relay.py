@@ -240,6 +240,29 @@ def test_a_conflict_is_rejected_with_the_status_and_the_answer(
     assert body["workflowId"] == "wf-relay" and body["finalState"]["status"] == "success"
 
 
+def test_a_post_run_fallback_for_an_archived_execution_is_no_conflict(
+    tmp_path: Path, service: LiveService
+) -> None:
+    """An engine's end-of-run snapshot (`source: post-run`, taken when the pre-run one came from
+    an earlier process) meets the archived pre-run snapshot: nothing is missing, nothing rejected.
+    The same record for an execution the archive lacks is captured as it is."""
+    root = tmp_path / "spool"
+    pre_run = _snapshot(1)
+    assert service.http.post("/api/execution-snapshots", json=pre_run).status_code == 201
+    late = {**pre_run, "createdAt": _now(), "source": "post-run"}
+    unknown = {**_snapshot(2), "source": "post-run"}
+    with SpoolWriter(root) as writer:
+        writer.append("snapshot", "r-1", late)
+        writer.append("final-state", "r-1", _final(1))
+        writer.append("snapshot", "r-2", unknown)
+    with Relay(root, service.url) as relay:
+        counts = relay.run(once=True)
+    assert counts.delivered == 3 and counts.rejected == 0 and _rejected(root) == []
+    first = service.http.get("/api/execution-snapshots/r-1").json()
+    assert first.get("source") is None and first["finalState"]["status"] == _final(1)["status"]
+    assert service.http.get("/api/execution-snapshots/r-2").json()["source"] == "post-run"
+
+
 def test_a_final_state_before_its_snapshot_is_deferred_then_delivered(
     tmp_path: Path, service: LiveService
 ) -> None:

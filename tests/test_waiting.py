@@ -41,7 +41,11 @@ WAITING = _report("waiting", waitTill=(T0 + timedelta(days=2)).isoformat())
 
 def _capture(archive: Archive, execution_id: str, workflow_id: str = "wf-w") -> None:
     archive.capture_snapshot(
-        execution_id=execution_id, workflow=workflow(), workflow_id=workflow_id, created_at=T0, backfill=True
+        execution_id=execution_id,
+        workflow=workflow(),
+        workflow_id=workflow_id,
+        created_at=T0,
+        backfill=True,
     )
 
 

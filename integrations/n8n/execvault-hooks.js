@@ -264,8 +264,11 @@ class Integration {
     }
     const id = this.config.idPrefix + String(executionId);
     if (!selected(this.config, workflowData && workflowData.id, id)) return;
-    if (!this.snapshotted.has(id) && !this.lifecycle) {
-      // no pre-run moment in this n8n: the snapshot is taken now, and says so
+    if (!this.snapshotted.has(id)) {
+      // no pre-run snapshot from this process: this n8n has no pre-run moment, the run started
+      // before a restart (a Wait resumed, a crash recovered) or failed before it began. The
+      // snapshot is taken now and says so; where the archive holds one already, the relay
+      // counts the service's 409 for it as delivered.
       const node = startedFrom(workflowData, fullRunData);
       this.snapshot(String(executionId), workflowData, fullRunData.mode, null, node ? { node } : {}, 'post-run');
     }
