@@ -28,6 +28,7 @@ import httpx
 import orjson
 import pytest
 
+from api.spool import list_segments, read_lines
 from archiver.archive import Archive
 from archiver.final_state import decode_flatted
 from archiver.sanitize import Sanitizer
@@ -133,6 +134,9 @@ class Relay:
                 self.process.kill()
                 self.process.wait()
 
+    def log_tail(self, size: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-size:] if self.log.exists() else ""
+
     def status(self) -> dict[str, Any]:
         done = subprocess.run(
             [*EXECVAULT, "relay", "status", "--spool", str(self.spool), "--json"],
@@ -233,14 +237,26 @@ def archive_matches(service: Service, expected: dict[str, dict[str, Any]]) -> li
     return problems
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 300) -> Any:
+def wait_until(predicate: Any, what: str, timeout: float = 300, explain: Any = None) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            detail = explain() if explain is not None else ""
+            raise AssertionError(f"timed out waiting for {what}: {detail}")
         time.sleep(0.5)
+
+
+def spooled_snapshot(spool: Path, execution_id: str) -> bool:
+    """The spool holds the pre-run snapshot of the execution (it has begun to run)."""
+    for segment in list_segments(spool):
+        for line in read_lines(segment.path):
+            record = line.record
+            if record and record["kind"] == "snapshot" and record["executionId"] == execution_id:
+                return True
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -319,9 +335,12 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     outage_ids = [n8n.webhook("ev-hook", {"order": 100 + i}).status_code for i in range(30)]
     assert outage_ids == [200] * 30  # n8n answers as fast as ever: nothing waits on the archive
     assert n8n.rest().post(resume_url, json={}).status_code == 200  # the Wait run resumes
+    n8n.wait_for(
+        lambda: n8n_executions(n8n)[waiting_id]["status"] == "success", "the resumed run to end"
+    )
     # --- 3. n8n is killed with -9 in the middle of a run, then restarted -----------------------
     doomed = n8n.run_manually("evEngineSlow0001")
-    n8n.wait_for(lambda: n8n_executions(n8n).get(doomed), "the doomed run to start")
+    n8n.wait_for(lambda: spooled_snapshot(n8n.spool, doomed), "the doomed run to start")
     n8n.stop(kill=True)
     start_and_wait(n8n)  # n8n's recovery marks the run crashed and runs the hooks
     n8n.wait_for(
@@ -341,7 +360,11 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
 
     expected = n8n_executions(n8n)
     assert all(e["status"] in TERMINAL for e in expected.values()), expected
-    wait_until(lambda: not archive_matches(service, expected), "the archive to hold them all")
+    wait_until(
+        lambda: not archive_matches(service, expected),
+        "the archive to hold them all",
+        explain=lambda: (archive_matches(service, expected), relay.status(), relay.log_tail()),
+    )
 
     # --- the archive holds exactly n8n's executions ------------------------------------------
     modes = {e["mode"] for e in expected.values()}
