@@ -197,6 +197,7 @@ class Relay:
         self._status_mu = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._window = 1  # slow start: one record first, and again after trouble
+        self._last_save = 0.0  # monotonic, the segment's acknowledgement
         self._stop = threading.Event()
         self._states: dict[str, _SegState] = {}
         self._dead_cache: dict[str, tuple[float, bool]] = {}
@@ -422,6 +423,7 @@ class Relay:
         state = self._state(segment.stem)
         closed = self._closed(segment)
         worked = False
+        self._last_save = time.monotonic()
         try:
             size = segment.path.stat().st_size
             while not self._stop.is_set():
@@ -484,15 +486,16 @@ class Relay:
         assert pool is not None, "run() delivers"
         futures = [pool.submit(lane, indexes) for indexes in lanes.values()]
         pending: set[Future[None]] = set(futures)
-        last_save = time.monotonic()
-        while pending:
+        while True:
             _finished, pending = wait(pending, timeout=_ACK_EVERY_SECONDS)
             self._advance(state, window, done)
             now = time.monotonic()
-            if now - last_save >= _ACK_EVERY_SECONDS:
+            if now - self._last_save >= _ACK_EVERY_SECONDS:
                 self._save(stem)
-                last_save = now
-                self._maybe_status()
+                self._last_save = now
+            self._maybe_status()
+            if not pending:
+                break
         for future in futures:
             error = future.exception()
             if error is not None:
