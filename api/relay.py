@@ -28,7 +28,6 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,7 +194,6 @@ class Relay:
         # states, counts, deferred and rejected records are shared by the lanes: one lock
         self._mu = threading.RLock()
         self._status_mu = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
         self._window = 1  # slow start: one record first, and again after trouble
         self._last_save = 0.0  # monotonic, the segment's acknowledgement
         self._stop = threading.Event()
@@ -256,7 +254,6 @@ class Relay:
                         setattr(self.counts, name, value)
             log.info("relay: delivering %s to %s (%d lanes)", self.root, self.url, self.lanes)
             self._window = 1
-            self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="execvault-lane")
             while not self._stop.is_set():
                 try:
                     worked = self._pass()
@@ -277,9 +274,6 @@ class Relay:
             log.info("relay: stopped (%s)", self._summary())
             return self.counts
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)  # lanes end after their request in flight
-                self._pool = None
             self._save_all()
             self._release()
 
@@ -470,36 +464,49 @@ class Relay:
                 self._reject(stem, line, "corrupt", None, {"problem": line.problem})
                 done[index] = True
 
+        errors: list[BaseException] = []
+
         def lane(indexes: list[int]) -> None:
-            for index in indexes:
-                if self._stop.is_set():
-                    return  # finish the request in flight, start no other
-                try:
+            try:
+                for index in indexes:
+                    if self._stop.is_set():
+                        return  # finish the request in flight, start no other
                     self._handle(stem, window[index])
-                except _Retry:
-                    return  # stopping while the service was unavailable: resume there next run
-                done[index] = True
+                    done[index] = True
+            except _Retry:
+                return  # stopping while the service was unavailable: resume there next run
+            except BaseException as error:  # raised by the window, once the other lanes ended
+                errors.append(error)
 
         with self._mu:
             retried = self.counts.retried
-        pool = self._pool
-        assert pool is not None, "run() delivers"
-        futures = [pool.submit(lane, indexes) for indexes in lanes.values()]
-        pending: set[Future[None]] = set(futures)
-        while True:
-            _finished, pending = wait(pending, timeout=_ACK_EVERY_SECONDS)
-            self._advance(state, window, done)
-            now = time.monotonic()
-            if now - self._last_save >= _ACK_EVERY_SECONDS:
-                self._save(stem)
-                self._last_save = now
-            self._maybe_status()
-            if not pending:
-                break
-        for future in futures:
-            error = future.exception()
-            if error is not None:
-                raise error  # the spool's disk (OSError) or a defect: after the others ended
+        # a thread per lane and window (cheap next to the requests): daemon threads, as the
+        # in-process relay's own, so an engine that exits without closing its client never
+        # waits for a lane backing off from a service that is down
+        threads = [
+            threading.Thread(target=lane, args=(indexes,), name="execvault-lane", daemon=True)
+            for indexes in lanes.values()
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while True:
+                deadline = time.monotonic() + _ACK_EVERY_SECONDS
+                for thread in threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                self._advance(state, window, done)
+                now = time.monotonic()
+                if now - self._last_save >= _ACK_EVERY_SECONDS:
+                    self._save(stem)
+                    self._last_save = now
+                self._maybe_status()
+                if not any(thread.is_alive() for thread in threads):
+                    break
+        finally:
+            for thread in threads:  # an ack that cannot be written: the window ends first
+                thread.join()
+        if errors:
+            raise errors[0]  # the spool's disk (OSError) or a defect
         complete = self._advance(state, window, done)
         with self._mu:
             trouble = self.counts.retried > retried
