@@ -225,6 +225,59 @@ def test_lanes_send_concurrently_and_each_execution_in_file_order(tmp_path: Path
     assert list_segments(root) == []
 
 
+def test_the_ack_never_passes_a_record_still_in_flight(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    _spool_interleaved(root, range(6))  # s0..s5, w0..w5, f0..f5 (lines 0..17)
+    (segment,) = list_segments(root)
+    lines = segment.path.read_bytes().splitlines(keepends=True)
+    starts = [sum(len(line) for line in lines[:k]) for k in range(len(lines) + 1)]
+    held, release = threading.Event(), threading.Event()
+    sent: list[tuple[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = orjson.loads(request.content)
+        if request.url.path.endswith("/final-state"):
+            execution_id, what = unquote(request.url.path.split("/")[-2]), body["status"]
+        else:
+            execution_id, what = body["executionId"], "snapshot"
+        sent.append((execution_id, what))
+        if (execution_id, what) == ("r-1", "waiting") and not release.is_set():
+            held.set()
+            release.wait(60)  # line 7 stays in flight until the relay is told to stop
+        return httpx.Response(201, json={"executionId": execution_id})
+
+    def ack() -> int:
+        path = root / "acks" / f"{segment.stem}.ack"
+        return int(orjson.loads(path.read_bytes())["offset"]) if path.exists() else 0
+
+    relay = Relay(root, "http://relay.test", lanes=4, transport=httpx.MockTransport(answer))
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        assert held.wait(60)
+        # the other lanes go on: r-0's end (line 12, behind the held line) is delivered ...
+        wait_until(lambda: ("r-0", _final(0)["status"]) in sent, "the other lanes")
+        # ... and the acknowledgement stops at the record in flight
+        wait_until(lambda: ack() == starts[7], "the ack up to the record in flight")
+        assert ("r-1", _final(1)["status"]) not in sent  # r-1's end waits behind its waiting
+    finally:
+        relay.stop()  # then the held request is answered: finished, no other one started
+        release.set()
+        thread.join(60)
+        relay.close()
+    assert not thread.is_alive()
+    assert starts[7] < ack() < starts[-1] and ("r-1", _final(1)["status"]) not in sent
+    before = len(sent)
+    with Relay(root, "http://relay.test", lanes=4, transport=httpx.MockTransport(answer)) as again:
+        again.run(once=True)
+    assert list_segments(root) == [] and _rejected(root) == []
+    resent = sent[before:]
+    assert ("r-0", "snapshot") not in resent  # acknowledged lines are not sent again
+    for i in range(6):  # every record sent, each execution's first sends in file order
+        firsts = list(dict.fromkeys(what for eid, what in sent if eid == f"r-{i}"))
+        assert firsts == ["snapshot", "waiting", _final(i)["status"]], i
+
+
 def test_kill_9_mid_delivery_with_lanes_then_restart_keeps_order_and_exactly_once(
     tmp_path: Path, service: LiveService
 ) -> None:
