@@ -48,7 +48,7 @@ from api.spool import (
     read_writer,
     writer_is_dead,
 )
-from archiver.errors import RunBusy
+from archiver.errors import InvalidInput, RunBusy
 
 __all__ = [
     "DEFAULT_DEFER_SECONDS",
@@ -173,7 +173,7 @@ class Relay:
         lanes: int = DEFAULT_LANES,
     ) -> None:
         if lanes < 1:
-            raise ValueError("lanes must be 1 or more")
+            raise InvalidInput("lanes must be 1 or more", field="lanes")
         self.root = Path(spool_dir)
         self.lanes = lanes
         self.max_window = WINDOW_PER_LANE * lanes

@@ -23,6 +23,7 @@ import pytest
 from api.auth import new_token, token_digest
 from api.relay import Relay, full_status, spool_status
 from api.spool import SpoolWriter, encode_line, list_segments, read_writer
+from archiver.errors import InvalidInput
 from tests.helpers import WORKFLOWS, load_corpus
 from tests.live_service import LiveService, run_cli, service_env, start_cli, wait_until
 from tests.test_spool import kill_9, start_writer
@@ -223,6 +224,19 @@ def test_lanes_send_concurrently_and_each_execution_in_file_order(tmp_path: Path
     for i in numbers:  # each execution's records once each, in file order
         assert seen[f"r-{i}"] == ["snapshot", "waiting", _final(i)["status"]]
     assert list_segments(root) == []
+
+
+def test_lanes_must_be_one_or_more(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Relay(tmp_path / "spool", "http://relay.test", lanes=0)
+    assert caught.value.field == "lanes"
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    args = ["relay", "--spool", str(tmp_path / "spool"), "--url", "http://x", "--lanes", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--lanes" in result.output
 
 
 def test_the_ack_never_passes_a_record_still_in_flight(tmp_path: Path) -> None:
