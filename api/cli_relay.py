@@ -56,6 +56,14 @@ def read_token(token_file: str | None) -> str | None:
     type=click.FloatRange(0.1),
     help="How often relay.json and the progress line are refreshed.",
 )
+@click.option(
+    "--lanes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Requests in flight at once; an execution's records share a lane and keep their order "
+    "(1: one record at a time).",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context
 def relay(
@@ -66,13 +74,14 @@ def relay(
     once: bool,
     defer_seconds: float,
     status_seconds: float,
+    lanes: int,
     quiet: bool,
 ) -> None:
     """Deliver the spool at --spool to the service at --url, until stopped.
 
     At-least-once delivery with an exactly-once effect (the service answers an identical re-send
     200); retries with backoff while the service is down; records the service refuses for good go
-    to SPOOL/rejected/. SIGTERM finishes the request in flight and exits. One relay per spool.
+    to SPOOL/rejected/. SIGTERM finishes the requests in flight and exits. One relay per spool.
     Records older than the service's capture_max_age_seconds (24 h) need a token with the
     `backfill` scope besides `ingest`.
 
@@ -100,6 +109,7 @@ def relay(
         token=read_token(token_file),
         defer_seconds=defer_seconds,
         status_seconds=status_seconds,
+        lanes=lanes,
     ) as worker:
 
         def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -70,6 +70,9 @@ __all__ = [
 
 log = logging.getLogger("execvault.client")
 SNAPSHOTS = "/api/execution-snapshots"
+# the in-process relay's concurrent requests (api.relay.DEFAULT_LANES; not imported: the client
+# stays light): its lanes mostly wait on the network, so 4 cost the engine little CPU
+DELIVERY_LANES = 4
 
 
 class ServiceError(ArchiveError):
@@ -435,6 +438,7 @@ class _SpoolingBase:
         token: str | None,
         deliver: bool,
         defer_seconds: float,
+        lanes: int,
         **writer_options: Any,
     ) -> None:
         from api.spool import SpoolWriter
@@ -444,6 +448,7 @@ class _SpoolingBase:
         self.spool_dir = Path(spool_dir)
         self.url, self.token, self.deliver = url, token, deliver
         self.defer_seconds = defer_seconds
+        self.lanes = lanes
         self.writer = SpoolWriter(self.spool_dir, **writer_options)
         self._stop = threading.Event()
         self._relay: Any = None
@@ -472,7 +477,11 @@ class _SpoolingBase:
 
         assert self.url is not None
         with Relay(
-            self.spool_dir, self.url, token=self.token, defer_seconds=self.defer_seconds
+            self.spool_dir,
+            self.url,
+            token=self.token,
+            defer_seconds=self.defer_seconds,
+            lanes=self.lanes,
         ) as relay:
             self._relay = relay
             if self._stop.is_set():
@@ -495,7 +504,8 @@ class _SpoolingBase:
 
 class SpoolingClient(_SpoolingBase):
     """``capture`` / ``final_state`` append to the spool at ``spool_dir`` (durable once they
-    return True); with ``deliver=True`` a background thread relays the spool to ``url``.
+    return True); with ``deliver=True`` a background thread relays the spool to ``url``
+    (``lanes`` requests at once; an execution's records keep their order).
     ``get`` and ``history`` ask the service directly. Writer options (``segment_bytes``,
     ``segment_seconds``, ``fsync_interval_ms``, ``max_bytes``) pass through to the spool.
     """
@@ -508,6 +518,7 @@ class SpoolingClient(_SpoolingBase):
         token: str | None = None,
         deliver: bool = True,
         defer_seconds: float = 3600.0,
+        lanes: int = DELIVERY_LANES,
         **writer_options: Any,
     ) -> None:
         super().__init__(
@@ -516,6 +527,7 @@ class SpoolingClient(_SpoolingBase):
             token=token,
             deliver=deliver,
             defer_seconds=defer_seconds,
+            lanes=lanes,
             **writer_options,
         )
         self._client = ExecVaultClient(url, token) if url else None
@@ -538,8 +550,8 @@ class SpoolingClient(_SpoolingBase):
         return self._http().history(workflow_id, **options)
 
     def close(self) -> None:
-        """Close the writer (its segment is synced and closed), then stop delivery (the request
-        in flight is finished; the rest waits in the spool for the next relay)."""
+        """Close the writer (its segment is synced and closed), then stop delivery (the requests
+        in flight are finished; the rest waits in the spool for the next relay)."""
         self.writer.close()
         self._stop_delivery()
         if self._thread is not None:
@@ -568,6 +580,7 @@ class AsyncSpoolingClient(_SpoolingBase):
         token: str | None = None,
         deliver: bool = True,
         defer_seconds: float = 3600.0,
+        lanes: int = DELIVERY_LANES,
         **writer_options: Any,
     ) -> None:
         super().__init__(
@@ -576,6 +589,7 @@ class AsyncSpoolingClient(_SpoolingBase):
             token=token,
             deliver=deliver,
             defer_seconds=defer_seconds,
+            lanes=lanes,
             **writer_options,
         )
         self._client = AsyncExecVaultClient(url, token) if url else None

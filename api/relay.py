@@ -1,9 +1,13 @@
 """The relay: delivers a spool (``docs/spool.md``) to the service, until every record is answered.
 
-One relay per spool (``relay.lock``, an exclusive ``flock``). Segments in name order, records
-in file order; the delivered offset of each segment goes to ``acks/<segment>.ack`` (temporary
-file + rename) together with its deferred records, so a restarted relay resumes where it was:
-at-least-once delivery whose re-sends the service answers 200 (exactly-once effect).
+One relay per spool (``relay.lock``, an exclusive ``flock``). Segments in name order; a
+segment is read in windows of up to ``8 × lanes`` records, each record goes to a lane chosen by
+its execution id (a stable hash), the lanes deliver concurrently (each its records in file order,
+so an execution's records keep their order), and the next window starts once this one is
+answered. The handled offset of each segment — the end of the longest handled prefix, never past
+a record still in flight — goes to ``acks/<segment>.ack`` (temporary file + rename) together with
+its deferred records, so a restarted relay resumes where it was: at-least-once delivery whose
+re-sends the service answers 200 (exactly-once effect).
 
 Answers: 2xx delivered; 408, 429, 5xx, connection errors — and 401/403 or a 4xx that is not the
 service's JSON error body (a wrong token or URL: the records are fine, the configuration is not)
@@ -14,6 +18,7 @@ deferred (its snapshot is not there yet) for ``defer_seconds``; other 4xx reject
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import logging
@@ -21,6 +26,7 @@ import os
 import random
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,10 +48,11 @@ from api.spool import (
     read_writer,
     writer_is_dead,
 )
-from archiver.errors import RunBusy
+from archiver.errors import InvalidInput, RunBusy
 
 __all__ = [
     "DEFAULT_DEFER_SECONDS",
+    "DEFAULT_LANES",
     "Relay",
     "RelayBusy",
     "RelayCounts",
@@ -58,6 +65,8 @@ __all__ = [
 log = logging.getLogger("execvault.relay")
 
 DEFAULT_DEFER_SECONDS: Final = 3600.0
+DEFAULT_LANES: Final = 4
+WINDOW_PER_LANE: Final = 8  # records read ahead per lane: a window is up to 8 × lanes records
 BACKOFF_INITIAL: Final = 0.5
 BACKOFF_MAX: Final = 60.0
 _ACK_EVERY_SECONDS: Final = 0.5
@@ -146,7 +155,8 @@ class Relay:
     """Deliver the spool at ``spool_dir`` to the service at ``url``.
 
     ``run()`` takes the lock and loops until :meth:`stop` (or, with ``once``, until nothing is
-    left to send now); a request in flight is finished and acknowledged first.
+    left to send now); the requests in flight are finished and acknowledged first. ``lanes``
+    requests at most are in flight at once (``1``: one record at a time, in file order).
     """
 
     def __init__(
@@ -160,8 +170,13 @@ class Relay:
         status_seconds: float = 2.0,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        lanes: int = DEFAULT_LANES,
     ) -> None:
+        if lanes < 1:
+            raise InvalidInput("lanes must be 1 or more", field="lanes")
         self.root = Path(spool_dir)
+        self.lanes = lanes
+        self.max_window = WINDOW_PER_LANE * lanes
         self.url = url.rstrip("/")
         self.defer_seconds = defer_seconds
         self.poll_seconds = poll_seconds
@@ -170,8 +185,17 @@ class Relay:
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max(10, lanes), max_keepalive_connections=lanes),
         )
+        # states, counts, deferred and rejected records are shared by the lanes: one lock
+        self._mu = threading.RLock()
+        self._status_mu = threading.Lock()
+        self._window = 1  # slow start: one record first, and again after trouble
+        self._last_save = 0.0  # monotonic, the segment's acknowledgement
         self._stop = threading.Event()
         self._states: dict[str, _SegState] = {}
         self._dead_cache: dict[str, tuple[float, bool]] = {}
@@ -228,7 +252,8 @@ class Relay:
                 for name, value in previous["counts"].items():
                     if isinstance(value, int) and hasattr(self.counts, name):
                         setattr(self.counts, name, value)
-            log.info("relay: delivering %s to %s", self.root, self.url)
+            log.info("relay: delivering %s to %s (%d lanes)", self.root, self.url, self.lanes)
+            self._window = 1
             while not self._stop.is_set():
                 try:
                     worked = self._pass()
@@ -264,6 +289,10 @@ class Relay:
     # -- state files
 
     def _state(self, stem: str) -> _SegState:
+        with self._mu:
+            return self._load_state(stem)
+
+    def _load_state(self, stem: str) -> _SegState:
         state = self._states.get(stem)
         if state is None:
             state = _SegState()
@@ -279,6 +308,7 @@ class Relay:
                             tries=int(item.get("tries", 0)),
                         )
                     )
+                state.deferred.sort(key=lambda d: d.offset)
                 state.saved = (state.offset, len(state.deferred))
             with contextlib.suppress(OSError):
                 for line in (self.root / "rejected" / f"{stem}.jsonl").read_bytes().splitlines():
@@ -288,23 +318,35 @@ class Relay:
         return state
 
     def _save(self, stem: str, *, force: bool = False) -> None:
-        state = self._states.get(stem)
-        if state is None:
-            return
-        key = (state.offset, len(state.deferred))
-        if key == state.saved and not force:
-            return
-        body = {"offset": state.offset, "deferred": [d.to_json() for d in state.deferred]}
-        atomic_write(self.root / "acks" / f"{stem}.ack", orjson.dumps(body))
-        state.saved = key
+        with self._mu:
+            state = self._states.get(stem)
+            if state is None:
+                return
+            # a record deferred by a lane beyond the acknowledged prefix is read again after a
+            # restart (and deferred again): the file lists only those before the offset
+            deferred = [d for d in state.deferred if d.offset < state.offset]
+            key = (state.offset, len(deferred))
+            if key == state.saved and not force:
+                return
+            body = {"offset": state.offset, "deferred": [d.to_json() for d in deferred]}
+            atomic_write(self.root / "acks" / f"{stem}.ack", orjson.dumps(body))
+            state.saved = key
 
     def _save_all(self) -> None:
-        for stem in list(self._states):
+        with self._mu:
+            stems = list(self._states)
+        for stem in stems:
             if (self.root / "segments").exists():
                 self._save(stem)
 
     def _reject(self, stem: str, line: Line, reason: str, status: int | None, answer: Any) -> None:
-        state = self._state(stem)
+        with self._mu:
+            self._reject_locked(stem, line, reason, status, answer)
+
+    def _reject_locked(
+        self, stem: str, line: Line, reason: str, status: int | None, answer: Any
+    ) -> None:
+        state = self._load_state(stem)
         if line.offset in state.rejected_offsets:
             return
         entry: dict[str, Any] = {
@@ -367,67 +409,140 @@ class Relay:
             worked |= self._deliver_segment(segment)
         return worked
 
+    def _lane(self, execution_id: str) -> int:
+        """The lane of an execution: a stable hash, so its records stay in one lane, in order."""
+        return zlib.crc32(execution_id.encode()) % self.lanes
+
     def _deliver_segment(self, segment: Segment) -> bool:
         state = self._state(segment.stem)
         closed = self._closed(segment)
         worked = False
-        last_save = time.monotonic()
+        self._last_save = time.monotonic()
         try:
             size = segment.path.stat().st_size
-            for line in read_lines(segment.path, state.offset):
-                if self._stop.is_set():
-                    break
-                # a bad last line of a closed segment is what a crash mid-write leaves
-                last_of_closed = closed and line.record is None and line.end >= size
-                if line.problem == "torn" or last_of_closed:
-                    if not closed:
+            while not self._stop.is_set():
+                window: list[Line] = []
+                for line in read_lines(segment.path, state.offset, max_lines=self._window):
+                    # a bad last line of a closed segment is what a crash mid-write leaves
+                    last_of_closed = closed and line.record is None and line.end >= size
+                    if (line.problem == "torn" or last_of_closed) and not closed:
                         break  # the writer is still writing it
-                    self.counts.torn += 1
-                    log.warning(
-                        "relay: dropped the torn last line of %s (%d bytes, %s; its writer is "
-                        "gone)",
-                        segment.stem,
-                        line.end - line.offset,
-                        line.problem,
-                    )
-                elif line.record is None:
-                    self._reject(segment.stem, line, "corrupt", None, {"problem": line.problem})
-                else:
-                    self._handle(segment.stem, line)
-                state.offset = line.end
+                    window.append(line)
+                if not window:
+                    break
                 worked = True
-                now = time.monotonic()
-                if now - last_save >= _ACK_EVERY_SECONDS:
-                    self._save(segment.stem)
-                    last_save = now
-                    self._maybe_status()
+                if not self._deliver_window(segment.stem, window, closed, size):
+                    break  # stopping (or a lane failed: raised)
         except FileNotFoundError:
             return worked  # renamed .open -> .seg under us: next pass
-        except _Retry:
-            return worked  # stopping while the service was unavailable: resume there next run
         finally:
             self._save(segment.stem)
         if closed and not self._stop.is_set():
             self._delete_if_done(segment)
         return worked
 
+    def _deliver_window(self, stem: str, window: list[Line], closed: bool, size: int) -> bool:
+        """Deliver ``window`` (consecutive lines of one segment) over the lanes; the offset
+        advances over the handled prefix only. True when every line was handled."""
+        state = self._state(stem)
+        done = [False] * len(window)
+        lanes: dict[int, list[int]] = {}
+        for index, line in enumerate(window):
+            if line.record is not None:
+                lanes.setdefault(self._lane(line.record["executionId"]), []).append(index)
+            elif line.problem == "torn" or (closed and line.end >= size):
+                with self._mu:
+                    self.counts.torn += 1
+                log.warning(
+                    "relay: dropped the torn last line of %s (%d bytes, %s; its writer is gone)",
+                    stem,
+                    line.end - line.offset,
+                    line.problem,
+                )
+                done[index] = True
+            else:
+                self._reject(stem, line, "corrupt", None, {"problem": line.problem})
+                done[index] = True
+
+        errors: list[BaseException] = []
+
+        def lane(indexes: list[int]) -> None:
+            try:
+                for index in indexes:
+                    if self._stop.is_set():
+                        return  # finish the request in flight, start no other
+                    self._handle(stem, window[index])
+                    done[index] = True
+            except _Retry:
+                return  # stopping while the service was unavailable: resume there next run
+            except BaseException as error:  # raised by the window, once the other lanes ended
+                errors.append(error)
+
+        with self._mu:
+            retried = self.counts.retried
+        # a thread per lane and window (cheap next to the requests): daemon threads, as the
+        # in-process relay's own, so an engine that exits without closing its client never
+        # waits for a lane backing off from a service that is down
+        threads = [
+            threading.Thread(target=lane, args=(indexes,), name="execvault-lane", daemon=True)
+            for indexes in lanes.values()
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while True:
+                deadline = time.monotonic() + _ACK_EVERY_SECONDS
+                for thread in threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                self._advance(state, window, done)
+                now = time.monotonic()
+                if now - self._last_save >= _ACK_EVERY_SECONDS:
+                    self._save(stem)
+                    self._last_save = now
+                self._maybe_status()
+                if not any(thread.is_alive() for thread in threads):
+                    break
+        finally:
+            for thread in threads:  # an ack that cannot be written: the window ends first
+                thread.join()
+        if errors:
+            raise errors[0]  # the spool's disk (OSError) or a defect
+        complete = self._advance(state, window, done)
+        with self._mu:
+            trouble = self.counts.retried > retried
+        self._window = 1 if trouble else min(self.max_window, self._window * 2)
+        return complete
+
+    def _advance(self, state: _SegState, window: list[Line], done: list[bool]) -> bool:
+        """Move the offset to the end of the window's handled prefix; True if all of it."""
+        handled = 0
+        while handled < len(done) and done[handled]:
+            handled += 1
+        if handled:
+            with self._mu:
+                state.offset = max(state.offset, window[handled - 1].end)
+        return handled == len(done)
+
     def _delete_if_done(self, segment: Segment) -> None:
         """Delete a closed segment whose every record is delivered or rejected (and its ack)."""
-        state = self._state(segment.stem)
-        if state.deferred:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            if state.offset >= segment.path.stat().st_size:
-                segment.path.unlink()
-                (self.root / "acks" / f"{segment.stem}.ack").unlink(missing_ok=True)
-                self._states.pop(segment.stem, None)
-                self._count_cache.pop(segment.stem, None)
-                log.info("relay: %s fully handled, deleted", segment.stem)
+        with self._mu:
+            state = self._load_state(segment.stem)
+            if state.deferred:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                if state.offset >= segment.path.stat().st_size:
+                    segment.path.unlink()
+                    (self.root / "acks" / f"{segment.stem}.ack").unlink(missing_ok=True)
+                    self._states.pop(segment.stem, None)
+                    self._count_cache.pop(segment.stem, None)
+                    log.info("relay: %s fully handled, deleted", segment.stem)
 
     def _deferred_ids(self) -> set[str]:
-        return {d.execution_id for s in self._states.values() for d in s.deferred}
+        with self._mu:
+            return {d.execution_id for s in self._states.values() for d in s.deferred}
 
     def _handle(self, stem: str, line: Line) -> None:
+        """One record, in its lane (an execution's records all go through one lane, in order)."""
         record = line.record
         assert record is not None
         execution_id = record["executionId"]
@@ -436,9 +551,10 @@ class Relay:
             return
         outcome = self._send(record)
         if outcome.result == "delivered":
-            self.counts.delivered += 1
-            if record["kind"] == "snapshot":
-                self._arrived.add(execution_id)
+            with self._mu:
+                self.counts.delivered += 1
+                if record["kind"] == "snapshot":
+                    self._arrived.add(execution_id)
         elif outcome.result == "deferred":
             self._defer(stem, line, execution_id)
         else:
@@ -447,16 +563,19 @@ class Relay:
             )
 
     def _defer(self, stem: str, line: Line, execution_id: str) -> None:
-        state = self._state(stem)
-        state.deferred.append(
-            _Deferred(
+        with self._mu:
+            state = self._load_state(stem)
+            if any(d.offset == line.offset for d in state.deferred):
+                return  # read again after a stop mid-window: deferred already
+            item = _Deferred(
                 offset=line.offset,
                 execution_id=execution_id,
                 since=time.time(),
                 next_try=time.monotonic() + BACKOFF_INITIAL,
             )
-        )
-        self.counts.deferred += 1
+            # in offset order: an execution's deferred records are retried in file order
+            bisect.insort(state.deferred, item, key=lambda d: d.offset)
+            self.counts.deferred += 1
         self._save(stem, force=True)
         log.info("relay: final state of %s deferred (its snapshot is not there yet)", execution_id)
 
@@ -464,12 +583,15 @@ class Relay:
         """Deferred records whose backoff is over — or whose snapshot was just delivered."""
         blocked: set[str] = set()
         clock = time.monotonic()
-        arrived, self._arrived = self._arrived, set()
+        with self._mu:
+            arrived, self._arrived = self._arrived, set()
         for segment in list_segments(self.root):
-            state = self._states.get(segment.stem)
-            if state is None or not state.deferred:
+            with self._mu:
+                state = self._states.get(segment.stem)
+                items = list(state.deferred) if state is not None else []
+            if state is None or not items:
                 continue
-            for item in list(state.deferred):
+            for item in items:
                 if self._stop.is_set():
                     return
                 due = item.next_try <= clock or item.execution_id in arrived
@@ -479,10 +601,10 @@ class Relay:
                 try:
                     line = next(read_lines(segment.path, item.offset, max_lines=1))
                 except (FileNotFoundError, StopIteration):
-                    state.deferred.remove(item)
+                    self._drop_deferred(state, item)
                     continue
                 if line.record is None:  # cannot happen unless the file changed under us
-                    state.deferred.remove(item)
+                    self._drop_deferred(state, item)
                     self._reject(segment.stem, line, "corrupt", None, {"problem": line.problem})
                     continue
                 try:
@@ -491,7 +613,7 @@ class Relay:
                     return
                 if outcome.result == "deferred":
                     if time.time() - item.since >= self.defer_seconds:
-                        state.deferred.remove(item)
+                        self._drop_deferred(state, item)
                         self._reject(segment.stem, line, "deferred_expired", 404, outcome.answer)
                     else:
                         item.tries += 1
@@ -499,9 +621,10 @@ class Relay:
                         item.next_try = time.monotonic() + delay * random.uniform(0.8, 1.2)
                         blocked.add(item.execution_id)
                     continue
-                state.deferred.remove(item)
+                self._drop_deferred(state, item)
                 if outcome.result == "delivered":
-                    self.counts.delivered += 1
+                    with self._mu:
+                        self.counts.delivered += 1
                     log.info("relay: deferred final state of %s delivered", item.execution_id)
                 else:
                     self._reject(
@@ -514,6 +637,10 @@ class Relay:
             self._save(segment.stem)
             if not state.deferred and self._closed(segment):
                 self._delete_if_done(segment)
+
+    def _drop_deferred(self, state: _SegState, item: _Deferred) -> None:
+        with self._mu, contextlib.suppress(ValueError):
+            state.deferred.remove(item)
 
     def _pending_now(self) -> bool:
         """Something deliverable is left (not counting deferred records waiting for later)."""
@@ -543,8 +670,9 @@ class Relay:
             reraise=True,
         )
         outcome: _Outcome = retrying(self._attempt, record)
-        if self._retrying:
-            self._retrying = False
+        with self._mu:
+            recovered, self._retrying = self._retrying, False
+        if recovered:
             log.info("relay: the service answers again")
         return outcome
 
@@ -563,11 +691,12 @@ class Relay:
         self._stop.wait(seconds)
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
-        self.counts.retried += 1
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        self.last_error = str(error)
-        self._retrying = True
+        with self._mu:
+            self.counts.retried += 1
+            self.last_error = str(error)
+            self._retrying = True
         next_in = retry_state.upcoming_sleep
         log.warning("relay: %s; retry %d in %.1f s", error, retry_state.attempt_number, next_in)
 
@@ -621,20 +750,38 @@ class Relay:
             self._write_status()
 
     def _write_status(self, *, force: bool = False, state: str | None = None) -> None:
+        # lanes backing off call this too: one writer at a time, the others skip (force waits)
+        if not self._status_mu.acquire(blocking=force):
+            return
+        try:
+            self._write_status_now(force=force, state=state)
+        finally:
+            self._status_mu.release()
+
+    def _write_status_now(self, *, force: bool, state: str | None) -> None:
         self._last_status = time.monotonic()
         self._save_all()
-        status = spool_status(self.root, count_cache=self._count_cache, states=self._states)
+        with self._mu:  # a copy: the lanes go on changing the live states
+            states = {
+                stem: _SegState(
+                    offset=s.offset, deferred=[d for d in s.deferred if d.offset < s.offset]
+                )
+                for stem, s in self._states.items()
+            }
+            counts = self.counts.to_json()
+            retrying, last_error = self._retrying, self.last_error
+        status = spool_status(self.root, count_cache=self._count_cache, states=states)
         status.update(
-            state=state or ("retrying" if self._retrying else "delivering"),
+            state=state or ("retrying" if retrying else "delivering"),
             pid=os.getpid(),
             url=self.url,
-            counts=self.counts.to_json(),
-            lastError=self.last_error,
+            counts=counts,
+            lastError=last_error,
         )
         with contextlib.suppress(OSError):
             atomic_write(self.root / "relay.json", orjson.dumps(status, option=orjson.OPT_INDENT_2))
         backlog = status["backlog"]
-        key = (self.counts.delivered, self.counts.rejected, backlog["records"], self.counts.retried)
+        key = (counts["delivered"], counts["rejected"], backlog["records"], counts["retried"])
         if key != self._last_logged or force:
             self._last_logged = key
             log.info("relay: %s", _describe(status))

@@ -11,6 +11,7 @@ Example::
     .venv/bin/python benchmarks/engine.py --quick               # small runs, ~40 s
     .venv/bin/python benchmarks/engine.py --bench append        # only the Python spool appends
     .venv/bin/python benchmarks/engine.py --bench delivery --bench drain --executions 2000
+    .venv/bin/python benchmarks/engine.py --bench delivery --bench drain --lanes 1 --lanes 4
 
 Sub-benchmarks (``--bench``, repeatable; default all):
 
@@ -25,6 +26,9 @@ Sub-benchmarks (``--bench``, repeatable; default all):
 - ``drain``: a backlog of ``--executions`` (10,000) executions built while no relay runs, then
   ``execvault relay --once`` as deployed (its own process): ``drain_seconds`` (until the relay
   exits with the spool empty), ``drain_rate`` (executions/s), ``drain_spool_mib``.
+
+``delivery`` and ``drain`` run once per ``--lanes`` value (repeatable; default 4, the relay's
+default), each figure with a ``lanes`` field.
 
 Every phase also reports ``*_host_cpu_pressure`` (Linux PSI, % of wall time some task waited
 for a CPU): compare runs at similar pressure. n8n-side figures (per-hook overhead inside n8n,
@@ -71,11 +75,12 @@ log = partial(log_line, BENCHMARK)
 
 
 class Pressure(CpuPressure):
-    def done(self, metric: str, n: int) -> None:
+    def done(self, metric: str, n: int, **extra: Any) -> None:
         end = self._read()
         if self._start is not None and end is not None:
             elapsed_us = (time.monotonic() - self._started) * 1e6
-            emit(metric, 100.0 * (end - self._start) / max(elapsed_us, 1.0), n, unit="%")
+            value = 100.0 * (end - self._start) / max(elapsed_us, 1.0)
+            emit(metric, value, n, unit="%", **extra)
 
 
 def _corpus() -> list[bytes]:
@@ -195,27 +200,32 @@ def bench_append(args: argparse.Namespace, corpus: list[bytes], workdir: Path) -
     pressure.done("append_host_cpu_pressure", count)
 
 
-def bench_delivery(args: argparse.Namespace, corpus: list[bytes], workdir: Path) -> None:
+def bench_delivery(
+    args: argparse.Namespace, corpus: list[bytes], workdir: Path, lanes: int
+) -> None:
     executions = 200 if args.quick else args.delivery_executions
-    root = workdir / "delivery-spool"
+    root = workdir / f"delivery-spool-{lanes}"
     _fill(root, corpus, executions, "delivery: spooling")
-    with _service(workdir / "delivery") as (url, _env), Relay(root, url) as relay:
+    with (
+        _service(workdir / f"delivery-{lanes}") as (url, _env),
+        Relay(root, url, lanes=lanes) as relay,
+    ):
         pressure = Pressure()
         started = time.monotonic()
         counts = relay.run(once=True)
         elapsed = time.monotonic() - started
     records = counts.delivered
     assert records == 2 * executions and counts.rejected == 0, counts
-    emit("delivery_throughput", records / elapsed, records, unit="records/s", digits=1)
-    pressure.done("delivery_host_cpu_pressure", records)
+    emit("delivery_throughput", records / elapsed, records, unit="records/s", digits=1, lanes=lanes)
+    pressure.done("delivery_host_cpu_pressure", records, lanes=lanes)
 
 
-def bench_drain(args: argparse.Namespace, corpus: list[bytes], workdir: Path) -> None:
+def bench_drain(args: argparse.Namespace, corpus: list[bytes], workdir: Path, lanes: int) -> None:
     executions = 1000 if args.quick else args.executions
-    root = workdir / "drain-spool"
+    root = workdir / f"drain-spool-{lanes}"
     _fill(root, corpus, executions, "drain: spooling the backlog")
     mib = sum(p.stat().st_size for p in (root / "segments").iterdir()) / 2**20
-    with _service(workdir / "drain") as (url, env):
+    with _service(workdir / f"drain-{lanes}") as (url, env):
         pressure = Pressure()
         started = time.monotonic()
         result = subprocess.run(
@@ -229,6 +239,8 @@ def bench_drain(args: argparse.Namespace, corpus: list[bytes], workdir: Path) ->
                 "--once",
                 "--status-seconds",
                 "10",
+                "--lanes",
+                str(lanes),
             ],
             cwd=ROOT,
             env=env,
@@ -241,10 +253,10 @@ def bench_drain(args: argparse.Namespace, corpus: list[bytes], workdir: Path) ->
         raise SystemExit(f"execvault relay exited {result.returncode}")
     backlog = spool_status(root)["backlog"]
     assert backlog["records"] == 0, backlog
-    emit("drain_seconds", elapsed, executions, unit="s", digits=1)
-    emit("drain_rate", executions / elapsed, executions, unit="executions/s", digits=1)
-    emit("drain_spool_mib", mib, executions, unit="MiB", digits=1)
-    pressure.done("drain_host_cpu_pressure", executions)
+    emit("drain_seconds", elapsed, executions, unit="s", digits=1, lanes=lanes)
+    emit("drain_rate", executions / elapsed, executions, unit="executions/s", digits=1, lanes=lanes)
+    emit("drain_spool_mib", mib, executions, unit="MiB", digits=1, lanes=lanes)
+    pressure.done("drain_host_cpu_pressure", executions, lanes=lanes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,14 +270,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--delivery-executions", type=int, default=1000, help="delivery: executions"
     )
     parser.add_argument("--executions", type=int, default=10000, help="drain: backlog size")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        action="append",
+        help="delivery, drain: the relay's lanes (repeatable: one run each; default 4)",
+    )
     args = parser.parse_args(argv)
     corpus = _corpus()
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         for name in args.bench or BENCHES:
-            log(f"{name} ...")
-            {"append": bench_append, "delivery": bench_delivery, "drain": bench_drain}[name](
-                args, corpus, Path(tmp)
-            )
+            if name == "append":
+                log("append ...")
+                bench_append(args, corpus, Path(tmp))
+                continue
+            for lanes in args.lanes or [4]:
+                log(f"{name}, {lanes} lanes ...")
+                {"delivery": bench_delivery, "drain": bench_drain}[name](
+                    args, corpus, Path(tmp), lanes
+                )
     return 0
 
 

@@ -14,13 +14,16 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+import httpx
 import orjson
 import pytest
 
 from api.auth import new_token, token_digest
 from api.relay import Relay, full_status, spool_status
 from api.spool import SpoolWriter, encode_line, list_segments, read_writer
+from archiver.errors import InvalidInput
 from tests.helpers import WORKFLOWS, load_corpus
 from tests.live_service import LiveService, run_cli, service_env, start_cli, wait_until
 from tests.test_spool import kill_9, start_writer
@@ -103,14 +106,15 @@ def _stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM
     return code
 
 
+@pytest.mark.parametrize("lanes", [1, 4])
 def test_kill_9_mid_delivery_then_restart_archives_every_record_exactly_once(
-    tmp_path: Path, service: LiveService
+    tmp_path: Path, service: LiveService, lanes: int
 ) -> None:
     root = tmp_path / "spool"
     numbers = range(150)
     _spool_executions(root, numbers, segment_bytes=256 * 1024)
     total = sum(s.path.stat().st_size for s in list_segments(root))
-    relay = start_cli(service.env, _relay_args(root, service))
+    relay = start_cli(service.env, _relay_args(root, service, "--lanes", str(lanes)))
     try:
         # the first acknowledgement is written after ~0.5 s of delivering
         wait_until(lambda: list((root / "acks").glob("*.ack")), "a first ack", 120)
@@ -128,11 +132,12 @@ def test_kill_9_mid_delivery_then_restart_archives_every_record_exactly_once(
     assert list((root / "rejected").iterdir()) == []
 
 
+@pytest.mark.parametrize("lanes", [1, 4])
 def test_an_outage_of_the_service_is_retried_and_the_backlog_drains(
-    tmp_path: Path, service: LiveService
+    tmp_path: Path, service: LiveService, lanes: int
 ) -> None:
     root = tmp_path / "spool"
-    relay = start_cli(service.env, _relay_args(root, service))
+    relay = start_cli(service.env, _relay_args(root, service, "--lanes", str(lanes)))
     try:
         _spool_executions(root, range(5))
         wait_until(lambda: _drained(root), "the first records to arrive", 120)
@@ -148,6 +153,167 @@ def test_an_outage_of_the_service_is_retried_and_the_backlog_drains(
         assert _stop(relay) == 0  # SIGTERM: a clean exit
     _assert_archived_once(service, range(40))
     assert _relay_json(root)["state"] == "stopped"
+
+
+def _spool_interleaved(root: Path, numbers: range, **options: Any) -> None:
+    """Executions that overlap, as an engine runs them: six at a time, their snapshots, then
+    their `waiting` reports, then their ends."""
+    with SpoolWriter(root, **options) as writer:
+        for start in range(numbers.start, numbers.stop, 6):
+            group = range(start, min(start + 6, numbers.stop))
+            for i in group:
+                assert writer.append("snapshot", f"r-{i}", _snapshot(i))
+            for i in group:
+                assert writer.append("final-state", f"r-{i}", {"status": "waiting"})
+            for i in group:
+                assert writer.append("final-state", f"r-{i}", _final(i))
+
+
+def _assert_waited_then_ended(service: LiveService, numbers: range) -> None:
+    """Each execution has its `waiting` progress record and its terminal final state: the
+    `waiting` report came before the end (after it, it would have been refused with a 409)."""
+    _assert_archived_once(service, numbers)
+    for i in numbers:
+        assert len(list(service.data.rglob(f"r-{i}/progress-waiting-*.json.zst"))) == 1, i
+
+
+def test_lanes_keep_each_executions_order_snapshot_waiting_end(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    numbers = range(24)
+    _spool_interleaved(root, numbers)
+    with Relay(root, service.url, lanes=4) as relay:
+        counts = relay.run(once=True)
+    # no final state ever came before its snapshot (deferred), nor a `waiting` after the end
+    assert counts.delivered == 72 and counts.deferred == 0 and counts.rejected == 0
+    assert _rejected(root) == [] and list_segments(root) == []
+    _assert_waited_then_ended(service, numbers)
+
+
+def test_lanes_send_concurrently_and_each_execution_in_file_order(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    numbers = range(16)
+    _spool_interleaved(root, numbers)
+    seen: dict[str, list[str]] = {}
+    in_flight = most = 0
+    changed = threading.Condition()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        body = orjson.loads(request.content)
+        if request.url.path.endswith("/final-state"):
+            execution_id, what = unquote(request.url.path.split("/")[-2]), body["status"]
+        else:
+            execution_id, what = body["executionId"], "snapshot"
+        with changed:
+            seen.setdefault(execution_id, []).append(what)
+            in_flight += 1
+            most = max(most, in_flight)
+            changed.notify_all()
+            # hold each request until four were in flight at once (at most 2 s: the first
+            # windows are small, a slow start)
+            changed.wait_for(lambda: most >= 4, timeout=2.0)
+            in_flight -= 1
+        return httpx.Response(201, json={"executionId": execution_id})
+
+    with Relay(root, "http://relay.test", lanes=4, transport=httpx.MockTransport(answer)) as relay:
+        counts = relay.run(once=True)
+    assert most == 4  # four lanes, four requests in flight, never more
+    assert counts.delivered == 48 and counts.deferred == 0 and counts.retried == 0
+    for i in numbers:  # each execution's records once each, in file order
+        assert seen[f"r-{i}"] == ["snapshot", "waiting", _final(i)["status"]]
+    assert list_segments(root) == []
+
+
+def test_lanes_must_be_one_or_more(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Relay(tmp_path / "spool", "http://relay.test", lanes=0)
+    assert caught.value.field == "lanes"
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    args = ["relay", "--spool", str(tmp_path / "spool"), "--url", "http://x", "--lanes", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--lanes" in result.output
+
+
+def test_the_ack_never_passes_a_record_still_in_flight(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    _spool_interleaved(root, range(6))  # s0..s5, w0..w5, f0..f5 (lines 0..17)
+    (segment,) = list_segments(root)
+    lines = segment.path.read_bytes().splitlines(keepends=True)
+    starts = [sum(len(line) for line in lines[:k]) for k in range(len(lines) + 1)]
+    held, release = threading.Event(), threading.Event()
+    sent: list[tuple[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = orjson.loads(request.content)
+        if request.url.path.endswith("/final-state"):
+            execution_id, what = unquote(request.url.path.split("/")[-2]), body["status"]
+        else:
+            execution_id, what = body["executionId"], "snapshot"
+        sent.append((execution_id, what))
+        if (execution_id, what) == ("r-1", "waiting") and not release.is_set():
+            held.set()
+            release.wait(60)  # line 7 stays in flight until the relay is told to stop
+        return httpx.Response(201, json={"executionId": execution_id})
+
+    def ack() -> int:
+        path = root / "acks" / f"{segment.stem}.ack"
+        return int(orjson.loads(path.read_bytes())["offset"]) if path.exists() else 0
+
+    relay = Relay(root, "http://relay.test", lanes=4, transport=httpx.MockTransport(answer))
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        assert held.wait(60)
+        # the other lanes go on: r-0's end (line 12, behind the held line) is delivered ...
+        wait_until(lambda: ("r-0", _final(0)["status"]) in sent, "the other lanes")
+        # ... and the acknowledgement stops at the record in flight
+        wait_until(lambda: ack() == starts[7], "the ack up to the record in flight")
+        assert ("r-1", _final(1)["status"]) not in sent  # r-1's end waits behind its waiting
+    finally:
+        relay.stop()  # then the held request is answered: finished, no other one started
+        release.set()
+        thread.join(60)
+        relay.close()
+    assert not thread.is_alive()
+    assert starts[7] < ack() < starts[-1] and ("r-1", _final(1)["status"]) not in sent
+    before = len(sent)
+    with Relay(root, "http://relay.test", lanes=4, transport=httpx.MockTransport(answer)) as again:
+        again.run(once=True)
+    assert list_segments(root) == [] and _rejected(root) == []
+    resent = sent[before:]
+    assert ("r-0", "snapshot") not in resent  # acknowledged lines are not sent again
+    for i in range(6):  # every record sent, each execution's first sends in file order
+        firsts = list(dict.fromkeys(what for eid, what in sent if eid == f"r-{i}"))
+        assert firsts == ["snapshot", "waiting", _final(i)["status"]], i
+
+
+def test_kill_9_mid_delivery_with_lanes_then_restart_keeps_order_and_exactly_once(
+    tmp_path: Path, service: LiveService
+) -> None:
+    root = tmp_path / "spool"
+    numbers = range(120)
+    _spool_interleaved(root, numbers)  # one segment: its ack lives until it is all delivered
+    total = sum(s.path.stat().st_size for s in list_segments(root))
+    relay = start_cli(service.env, _relay_args(root, service, "--lanes", "4"))
+    try:
+        wait_until(lambda: list((root / "acks").glob("*.ack")), "a first ack", 120)
+    finally:
+        kill_9_code = _stop(relay, signal.SIGKILL)
+    assert kill_9_code == -signal.SIGKILL
+    left = spool_status(root)["backlog"]
+    assert 0 < left["bytes"] < total  # killed in the middle of the backlog
+    relay = start_cli(service.env, _relay_args(root, service, "--lanes", "4", "--once"))
+    assert relay.wait(timeout=600) == 0
+    assert relay.stderr is not None
+    relay.stderr.close()
+    assert _drained(root) and list_segments(root) == []
+    assert list((root / "rejected").iterdir()) == []  # re-sends answered 200, no 409
+    _assert_waited_then_ended(service, numbers)
 
 
 def test_a_dead_writers_torn_last_line_is_dropped_and_its_segment_deleted(
