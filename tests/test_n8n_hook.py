@@ -190,6 +190,22 @@ def test_a_run_that_started_in_another_process_gets_a_post_run_snapshot(
     ]
 
 
+def test_a_run_canceled_before_its_pre_run_event_is_snapshotted_once(
+    tmp_path: Path, node: Path
+) -> None:
+    """n8n stops a run while its own pre-run handlers still run: the end (and a post-run
+    snapshot) is recorded first, then workflowExecuteBefore arrives; no second snapshot."""
+    spool = tmp_path / "spool"
+    calls = (
+        "x.integration.lifecycle = true;\n"
+        "await hook.workflow.postExecute[0]({status: 'canceled', mode: 'manual'}, workflow, '5');\n"
+        "x.integration.snapshot('5', workflow, 'manual', null, {});\n"
+    )
+    done = run_node(node, hook_script(calls), {"EXECVAULT_SPOOL_DIR": str(spool)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["kind"] for r in records(spool)] == ["snapshot", "final-state"]
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

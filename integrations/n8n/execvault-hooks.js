@@ -188,7 +188,8 @@ class Integration {
     this.config = null;
     this.writer = null;
     this.failed = false;
-    // execution ids whose snapshot this process spooled (a resumed Wait run is not re-snapshotted)
+    // execution ids whose snapshot this process spooled (bounded, oldest forgotten first): a
+    // resumed Wait run, or a before-event arriving after a cancel, is not snapshotted twice
     this.snapshotted = new Map();
     try {
       this.config = readConfig(env);
@@ -275,8 +276,9 @@ class Integration {
     const writer = this.spool();
     if (!writer) return;
     writer.append('final-state', id, toJson(fullRunData));
-    const status = fullRunData && fullRunData.status;
-    if (status !== 'waiting' && status !== 'running' && status !== 'new') this.snapshotted.delete(id);
+    // the id stays remembered after the end: n8n can cancel a run while its pre-run handlers
+    // still run, so workflowExecuteBefore may come after the end was recorded (and its
+    // snapshot with it); a second snapshot of the same execution would only be refused
   }
 }
 
