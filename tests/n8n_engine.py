@@ -120,8 +120,9 @@ class N8n:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     def execute(self, workflow_id: str) -> subprocess.CompletedProcess[str]:
-        """`n8n execute --id`: it sometimes exits 139 after printing (a segfault at exit, with or
-        without hooks); the execution is saved either way, so the caller checks n8n's records."""
+        """`n8n execute --id`: it sometimes dies of SIGSEGV at exit, after the run (-11 here, 139 in
+        a shell; with or without hooks); the execution is saved either way, so the caller checks
+        n8n's records."""
         return self.cli("execute", f"--id={workflow_id}")
 
     def start(self, timeout: float = 240) -> None:

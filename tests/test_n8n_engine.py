@@ -304,7 +304,8 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
 
     # --- 1. every way in, the archive up -----------------------------------------------------
     cli = n8n.execute("evEngineOk000001")  # a second process writing to the same spool
-    assert cli.returncode in (0, 139), cli.stdout[-2000:] + cli.stderr[-2000:]  # 139: see N8n
+    # 0, or a segfault at exit after the execution is saved (-11; 139 in a shell): see N8n.execute
+    assert cli.returncode in (0, -11, 139), cli.stdout[-2000:] + cli.stderr[-2000:]
     assert [e["status"] for e in n8n_executions(n8n).values() if e["mode"] == "cli"] == ["success"]
     start_and_wait(n8n)
     assert n8n.webhook("ev-hook", {"order": 1}).json() == {"got": {"order": 1}}
