@@ -20,12 +20,15 @@ Sub-benchmarks (``--bench``, repeatable; default both):
   ``hook_snapshot_p50/_p99/_max`` (the ``workflowExecuteBefore`` handler),
   ``hook_final_state_p50/_p99/_max`` (``workflow.postExecute``), ``hook_large_snapshot_p99``
   (the largest corpus workflow). Target p99 ≤ 1 ms (issue 12).
-- ``webhook``: two n8n instances from one install, one with the hook file and one without, the
-  same webhook workflow (Webhook → Code, answering the last node), ``--calls`` requests to each,
-  interleaved (with, without, with, …) so both see the same host: end-to-end latency
-  ``webhook_with_p50`` / ``webhook_without_p50`` / their p99, and ``webhook_overhead_p50`` (the
-  difference of the medians; target ≤ 2 ms). The relay is not running: the hooks append to the
-  spool, as they do while the archive is down or slow.
+- ``webhook``: one n8n with the hook file and two identical webhook workflows (Webhook → Set,
+  answering the last node); the hook records the first and skips the second
+  (``EXECVAULT_WORKFLOWS_DENY``), so "with" and "without" run in the same process, alternately,
+  ``--calls`` requests each: end-to-end latency ``webhook_with_p50`` / ``webhook_without_p50`` /
+  their p99, and ``webhook_overhead_p50`` (the difference of the medians; target ≤ 2 ms).
+  ``webhook_recorded_runs`` checks that the "with" runs were recorded (warm-up included). (Two
+  n8n instances, one without the hook file, differed by ±10 ms from each other whatever the hook:
+  too noisy to see a millisecond.) The relay is not running: the hooks append to the spool, as
+  they do while the archive is down or slow.
 
 Both report ``*_host_cpu_pressure`` (Linux PSI): compare runs at similar pressure.
 """
@@ -165,35 +168,80 @@ def bench_hook(args: argparse.Namespace, home: Path, workdir: Path) -> None:
     pressure_done(pressure, "hook_host_cpu_pressure", calls)
 
 
+def _webhook_workflows(folder: Path) -> None:
+    """Two identical webhook workflows (Webhook → Set, answering the last node): the hook file
+    records the first and is told to skip the second (EXECVAULT_WORKFLOWS_DENY)."""
+    folder.mkdir(parents=True)
+    for workflow_id, path in ((WITH_ID, "bench-with"), (WITHOUT_ID, "bench-without")):
+        workflow = {
+            "id": workflow_id,
+            "name": f"bench {path}",
+            "active": False,
+            "settings": {"executionOrder": "v1"},
+            "nodes": [
+                {
+                    "id": "w",
+                    "name": "Webhook",
+                    "type": "n8n-nodes-base.webhook",
+                    "typeVersion": 2,
+                    "position": [0, 0],
+                    "webhookId": f"{path}-id",
+                    "parameters": {"httpMethod": "POST", "path": path, "responseMode": "lastNode"},
+                },
+                {
+                    "id": "s",
+                    "name": "Set",
+                    "type": "n8n-nodes-base.set",
+                    "typeVersion": 3.4,
+                    "position": [220, 0],
+                    "parameters": {
+                        "assignments": {
+                            "assignments": [
+                                {"id": "a", "name": "ok", "value": "={{ true }}", "type": "boolean"}
+                            ]
+                        },
+                        "options": {},
+                    },
+                },
+            ],
+            "connections": {"Webhook": {"main": [[{"node": "Set", "type": "main", "index": 0}]]}},
+        }
+        (folder / f"{workflow_id}.json").write_text(json.dumps(workflow))
+
+
+WITH_ID: Final = "evBenchWith00001"
+WITHOUT_ID: Final = "evBenchWithout01"
+
+
 def bench_webhook(args: argparse.Namespace, home: Path, workdir: Path) -> None:
     calls = 100 if args.quick else args.calls
-    instances = []
-    for hooks in (True, False):
-        n8n = N8n(
-            home=home,
-            folder=workdir / f"webhook-n8n-{'with' if hooks else 'without'}",
-            spool=workdir / "webhook-spool",
-            hooks=hooks,
-        )
-        n8n.folder.mkdir(parents=True)
-        n8n.import_workflows(WORKFLOWS)
-        n8n.publish("evEngineHook0001")
-        instances.append(n8n)
+    n8n = N8n(
+        home=home,
+        folder=workdir / "webhook-n8n",
+        spool=workdir / "webhook-spool",
+        extra_env={"EXECVAULT_WORKFLOWS_DENY": WITHOUT_ID},
+    )
+    n8n.folder.mkdir(parents=True)
+    _webhook_workflows(workdir / "webhook-workflows")
+    n8n.import_workflows(workdir / "webhook-workflows")
+    paths = {True: "bench-with", False: "bench-without"}
+    for workflow_id in (WITH_ID, WITHOUT_ID):
+        n8n.publish(workflow_id)
     try:
-        for n8n in instances:
-            log(f"webhook: starting n8n ({'with' if n8n.hooks else 'without'} the hook file)")
-            n8n.start()
-            n8n.wait_for_webhook("ev-hook")
-        for n8n in instances:  # warm-up: first runs compile code and fill caches
-            for i in range(10):
-                n8n.webhook("ev-hook", {"warm": i})
+        log("webhook: starting n8n with the hook file (one of two identical workflows denied)")
+        n8n.start()
+        for path in paths.values():
+            n8n.wait_for_webhook(path)
+        for i in range(20):  # warm-up: first runs compile code and fill caches
+            for path in paths.values():
+                n8n.webhook(path, {"warm": i})
         times: dict[bool, list[float]] = {True: [], False: []}
         pressure = CpuPressure()
         for i in range(calls):
-            for n8n in instances if i % 2 == 0 else reversed(instances):
+            for recorded in (True, False) if i % 2 == 0 else (False, True):
                 started = time.perf_counter()
-                answer = n8n.webhook("ev-hook", {"order": i})
-                times[n8n.hooks].append((time.perf_counter() - started) * 1000)
+                answer = n8n.webhook(paths[recorded], {"order": i})
+                times[recorded].append((time.perf_counter() - started) * 1000)
                 assert answer.status_code == 200, answer.text
         with_p50, without_p50 = statistics.median(times[True]), statistics.median(times[False])
         emit("webhook_with_p50", with_p50, calls)
@@ -203,10 +251,16 @@ def bench_webhook(args: argparse.Namespace, home: Path, workdir: Path) -> None:
         emit(
             "webhook_overhead_p50", with_p50 - without_p50, calls, target=TARGET_WEBHOOK_OVERHEAD_MS
         )
+        recorded_runs = sum(
+            1
+            for segment in list_segments(n8n.spool)
+            for line in read_lines(segment.path)
+            if line.record and line.record["kind"] == "snapshot"
+        )
+        emit("webhook_recorded_runs", recorded_runs, calls, unit="runs")
         pressure_done(pressure, "webhook_host_cpu_pressure", calls)
     finally:
-        for n8n in instances:
-            n8n.stop()
+        n8n.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
