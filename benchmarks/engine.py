@@ -31,9 +31,8 @@ Sub-benchmarks (``--bench``, repeatable; default all):
 default), each figure with a ``lanes`` field.
 
 Every phase also reports ``*_host_cpu_pressure`` (Linux PSI, % of wall time some task waited
-for a CPU): compare runs at similar pressure. n8n-side figures (per-hook overhead inside n8n,
-webhook latency with and without the integration, backfill rates) are added to this file as
-their own sub-benchmarks.
+for a CPU): compare runs at similar pressure. The n8n side (per-hook cost inside n8n, webhook
+latency with and without the integration) is ``engine_n8n.py``; backfill rates ``import_n8n.py``.
 """
 
 from __future__ import annotations
