@@ -46,3 +46,35 @@ def capture_received(archive: Archive, when: datetime | str, **request: Any) -> 
     """``archive.capture_snapshot(created_at=when, **request)`` received at ``when`` too."""
     with received_at(archive, parse_ts(when)):
         return archive.capture_snapshot(created_at=when, **request)
+
+
+def flatted_dumps(value: Any) -> str:
+    """A port of flatted's ``stringify`` (objects by identity, strings by value).
+
+    Checked against flatted 3.4.4 (npm) byte for byte; used to build fixtures and property tests.
+    """
+    known: dict[Any, str] = {}
+    table: list[Any] = []
+
+    def index(v: Any) -> str:
+        key = ("s", v) if isinstance(v, str) else ("o", id(v))
+        if key not in known:
+            known[key] = str(len(table))
+            table.append(v)
+        return known[key]
+
+    def ref(v: Any) -> Any:
+        return index(v) if isinstance(v, str | dict | list) else v
+
+    index(value)
+    out: list[str] = []
+    i = 0
+    while i < len(table):
+        element = table[i]
+        i += 1
+        if isinstance(element, dict):
+            element = {k: ref(v) for k, v in element.items()}
+        elif isinstance(element, list):
+            element = [ref(v) for v in element]
+        out.append(json.dumps(element, separators=(",", ":"), ensure_ascii=False))
+    return "[" + ",".join(out) + "]"

@@ -16,38 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import flatted_dumps
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "n8n"
 SQLITE_SCHEMA = FIXTURES / "sqlite_schema.sql"
 POSTGRES_SCHEMA = FIXTURES / "postgres_schema.sql"
-
-
-def flatted_dumps(value: Any) -> str:
-    """flatted's ``stringify`` (objects by identity, strings by value), as n8n stores run data."""
-    known: dict[Any, str] = {}
-    table: list[Any] = []
-
-    def index(v: Any) -> str:
-        key = ("s", v) if isinstance(v, str) else ("o", id(v))
-        if key not in known:
-            known[key] = str(len(table))
-            table.append(v)
-        return known[key]
-
-    def ref(v: Any) -> Any:
-        return index(v) if isinstance(v, str | dict | list) else v
-
-    index(value)
-    out: list[str] = []
-    i = 0
-    while i < len(table):
-        element = table[i]
-        i += 1
-        if isinstance(element, dict):
-            element = {k: ref(v) for k, v in element.items()}
-        elif isinstance(element, list):
-            element = [ref(v) for v in element]
-        out.append(json.dumps(element, separators=(",", ":"), ensure_ascii=False))
-    return "[" + ",".join(out) + "]"
 
 
 def ms(when: datetime) -> int:

@@ -29,6 +29,7 @@ from archiver.final_state import (
     parse_final_state,
     summarize,
 )
+from tests.helpers import flatted_dumps
 
 FIXTURES = Path(__file__).parent / "fixtures" / "n8n_runs"
 T0 = datetime(2026, 11, 25, 22, 45, 16, 123000, tzinfo=UTC)  # 1795646716123 ms
@@ -58,38 +59,6 @@ def scrub(value: Any) -> Any:
 
 def dumps(fs: FinalState) -> bytes:
     return orjson.dumps(fs.to_json())
-
-
-def flatted_dumps(value: Any) -> str:
-    """A port of flatted's ``stringify`` (objects by identity, strings by value).
-
-    Checked against flatted 3.4.4 (npm) byte for byte; used to build fixtures and property tests.
-    """
-    known: dict[Any, str] = {}
-    table: list[Any] = []
-
-    def index(v: Any) -> str:
-        key = ("s", v) if isinstance(v, str) else ("o", id(v))
-        if key not in known:
-            known[key] = str(len(table))
-            table.append(v)
-        return known[key]
-
-    def ref(v: Any) -> Any:
-        return index(v) if isinstance(v, str | dict | list) else v
-
-    index(value)
-    out: list[str] = []
-    i = 0
-    while i < len(table):
-        element = table[i]
-        i += 1
-        if isinstance(element, dict):
-            element = {k: ref(v) for k, v in element.items()}
-        elif isinstance(element, list):
-            element = [ref(v) for v in element]
-        out.append(json.dumps(element, separators=(",", ":"), ensure_ascii=False))
-    return "[" + ",".join(out) + "]"
 
 
 # ------------------------------------------------------------------------------------------
