@@ -12,8 +12,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,12 +145,25 @@ class N8n:
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
+        self.login()
+
+    def login(self) -> None:
+        assert self.http is not None
         self.http.cookies.clear()  # the owner setup's cookie: one session cookie, the login's
         login = self.http.post(
             "/rest/login",
             json={"emailOrLdapLoginId": OWNER["email"], "password": OWNER["password"]},
         )
         assert login.status_code == 200, login.text
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to n8n's REST API as the owner. A session cookie issued while n8n was still
+        starting is sometimes refused afterwards (401): then once more after a new login."""
+        answer = self.rest().request(method, path, **kwargs)
+        if answer.status_code == 401:
+            self.login()
+            answer = self.rest().request(method, path, **kwargs)
+        return answer
 
     def log_tail(self, size: int = 4000) -> str:
         path = self.folder / "n8n.log"
@@ -178,8 +189,10 @@ class N8n:
         return self.http
 
     def run_manually(self, workflow_id: str, trigger: str = "Manual") -> str:
-        answer = self.rest().post(
-            f"/rest/workflows/{workflow_id}/run", json={"triggerToStartFrom": {"name": trigger}}
+        answer = self.api(
+            "POST",
+            f"/rest/workflows/{workflow_id}/run",
+            json={"triggerToStartFrom": {"name": trigger}},
         )
         assert answer.status_code == 200, answer.text
         return str(answer.json()["data"]["executionId"])
@@ -198,30 +211,7 @@ class N8n:
         self.wait_for(registered, f"webhook {path}", timeout=timeout)
 
     def stop_execution(self, execution_id: str) -> httpx.Response:
-        return self.rest().post(f"/rest/executions/{execution_id}/stop")
-
-    def retry(self, execution_id: str) -> str:
-        answer = self.rest().post(
-            f"/rest/executions/{execution_id}/retry", json={"loadWorkflow": False}
-        )
-        assert answer.status_code == 200, answer.text
-        return str(answer.json()["data"]["id"] if isinstance(answer.json()["data"], dict) else "")
-
-    def executions(self) -> list[dict[str, Any]]:
-        """Every execution n8n keeps (its REST list, all pages)."""
-        out: list[dict[str, Any]] = []
-        last_id: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": 250}
-            if last_id is not None:
-                params["lastId"] = last_id
-            answer = self.rest().get("/rest/executions", params=params)
-            assert answer.status_code == 200, answer.text
-            page = answer.json()["data"]["results"]
-            out.extend(page)
-            if len(page) < 250:
-                return out
-            last_id = str(page[-1]["id"])
+        return self.api("POST", f"/rest/executions/{execution_id}/stop")
 
     def wait_for(
         self, predicate: Any, what: str, timeout: float = 120, interval: float = 0.5
@@ -233,13 +223,3 @@ class N8n:
                 return value
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(interval)
-
-
-@contextmanager
-def running_n8n(home: Path, folder: Path, spool: Path, **kwargs: Any) -> Iterator[N8n]:
-    folder.mkdir(parents=True, exist_ok=True)
-    n8n = N8n(home=home, folder=folder, spool=spool, **kwargs)
-    try:
-        yield n8n
-    finally:
-        n8n.stop()

@@ -48,6 +48,7 @@ MODE_TRIGGER = {
     "error": "error",
     "integrated": "subworkflow",
     "webhook": "webhook",
+    "trigger": "schedule",  # the only trigger-mode workflow here is a schedule
 }
 
 
@@ -274,6 +275,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "evEngineWait0001",
         "evEngineHookFail",
         "evEngineErrWf001",
+        "evEngineSched001",  # fires every 5 s from start to stop: trigger mode
     ):
         n8n.publish(published)
     service = Service(base / "data")
@@ -321,7 +323,7 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     slow = n8n.run_manually("evEngineSlow0001")
     n8n.wait_for(lambda: n8n_executions(n8n).get(slow), "the slow run to start")
     assert n8n.stop_execution(slow).json()["data"]["status"] == "canceled"
-    retried = n8n.rest().post(f"/rest/executions/{failed}/retry", json={"loadWorkflow": False})
+    retried = n8n.api("POST", f"/rest/executions/{failed}/retry", json={"loadWorkflow": False})
     assert retried.status_code == 200, retried.text
     n8n.wait_for(
         lambda: all(e["status"] in TERMINAL | {"waiting"} for e in n8n_executions(n8n).values()),
@@ -359,6 +361,12 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     relay.kill9()
     relay.start()
 
+    # n8n stops (SIGTERM: it lets running executions end), so its executions are final
+    n8n.wait_for(
+        lambda: any(e["mode"] == "trigger" for e in n8n_executions(n8n).values()),
+        "the schedule to fire",
+    )
+    n8n.stop()
     expected = n8n_executions(n8n)
     assert all(e["status"] in TERMINAL for e in expected.values()), expected
     wait_until(
@@ -369,7 +377,7 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
 
     # --- the archive holds exactly n8n's executions ------------------------------------------
     modes = {e["mode"] for e in expected.values()}
-    assert {"webhook", "manual", "cli", "integrated", "retry", "error"} <= modes, modes
+    assert {"webhook", "manual", "cli", "integrated", "retry", "error", "trigger"} <= modes, modes
     statuses = {e["status"] for e in expected.values()}
     assert {"success", "error", "canceled", "crashed"} <= statuses, statuses
     for execution_id, want in expected.items():
