@@ -324,3 +324,27 @@ def test_a_full_spool_drops_counts_and_raises_the_alarm_once(tmp_path: Path, nod
     state = read_writer(spool, writer)
     assert state is not None
     assert state["dropped"] == 50 - result["accepted"] and state["fullSince"] is not None
+
+
+def test_trigger_type_from_the_mode_and_the_trigger_node(node: Path) -> None:
+    cases = [
+        ("manual", "n8n-nodes-base.manualTrigger", "manual"),
+        ("cli", "n8n-nodes-base.manualTrigger", "cli"),
+        ("retry", "n8n-nodes-base.webhook", "retry"),
+        ("integrated", "n8n-nodes-base.executeWorkflowTrigger", "subworkflow"),
+        ("error", "n8n-nodes-base.errorTrigger", "error"),
+        ("webhook", "n8n-nodes-base.webhook", "webhook"),
+        ("webhook", "n8n-nodes-base.formTrigger", "form"),
+        ("trigger", "n8n-nodes-base.scheduleTrigger", "schedule"),
+        ("trigger", "n8n-nodes-base.cron", "schedule"),
+        ("trigger", "n8n-nodes-base.githubTrigger", "event"),
+        ("trigger", None, "trigger"),
+        ("evaluation", None, "evaluation"),
+    ]
+    script = (
+        f"const x = require({json.dumps(str(HOOK_FILE))})._execvault;\n"
+        f"const cases = {json.dumps(cases)};\n"
+        "console.log(JSON.stringify(cases.map(([m, t]) => x.triggerType(m, t ? {type: t} : null))));\n"
+    )
+    done = run_node(node, script)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [want for _, _, want in cases]
