@@ -19,6 +19,7 @@ SQLite through the standard library; Postgres through psycopg 3 (imported only w
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import sqlite3
 import threading
@@ -311,17 +312,8 @@ class _SqlSource:
         )
 
     def history(self, options: ImportOptions) -> list[HistoryRow]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if options.workflow_ids:
-            clauses.append(
-                f'h."workflowId" IN ({", ".join(self._param for _ in options.workflow_ids)})'
-            )
-            params.extend(options.workflow_ids)
-        if options.until is not None:
-            clauses.append(f'h."createdAt" < {self._param}')
-            params.append(self._time_param(options.until))
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        # every saved version up to --until (one saved before --since may be what ran after it)
+        where, params = self._where(dataclasses.replace(options, since=None), alias="h")
         sql = (
             f'SELECT h."versionId", h."workflowId", h."createdAt", h."nodes"{self._as_text}, '
             f'h."connections"{self._as_text}, h."name" FROM {self._t("workflow_history")} h{where} '

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 
 from tests.helpers import REPO
+from tests.live_service import free_port
 
 HOOK_FILE = REPO / "integrations" / "n8n" / "execvault-hooks.js"
 INSTALL = REPO / "integrations" / "n8n" / "install-n8n.sh"
@@ -29,12 +29,6 @@ OWNER = {
     "lastName": "Owner",
     "password": "Passw0rd-execvault",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def n8n_home() -> Path:

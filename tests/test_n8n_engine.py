@@ -18,13 +18,11 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -34,12 +32,12 @@ from archiver.final_state import decode_flatted
 from archiver.sanitize import Sanitizer
 from archiver.store.memory import MemoryStore
 from tests.helpers import CORPUS, HMAC_KEY, REPO
-from tests.n8n_engine import WORKFLOWS, N8n, free_port, n8n_home
+from tests.live_service import CLI, LiveService
+from tests.n8n_engine import WORKFLOWS, N8n, n8n_home
 
 pytestmark = pytest.mark.slow
 
 SNAPSHOTS = "/api/execution-snapshots"
-EXECVAULT = [sys.executable, "-c", "from api.cli import main; main()"]
 TERMINAL = {"success", "error", "canceled", "crashed"}
 MODE_TRIGGER = {
     "manual": "manual",
@@ -52,58 +50,6 @@ MODE_TRIGGER = {
 }
 
 
-class Service:
-    """`execvault serve` on a local store, restartable on the same port and data."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EXECVAULT_")}
-        env.update(
-            EXECVAULT_STORE=f"local:{self.data}",
-            EXECVAULT_HMAC_KEY=HMAC_KEY.hex(),
-            EXECVAULT_INDEX_FLUSH_MS="200",
-            EXECVAULT_INDEX_JOURNAL_DIR=str(self.data.parent / "journal"),
-        )
-        return env
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [*EXECVAULT, "serve", "--port", str(self.port)],
-            cwd=REPO,
-            env=self.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.http.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, "execvault serve exited"
-            assert time.monotonic() < deadline, "execvault serve did not start"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 class Relay:
     """`execvault relay --spool DIR --url URL` as its own process."""
 
@@ -114,7 +60,7 @@ class Relay:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*EXECVAULT, "relay", "--spool", str(self.spool), "--url", self.url],
+                [*CLI, "relay", "--spool", str(self.spool), "--url", self.url],
                 cwd=REPO,
                 env={k: v for k, v in os.environ.items() if not k.startswith("EXECVAULT_")},
                 stdout=out,
@@ -140,7 +86,7 @@ class Relay:
 
     def status(self) -> dict[str, Any]:
         done = subprocess.run(
-            [*EXECVAULT, "relay", "status", "--spool", str(self.spool), "--json"],
+            [*CLI, "relay", "status", "--spool", str(self.spool), "--json"],
             cwd=REPO,
             capture_output=True,
             timeout=120,
@@ -216,7 +162,7 @@ def n8n_executions(n8n: N8n) -> dict[str, dict[str, Any]]:
     return out
 
 
-def archived(service: Service, execution_id: str) -> dict[str, Any] | None:
+def archived(service: LiveService, execution_id: str) -> dict[str, Any] | None:
     answer = service.http.get(f"{SNAPSHOTS}/{execution_id}")
     if answer.status_code == 404:
         return None
@@ -224,7 +170,7 @@ def archived(service: Service, execution_id: str) -> dict[str, Any] | None:
     return dict(answer.json())
 
 
-def archive_matches(service: Service, expected: dict[str, dict[str, Any]]) -> list[str]:
+def archive_matches(service: LiveService, expected: dict[str, dict[str, Any]]) -> list[str]:
     """What differs between n8n's executions and the archive (empty when they agree)."""
     problems = []
     for execution_id, want in sorted(expected.items(), key=lambda kv: int(kv[0])):
@@ -278,7 +224,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "evEngineSched001",  # fires every 5 s from start to stop: trigger mode
     ):
         n8n.publish(published)
-    service = Service(base / "data")
+    service = LiveService(base / "data")
     relay = Relay(spool, service.url, base / "relay.log")
     service.start()
     relay.start()
@@ -287,8 +233,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         relay.stop()
         n8n.stop()
-        service.stop()
-        service.http.close()
+        service.close()
 
 
 def start_and_wait(n8n: N8n) -> None:
@@ -301,7 +246,7 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     world: dict[str, Any],
 ) -> None:
     n8n: N8n = world["n8n"]
-    service: Service = world["service"]
+    service: LiveService = world["service"]
     relay: Relay = world["relay"]
 
     # --- 1. every way in, the archive up -----------------------------------------------------
@@ -419,9 +364,9 @@ def test_the_archive_holds_exactly_n8ns_executions_through_an_outage_and_kill_9(
     # --- n8n's own stored copies, backfilled afterwards: all already archived, never a 409 ----
     n8n_db = n8n.folder / ".n8n" / "database.sqlite"
     done = subprocess.run(
-        [*EXECVAULT, "import-n8n", "--json", "--sqlite", str(n8n_db)],
+        [*CLI, "import-n8n", "--json", "--sqlite", str(n8n_db)],
         cwd=REPO,
-        env=service.env(),
+        env=service.env,
         capture_output=True,
         timeout=600,
         check=False,
